@@ -1,0 +1,22 @@
+#include "core/block_device.h"
+
+#include <nlohmann/json.hpp>
+
+namespace bowstack {
+
+Status BlockDevice::block_status(uint64_t /*offset*/, uint64_t length, std::vector<Extent>* out) {
+  out->push_back(Extent{length, 0});
+  return Status::Ok();
+}
+
+Status BlockDevice::cache(uint64_t /*offset*/, uint64_t /*length*/) { return Status::Ok(); }
+
+Result<std::string> BlockDevice::message(std::string_view text) {
+  return Status::Error(ENOTSUP, "layer '" + std::string(kind()) + "' has no message '" + std::string(text) + "'");
+}
+
+void BlockDevice::describe(nlohmann::json* /*out*/) const {}
+
+std::string BlockDevice::status_line() const { return {}; }
+
+}  // namespace bowstack

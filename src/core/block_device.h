@@ -1,0 +1,147 @@
+// The block-device interface every layer of a bowstack stack implements.
+//
+// A stack is a chain: a base device (file, block device, memory) at the
+// bottom and targets above it, each holding the device below. Front ends
+// (NBD, tools) only ever see the top of the chain.
+//
+// Contract for every method below, unless a method says otherwise:
+//  * Thread-safety: all methods may be called concurrently from many threads.
+//    Overlapping concurrent writes have no defined order (as on a disk).
+//  * REQUIRES: offset + length <= geometry().size, and, unless
+//    geometry().accepts_unaligned, offset and length are multiples of
+//    geometry().logical_block_size and length <= geometry().max_io_size for
+//    read/write. Front ends check this; layers may assume it.
+//  * Errors are returned as Status (errno values), never thrown.
+//  * Durability: a write is volatile until flush() returns OK, or, when the
+//    write carried kFua, until the write itself returns OK. A failed flush is
+//    sticky: the device reports the failure to every later flush and write.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json_fwd.hpp>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/status.h"
+
+namespace bowstack {
+
+struct Geometry {
+  uint64_t size = 0;                     // bytes
+  uint32_t logical_block_size = 512;     // smallest addressable unit (NBD minimum block size)
+  uint32_t preferred_block_size = 4096;  // I/O below this costs a read-modify-write somewhere
+  uint32_t max_io_size = 32u << 20;      // largest single read or write
+  bool accepts_unaligned = false;        // true: any offset/length works (layer does RMW)
+};
+
+struct Capabilities {
+  bool read_only = false;
+  bool flush = false;         // flush() makes earlier writes durable
+  bool fua = false;           // kFua is honoured
+  bool trim = false;          // trim() may release space
+  bool write_zeroes = false;  // write_zeroes() is supported (maybe emulated)
+  bool fast_zero = false;     // write_zeroes(kFastZero) can be faster than writing
+  bool multi_conn = false;    // flush() covers writes completed through any caller
+  bool block_status = false;  // block_status() reports real holes/zeroes
+  bool rotational = false;
+};
+
+// Flags for write, trim and write_zeroes.
+enum IoFlag : uint32_t {
+  kFua = 1u << 0,       // durable before returning
+  kNoHole = 1u << 1,    // write_zeroes: must not deallocate
+  kFastZero = 1u << 2,  // write_zeroes: fail with ENOTSUP rather than be slow
+};
+
+// One run of block_status(); flags as NBD base:allocation.
+enum ExtentFlag : uint32_t { kExtentHole = 1u << 0, kExtentZero = 1u << 1 };
+struct Extent {
+  uint64_t length = 0;
+  uint32_t flags = 0;
+};
+
+class BlockDevice {
+ public:
+  virtual ~BlockDevice() = default;
+  BlockDevice() = default;
+  BlockDevice(const BlockDevice&) = delete;
+  BlockDevice& operator=(const BlockDevice&) = delete;
+
+  // Short layer name ("file", "memory", "linear", ...).
+  virtual std::string_view kind() const = 0;
+  // Stable for the device's lifetime.
+  virtual Geometry geometry() const = 0;
+  virtual Capabilities capabilities() const = 0;
+
+  virtual Status read(uint64_t offset, std::span<std::byte> buf) = 0;
+  virtual Status write(uint64_t offset, std::span<const std::byte> buf, uint32_t flags) = 0;
+  virtual Status flush() = 0;
+  // A hint that the range is unused. Reads afterwards return unspecified data
+  // unless a layer documents otherwise.
+  virtual Status trim(uint64_t offset, uint64_t length, uint32_t flags) = 0;
+  // Reads afterwards return zeroes.
+  virtual Status write_zeroes(uint64_t offset, uint64_t length, uint32_t flags) = 0;
+  // Appends to *out at least one extent describing the range starting at
+  // offset; together they cover at most `length` bytes. The default reports
+  // everything as allocated data.
+  virtual Status block_status(uint64_t offset, uint64_t length, std::vector<Extent>* out);
+  // Prefetch hint. The default does nothing.
+  virtual Status cache(uint64_t offset, uint64_t length);
+
+  // Target-specific text command (like `dmsetup message`). On success returns
+  // the reply text (possibly empty). ENOTSUP means "not a message of mine".
+  virtual Result<std::string> message(std::string_view text);
+  // Adds this layer's own status fields to *out (a JSON object). Must not
+  // block on I/O.
+  virtual void describe(nlohmann::json* out) const;
+  // One human line of this layer's status (used by `bowstack status`).
+  virtual std::string status_line() const;
+
+  // The device this one is stacked on, or nullptr for a base device.
+  virtual BlockDevice* lower() const { return nullptr; }
+};
+
+// A layer over another device that forwards every call it does not
+// override (like LevelDB's EnvWrapper or an nbdkit filter). Geometry and
+// capabilities default to the lower device's.
+class StackedDevice : public BlockDevice {
+ public:
+  explicit StackedDevice(std::shared_ptr<BlockDevice> lower) : lower_(std::move(lower)) {}
+
+  Geometry geometry() const override { return lower_->geometry(); }
+  Capabilities capabilities() const override { return lower_->capabilities(); }
+  Status read(uint64_t offset, std::span<std::byte> buf) override { return lower_->read(offset, buf); }
+  Status write(uint64_t offset, std::span<const std::byte> buf, uint32_t flags) override {
+    return lower_->write(offset, buf, flags);
+  }
+  Status flush() override { return lower_->flush(); }
+  Status trim(uint64_t offset, uint64_t length, uint32_t flags) override {
+    return lower_->trim(offset, length, flags);
+  }
+  Status write_zeroes(uint64_t offset, uint64_t length, uint32_t flags) override {
+    return lower_->write_zeroes(offset, length, flags);
+  }
+  Status block_status(uint64_t offset, uint64_t length, std::vector<Extent>* out) override {
+    return lower_->block_status(offset, length, out);
+  }
+  Status cache(uint64_t offset, uint64_t length) override { return lower_->cache(offset, length); }
+  BlockDevice* lower() const override { return lower_.get(); }
+
+ protected:
+  const std::shared_ptr<BlockDevice>& lower_device() const { return lower_; }
+
+ private:
+  std::shared_ptr<BlockDevice> lower_;
+};
+
+// True when [offset, offset+length) lies inside a device of `size` bytes,
+// without overflow.
+inline bool range_in_bounds(uint64_t offset, uint64_t length, uint64_t size) {
+  return offset <= size && length <= size - offset;
+}
+
+}  // namespace bowstack
