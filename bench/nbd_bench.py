@@ -1,0 +1,142 @@
+#!/usr/bin/python3
+"""Runs fio (ioengine=nbd) against bowstack and peer NBD servers serving the
+same backing file, interleaving servers round by round so machine noise hits
+all of them alike, and reports the median of the rounds with ratios.
+
+Exit status is 1 when a "must" ratio (bowstack / nbdkit file >= 1.0) fails."""
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+WORKLOADS = [
+    # name, fio args, metric
+    ("randread-4k-qd16", ["--rw=randread", "--bs=4k", "--iodepth=16"], "iops"),
+    ("randwrite-4k-qd16", ["--rw=randwrite", "--bs=4k", "--iodepth=16"], "iops"),
+    ("seqwrite-1m-qd4", ["--rw=write", "--bs=1M", "--iodepth=4"], "bw"),
+]
+
+
+def wait_for_socket(path, proc, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if os.path.exists(path):
+            r = subprocess.run(["nbdinfo", "--size", f"nbd+unix:///?socket={path}"], capture_output=True)
+            if r.returncode == 0:
+                return
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited early: {proc.args}")
+        time.sleep(0.1)
+    raise SystemExit(f"server did not come up: {proc.args}")
+
+
+class Server:
+    def __init__(self, name, argv_fn, workdir):
+        self.name, self.argv_fn, self.workdir = name, argv_fn, workdir
+        self.sock = os.path.join(workdir, f"{name}.sock")
+        self.proc = None
+
+    def start(self, image):
+        if os.path.exists(self.sock):
+            os.unlink(self.sock)
+        log = open(os.path.join(self.workdir, f"{self.name}.log"), "ab")
+        self.proc = subprocess.Popen(self.argv_fn(image, self.sock), stdout=log, stderr=log)
+        wait_for_socket(self.sock, self.proc)
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def uri(self):
+        return f"nbd+unix:///?socket={self.sock}"
+
+
+def run_fio(uri, args, size, runtime):
+    cmd = ["fio", "--name=bench", "--ioengine=nbd", f"--uri={uri}", f"--size={size}",
+           f"--runtime={runtime}", "--time_based", "--ramp_time=1", "--numjobs=1",
+           "--randrepeat=0", "--norandommap", "--output-format=json"] + args
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"fio failed: {' '.join(cmd)}\n{out.stderr}")
+    job = json.loads(out.stdout[out.stdout.index("{"):])["jobs"][0]
+    side = job["read"] if job["read"]["io_bytes"] > 0 else job["write"]
+    return {"iops": side["iops"], "bw": side["bw_bytes"]}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bowstack", required=True)
+    ap.add_argument("--runtime", type=int, default=8, help="seconds per fio run")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--size", default="1G", help="backing file size")
+    ap.add_argument("--dir", default=None, help="where to put the backing file (default: a temp dir)")
+    ap.add_argument("--json", default=None, help="also write results as JSON here")
+    a = ap.parse_args()
+
+    workdir = tempfile.mkdtemp(prefix="bowstack-bench-", dir=a.dir)
+    image = os.path.join(workdir, "backing.img")
+    size_bytes = int(subprocess.check_output(["numfmt", "--from=iec", a.size]).strip())
+    # A fully written backing file, so reads hit real data rather than holes.
+    with open(image, "wb") as f:
+        chunk = os.urandom(1 << 20)
+        for _ in range(size_bytes >> 20):
+            f.write(chunk)
+        f.flush()
+        os.fsync(f.fileno())
+
+    servers = [
+        Server("bowstack", lambda img, s: [a.bowstack, "serve", img, "--unix", s, "--control",
+                                           os.path.join(workdir, "bowstack.ctl"), "--log-level", "warn"], workdir),
+        Server("nbdkit-file", lambda img, s: ["nbdkit", "-f", "-U", s, "file", img], workdir),
+        Server("qemu-nbd", lambda img, s: ["qemu-nbd", "-f", "raw", "-t", "-k", s, "--cache=writeback",
+                                           "--aio=threads", "-e", "16", img], workdir),
+    ]
+    results = {s.name: {w[0]: [] for w in WORKLOADS} for s in servers}
+    try:
+        for r in range(a.rounds):
+            for wname, wargs, metric in WORKLOADS:
+                for s in servers:
+                    s.start(image)
+                    try:
+                        v = run_fio(s.uri(), wargs, a.size, a.runtime)[metric]
+                    finally:
+                        s.stop()
+                    results[s.name][wname].append(v)
+                    print(f"round {r + 1}/{a.rounds} {wname:18} {s.name:12} "
+                          f"{v / (1 << 20) if metric == 'bw' else v:12.1f} {'MiB/s' if metric == 'bw' else 'IOPS'}",
+                          file=sys.stderr, flush=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    med = {s: {w: statistics.median(v) for w, v in ws.items()} for s, ws in results.items()}
+    lines = []
+    lines.append(f"| workload | bowstack | nbdkit file | qemu-nbd | bowstack/nbdkit | bowstack/qemu-nbd |")
+    lines.append("|---|---|---|---|---|---|")
+    failed = False
+    for wname, _, metric in WORKLOADS:
+        fmt = (lambda v: f"{v / (1 << 20):.0f} MiB/s") if metric == "bw" else (lambda v: f"{v:.0f} IOPS")
+        b, k, q = med["bowstack"][wname], med["nbdkit-file"][wname], med["qemu-nbd"][wname]
+        rk, rq = b / k, b / q
+        failed |= rk < 1.0
+        lines.append(f"| {wname} | {fmt(b)} | {fmt(k)} | {fmt(q)} | {rk:.2f} | {rq:.2f} |")
+    print("\n".join(lines))
+    print(f"\n(median of {a.rounds} rounds, {a.runtime} s each, backing file {a.size}, "
+          f"fio ioengine=nbd over Unix sockets)")
+    print("must: every bowstack/nbdkit ratio >= 1.0 ->", "FAIL" if failed else "PASS")
+    if a.json:
+        json.dump({"median": med, "raw": results}, open(a.json, "w"), indent=2)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

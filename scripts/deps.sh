@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages bowstack needs to build, test and benchmark.
+# Runs apt-get only when something is missing. Must run as root.
+set -euo pipefail
+
+packages=(
+  # build
+  build-essential cmake ninja-build pkg-config git clang clang-format libclang-rt-14-dev
+  libcli11-dev libfmt-dev libspdlog-dev nlohmann-json3-dev liburing-dev zlib1g-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  # real clients and peer servers for tests and benchmarks
+  libnbd-bin python3-libnbd nbdfuse nbdkit qemu-utils fio
+  # ext4 on the export
+  e2fsprogs util-linux mount fuse3 procps psmisc
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "deps.sh: missing packages (${missing[*]}); run as root to install them" >&2
+    exit 1
+  fi
+  echo "deps.sh: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi

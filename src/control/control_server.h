@@ -1,0 +1,61 @@
+// The control socket: a Unix stream socket (mode 0600) speaking JSON lines.
+// Each request is one JSON object on one line; each gets exactly one JSON
+// object line back. The protocol is in docs/control.md.
+//
+// Thread-safety: start()/stop() from one thread; the handler is called from
+// per-client threads, concurrently.
+// Lifetime: stop() (or the destructor) joins every thread and unlinks the
+// socket path.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <list>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+
+#include "core/status.h"
+
+namespace bowstack {
+
+class ControlServer {
+ public:
+  using Handler = std::function<nlohmann::json(const nlohmann::json& request)>;
+
+  // Binds `path`. Refuses (with a one-line reason) if the path exists: a live
+  // server's socket, a stale socket from a server that died, or another file.
+  static Result<std::unique_ptr<ControlServer>> open(const std::string& path, Handler handler);
+  ~ControlServer();
+
+  void start();
+  void stop();
+  const std::string& path() const { return path_; }
+
+ private:
+  ControlServer(std::string path, int listen_fd, int wake_fd, Handler handler);
+  void accept_loop();
+  void serve_client(int fd);
+
+  static constexpr size_t kMaxLine = 1u << 20;
+  static constexpr int kMaxClients = 16;
+
+  const std::string path_;
+  const int listen_fd_;
+  const int wake_fd_;  // eventfd that interrupts poll() on stop
+  const Handler handler_;
+  std::thread accept_thread_;
+  std::atomic<bool> stopping_{false};
+  std::mutex mu_;
+  std::list<std::pair<int, std::thread>> clients_;  // guarded by mu_
+  std::atomic<int> active_clients_{0};
+};
+
+// Sends one request to the control socket at `path` and returns the reply.
+// Errors: the socket is absent or nobody listens, the reply is not JSON, or
+// no reply within `timeout_ms`.
+Result<nlohmann::json> control_request(const std::string& path, const nlohmann::json& request,
+                                       int timeout_ms = 30000);
+
+}  // namespace bowstack

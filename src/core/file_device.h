@@ -1,0 +1,67 @@
+// A base device over a regular file or a block device.
+//
+// I/O is positional (pread/pwrite), so any number of threads run in
+// parallel with no lock on the data path. Flushes and FUA writes go through
+// one GroupSync, so concurrent barriers share an fdatasync; a failed
+// fdatasync is sticky and fails every later write and flush with EIO.
+//
+// Regular files: trim punches holes, write_zeroes punches holes (or zeroes
+// the range when NO_HOLE is asked), block_status reports holes via
+// SEEK_HOLE/SEEK_DATA. Block devices: BLKDISCARD / BLKZEROOUT.
+// With `direct`, the file is opened O_DIRECT: callers' buffers must be
+// aligned to 4096 and I/O aligned to the advertised logical block size.
+#pragma once
+
+#include <string>
+
+#include "core/block_device.h"
+#include "core/group_sync.h"
+
+namespace bowstack {
+
+struct FileDeviceOptions {
+  bool read_only = false;
+  bool direct = false;
+};
+
+class FileDevice final : public BlockDevice {
+ public:
+  // Opens an existing file or block device. Errors name the path.
+  static Result<std::shared_ptr<FileDevice>> open(const std::string& path, FileDeviceOptions opts = {});
+  // Creates a sparse regular file of `size` bytes. Fails with EEXIST if the
+  // path exists (never truncates anything).
+  static Status create(const std::string& path, uint64_t size);
+
+  ~FileDevice() override;
+
+  std::string_view kind() const override { return "file"; }
+  Geometry geometry() const override { return geometry_; }
+  Capabilities capabilities() const override { return caps_; }
+  Status read(uint64_t offset, std::span<std::byte> buf) override;
+  Status write(uint64_t offset, std::span<const std::byte> buf, uint32_t flags) override;
+  Status flush() override;
+  Status trim(uint64_t offset, uint64_t length, uint32_t flags) override;
+  Status write_zeroes(uint64_t offset, uint64_t length, uint32_t flags) override;
+  Status block_status(uint64_t offset, uint64_t length, std::vector<Extent>* out) override;
+  Status cache(uint64_t offset, uint64_t length) override;
+  void describe(nlohmann::json* out) const override;
+  std::string status_line() const override;
+
+  const std::string& path() const { return path_; }
+  int fd() const { return fd_; }
+
+ private:
+  FileDevice(std::string path, int fd, bool block_device, FileDeviceOptions opts, Geometry g);
+  Status write_zero_buffer(uint64_t offset, uint64_t length);
+  Status fdatasync_barrier();
+
+  const std::string path_;
+  const int fd_;
+  const bool block_device_;
+  const FileDeviceOptions opts_;
+  Geometry geometry_;
+  Capabilities caps_;
+  GroupSync sync_;
+};
+
+}  // namespace bowstack
