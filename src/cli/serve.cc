@@ -117,7 +117,8 @@ int run_serve(const ServeOptions& opts) {
   auto base = open_image(opts, &image);
   if (!base.ok()) return fail(base.status().message());
   auto top = registry.build(base.value(), specs);
-  if (!top.ok()) return fail(top.status().message());
+  // Target errors carry a complete sentence; strerror would only repeat "Invalid argument".
+  if (!top.ok()) return fail(top.status().context().empty() ? top.status().message() : top.status().context());
   Volume volume(top.value());
 
   // Signals are taken synchronously by this thread only; every other thread

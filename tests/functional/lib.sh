@@ -89,7 +89,7 @@ status_field() {
 import json, sys
 v = json.load(sys.stdin)
 for k in '$1'.strip('.').split('.'):
-    v = v[k]
+    v = v[int(k)] if isinstance(v, list) else v[k]
 print(v)"
 }
 

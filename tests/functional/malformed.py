@@ -23,7 +23,9 @@ def expect_error(what, fn, *errnos):
     try:
         fn()
     except nbd.Error as e:
-        if errnos and e.errno not in errnos:
+        # The bindings give the errno as a name ("EINVAL") or a number, by version.
+        code = e.errno if isinstance(e.errno, int) else getattr(errno, str(e.errno), None)
+        if errnos and code not in errnos:
             raise SystemExit(f"{what}: got errno {e.errno} ({e.string}), want one of {errnos}")
         return
     raise SystemExit(f"{what}: succeeded but should have failed")
@@ -59,6 +61,5 @@ for structured in (True, False):
     h.pwrite(b"\x42" * 4096, 8192, nbd.CMD_FLAG_FUA)
     assert h.pread(4096, 8192) == b"\x42" * 4096
     h.shutdown()
-    h.close()
 
 print("malformed requests: all refused as the spec says; data intact")

@@ -25,7 +25,7 @@ expect_error "expected key=value" "$BOWSTACK" serve "$WORK/img" --unix "$S" --co
 expect_error "cannot open image '$WORK/missing'.*No such file" \
   "$BOWSTACK" serve "$WORK/missing" --unix "$S" --control "$C"
 expect_error "too small" "$BOWSTACK" serve "$WORK/img" --unix "$S" --control "$C" --target linear:length=16M
-expect_error "neither a regular file nor a block device" "$BOWSTACK" serve "$WORK" --unix "$S" --control "$C"
+expect_error "Is a directory|neither a regular file nor a block device" "$BOWSTACK" serve "$WORK" --unix "$S" --control "$C"
 expect_error "exists with size" "$BOWSTACK" serve "$WORK/img" --create 4M --unix "$S" --control "$C"
 expect_error "invalid --create size" "$BOWSTACK" serve "$WORK/new" --create 12Q --unix "$S" --control "$C"
 [[ ! -e $WORK/new ]] || fail "a failed --create left a file behind"
@@ -61,7 +61,7 @@ expect_error "cannot connect to control socket" "$BOWSTACK" message hello --cont
 # A live server's control socket cannot be taken over, and its NBD socket neither.
 start_server "$WORK/img"
 expect_error "in use by a running server" "$BOWSTACK" serve "$WORK/img" --unix "$WORK/other.sock" --control "$CTL"
-expect_error "message" "$BOWSTACK" message frobnicate --control "$CTL"
+expect_error "no layer understands .frobnicate." "$BOWSTACK" message frobnicate --control "$CTL"
 expect_error "no layer of kind 'bow'" "$BOWSTACK" message checkpoint --target bow --control "$CTL"
 stop_server
 

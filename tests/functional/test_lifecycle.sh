@@ -66,18 +66,35 @@ PY
 
 # SIGTERM with requests in flight: they complete, data is flushed, exit 0.
 /usr/bin/python3 - "$(URI)" "$SERVER_PID" "$WORK/acked" <<'PY' || fail "drain on SIGTERM"
-import nbd, os, signal, sys
+import nbd, os, signal, sys, time
 uri, pid = sys.argv[1], int(sys.argv[2])
 h = nbd.NBD(); h.connect_uri(uri)
 cmds = [h.aio_pwrite(nbd.Buffer.from_bytearray(bytearray([i]) * (256 << 10)), i * (256 << 10)) for i in range(32)]
+index = {c: i for i, c in enumerate(cmds)}
+pending, acked = set(cmds), []
+def reap():
+    for c in list(pending):
+        try:
+            if h.aio_command_completed(c):
+                pending.discard(c)
+                acked.append(index[c])
+        except nbd.Error:  # failed or cut off by the shutdown: not acknowledged
+            pending.discard(c)
+# Let the first few complete so the rest are really on the wire, then stop the server.
+while len(acked) < 4:
+    h.poll(1000)
+    reap()
 os.kill(pid, signal.SIGTERM)
-done = 0
-try:
-    while h.aio_in_flight() > 0:
-        h.poll(-1)
-except nbd.Error:
-    pass
-acked = [i for i, c in enumerate(cmds) if h.aio_command_completed(c)]
+deadline = time.time() + 30
+while pending and time.time() < deadline:
+    try:
+        if h.aio_in_flight() == 0:
+            break
+        h.poll(1000)
+    except nbd.Error:
+        break
+    reap()
+reap()
 print(f"{len(acked)} of {len(cmds)} writes acknowledged before shutdown")
 open(sys.argv[3], "w").write(" ".join(map(str, acked)))
 PY

@@ -6,9 +6,9 @@
 need nbdsh nbdinfo truncate
 /usr/bin/python3 -c "import nbd" 2>/dev/null || need python3-libnbd-module
 
-truncate -s 16M "$WORK/img"
+truncate -s 64M "$WORK/img"  # larger than the maximum request, so oversize is not out of range
 start_server "$WORK/img"
-/usr/bin/python3 "$(dirname "$0")/malformed.py" "$(URI)" $((16 << 20)) || fail "malformed request checks"
+/usr/bin/python3 "$(dirname "$0")/malformed.py" "$(URI)" $((64 << 20)) || fail "malformed request checks"
 
 # Raw garbage at every stage of the handshake and in transmission.
 /usr/bin/python3 - "$SOCK" <<'PY' || fail "raw garbage checks"
