@@ -170,6 +170,8 @@ int run_serve(const ServeOptions& opts) {
   int sig = 0;
   sigwait(&signals, &sig);
   spdlog::info("{}: draining in-flight requests", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  // Requests held by a suspend are in flight too: let them finish rather than hang the drain.
+  volume.resume();
   server.stop();
   Status flushed = volume.capabilities().flush ? volume.flush() : Status::Ok();
   (*control)->stop();

@@ -47,7 +47,8 @@ TEST_F(FileDeviceTest, OpenMissingNamesPath) {
 }
 
 TEST_F(FileDeviceTest, OpenRejectsDirectoryAndTinyFile) {
-  EXPECT_EQ(FileDevice::open(dir_.string()).status().code(), EINVAL);
+  int dir_error = FileDevice::open(dir_.string()).status().code();
+  EXPECT_TRUE(dir_error == EISDIR || dir_error == EINVAL) << dir_error;
   ASSERT_TRUE(FileDevice::create(path_, 100).ok());
   EXPECT_EQ(FileDevice::open(path_).status().code(), EINVAL);
 }
