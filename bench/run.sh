@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
-# NBD server benchmark: bowstack passthrough vs nbdkit's file plugin vs
-# qemu-nbd, all serving the same backing file in the same run, driven by fio
-# with ioengine=nbd over Unix sockets. Prints IOPS/bandwidth and ratios.
-# Usage: bench/run.sh [--runtime S] [--rounds N] [--size SIZE] [--dir DIR]
+# Benchmarks, each reported as ratios against peers measured in the same run.
+# Usage: bench/run.sh [nbd|bow|all] [options for the benchmark]
+#   nbd: bowstack passthrough vs nbdkit file plugin vs qemu-nbd (bench/nbd_bench.py)
+#   bow: bow target vs passthrough, qcow2 overlay and dd (bench/bow_bench.py)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/scripts/deps.sh"
 "$root/scripts/build.sh" release
 export PATH="/usr/bin:/usr/sbin:/bin:/sbin:$PATH"
-exec /usr/bin/python3 "$root/bench/nbd_bench.py" --bowstack "$root/build/release/bowstack" "$@"
+which=${1:-all}
+[[ $# -gt 0 ]] && shift
+rc=0
+if [[ $which == nbd || $which == all ]]; then
+  /usr/bin/python3 "$root/bench/nbd_bench.py" --bowstack "$root/build/release/bowstack" "$@" || rc=1
+fi
+if [[ $which == bow || $which == all ]]; then
+  /usr/bin/python3 "$root/bench/bow_bench.py" --bowstack "$root/build/release/bowstack" "$@" || rc=1
+fi
+exit $rc

@@ -8,7 +8,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 kind=${1:-release}
 shift || true
 case $kind in
-  release) args=(-DCMAKE_BUILD_TYPE=Release -DBOWSTACK_WERROR=ON) ;;
+  release) args=(-DCMAKE_BUILD_TYPE=Release -DBOWSTACK_WERROR=ON -DBOWSTACK_TESTS=OFF) ;;
   test) args=(-DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g" -DBOWSTACK_WERROR=ON
               -DBOWSTACK_SANITIZE=address,undefined) ;;
   tsan) args=(-DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g" -DBOWSTACK_WERROR=ON

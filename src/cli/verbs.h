@@ -41,4 +41,15 @@ int run_suspend(const ClientOptions& opts, bool suspend);
 // Lists the registered targets and their keys.
 int run_targets();
 
+struct RestoreCliOptions {
+  std::string image;
+  bool dry_run = false;
+  bool roll_forward = false;
+  int64_t stop_after_writes = -1;  // hidden test hook
+};
+// Offline bow rollback (exit 0 also when there is no checkpoint).
+int run_restore(const RestoreCliOptions& opts);
+// Prints an image's bow checkpoint log.
+int run_inspect(const std::string& image, bool json);
+
 }  // namespace bowstack::cli

@@ -1,0 +1,183 @@
+#!/usr/bin/python3
+"""bow benchmarks, each a ratio against a peer measured in the same run:
+
+1. writes into free space (bow in CHECKPOINT, blocks trimmed before the
+   checkpoint) vs the same fio job on bowstack passthrough;       must >= 0.95
+2. first overwrites of pre-checkpoint data, 4k random at QD16, vs
+   passthrough (must >= 0.5) and vs qemu-nbd serving a qcow2 overlay on the
+   same backing file (must be above it);
+3. offline restore of 1 GiB of changes vs the backing filesystem's sequential
+   write bandwidth (dd with fdatasync) in the same run;            must >= 0.5
+
+fio uses ioengine=nbd over Unix sockets. Each fio run writes every block of
+its region at most once (fio's random map), so "first overwrite" means it.
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+GiB = 1 << 30
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
+
+
+def wait_sock(path, proc):
+    for _ in range(400):
+        if os.path.exists(path):
+            if subprocess.run(["nbdinfo", "--size", f"nbd+unix:///?socket={path}"],
+                              capture_output=True).returncode == 0:
+                return
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited: {proc.args}")
+        time.sleep(0.05)
+    raise SystemExit(f"server did not start: {proc.args}")
+
+
+class Server:
+    def __init__(self, argv, sock, log):
+        if os.path.exists(sock):
+            os.unlink(sock)
+        self.sock = sock
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=log)
+        wait_sock(sock, self.proc)
+
+    @property
+    def uri(self):
+        return f"nbd+unix:///?socket={self.sock}"
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def fio(uri, rw, bs, qd, offset, size, runtime):
+    cmd = ["fio", "--name=b", "--ioengine=nbd", f"--uri={uri}", f"--rw={rw}", f"--bs={bs}",
+           f"--iodepth={qd}", f"--offset={offset}", f"--size={size}", f"--runtime={runtime}",
+           "--randrepeat=0", "--output-format=json"]
+    out = sh(cmd).stdout
+    job = json.loads(out[out.index("{"):])["jobs"][0]["write"]
+    return job["iops"], job["bw_bytes"]
+
+
+def nbd_trim(uri, offset, length):
+    code = ("import nbd,sys\nh=nbd.NBD()\nh.connect_uri(sys.argv[1])\n"
+            "o,l=int(sys.argv[2]),int(sys.argv[3])\n"
+            "while l>0:\n n=min(l,1<<30)\n h.trim(n,o)\n o+=n\n l-=n\nh.flush()\nh.shutdown()\n")
+    sh(["/usr/bin/python3", "-c", code, uri, str(offset), str(length)])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bowstack", required=True)
+    ap.add_argument("--runtime", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--dir", default=None)
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args()
+
+    work = tempfile.mkdtemp(prefix="bowstack-bowbench-", dir=a.dir)
+    log = open(os.path.join(work, "servers.log"), "ab")
+    base = os.path.join(work, "base.img")
+    # 3 GiB: [0,1G) data, [1G,3G) becomes free space at checkpoint.
+    with open(base, "wb") as f:
+        chunk = os.urandom(1 << 20)
+        for _ in range(1024):
+            f.write(chunk)
+        f.truncate(3 * GiB)
+        os.fsync(f.fileno())
+    img = os.path.join(work, "img")
+    sock = os.path.join(work, "s.sock")
+    ctl = os.path.join(work, "ctl")
+
+    def fresh():
+        for p in (img, img + ".bowmeta"):
+            if os.path.exists(p):
+                os.unlink(p)
+        sh(["cp", "--sparse=always", base, img])
+
+    def serve(*targets):
+        args = [a.bowstack, "serve", img, "--unix", sock, "--control", ctl, "--log-level", "warn"]
+        for t in targets:
+            args += ["--target", t]
+        return Server(args, sock, log)
+
+    def bow_checkpointed():
+        s = serve("bow")
+        nbd_trim(s.uri, GiB, 2 * GiB)
+        sh([a.bowstack, "checkpoint", "--control", ctl])
+        return s
+
+    res = {k: [] for k in ["free_pt", "free_bow", "ow_pt", "ow_bow", "ow_qcow2", "restore", "seqwrite"]}
+    try:
+        for r in range(a.rounds):
+            # 1. writes into free space
+            fresh(); s = serve(); res["free_pt"].append(fio(s.uri, "randwrite", "4k", 16, GiB, GiB, a.runtime)[0]); s.stop()
+            fresh(); s = bow_checkpointed(); res["free_bow"].append(fio(s.uri, "randwrite", "4k", 16, GiB, GiB, a.runtime)[0]); s.stop()
+            # 2. first overwrites of pre-checkpoint data
+            fresh(); s = serve(); res["ow_pt"].append(fio(s.uri, "randwrite", "4k", 16, 0, GiB, a.runtime)[0]); s.stop()
+            fresh(); s = bow_checkpointed(); res["ow_bow"].append(fio(s.uri, "randwrite", "4k", 16, 0, GiB, a.runtime)[0]); s.stop()
+            fresh()
+            overlay = os.path.join(work, "overlay.qcow2")
+            if os.path.exists(overlay):
+                os.unlink(overlay)
+            sh(["qemu-img", "create", "-q", "-f", "qcow2", "-b", img, "-F", "raw", overlay])
+            q = Server(["qemu-nbd", "-f", "qcow2", "-t", "-k", sock, "--cache=writeback", "--aio=threads",
+                        overlay], sock, log)
+            res["ow_qcow2"].append(fio(q.uri, "randwrite", "4k", 16, 0, GiB, a.runtime)[0]); q.stop()
+            # 3. restore of 1 GiB of changes
+            fresh(); s = bow_checkpointed()
+            fio(s.uri, "write", "1M", 4, 0, GiB, 600)
+            s.stop()
+            sh(["sync"])
+            t = time.perf_counter()
+            sh([a.bowstack, "restore", img])
+            res["restore"].append(GiB / (time.perf_counter() - t))
+            tmp = os.path.join(work, "dd.tmp")
+            t = time.perf_counter()
+            sh(["dd", "if=" + base, "of=" + tmp, "bs=1M", "count=1024", "conv=fdatasync"])
+            res["seqwrite"].append(GiB / (time.perf_counter() - t))
+            os.unlink(tmp)
+            print(f"round {r + 1}: " + ", ".join(f"{k}={v[-1]:.0f}" for k, v in res.items()), file=sys.stderr,
+                  flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    m = {k: statistics.median(v) for k, v in res.items()}
+    rows = [
+        ("writes into free space, 4k QD16", f"{m['free_bow']:.0f} IOPS", f"passthrough {m['free_pt']:.0f} IOPS",
+         m["free_bow"] / m["free_pt"], 0.95),
+        ("first overwrites, 4k QD16", f"{m['ow_bow']:.0f} IOPS", f"passthrough {m['ow_pt']:.0f} IOPS",
+         m["ow_bow"] / m["ow_pt"], 0.5),
+        ("first overwrites, 4k QD16", f"{m['ow_bow']:.0f} IOPS", f"qemu-nbd qcow2 overlay {m['ow_qcow2']:.0f} IOPS",
+         m["ow_bow"] / m["ow_qcow2"], 1.0),
+        ("restore 1 GiB of changes", f"{m['restore'] / (1 << 20):.0f} MiB/s",
+         f"dd seq write {m['seqwrite'] / (1 << 20):.0f} MiB/s", m["restore"] / m["seqwrite"], 0.5),
+    ]
+    print("| benchmark | bow | peer (same run) | ratio | must |")
+    print("|---|---|---|---|---|")
+    failed = False
+    for name, b, p, ratio, need in rows:
+        ok = ratio >= need if need != 1.0 else ratio > 1.0
+        failed |= not ok
+        print(f"| {name} | {b} | {p} | {ratio:.2f} | {'>' if need == 1.0 else '>='} {need} {'ok' if ok else 'FAIL'} |")
+    print(f"\n(median of {a.rounds} rounds, fio runtime {a.runtime} s, fio ioengine=nbd over Unix sockets)")
+    if a.json:
+        json.dump({"median": m, "raw": res}, open(a.json, "w"), indent=2)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

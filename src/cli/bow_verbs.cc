@@ -1,0 +1,170 @@
+// Offline bow tools: `bowstack restore` and `bowstack inspect`.
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "cli/verbs.h"
+#include "core/file_device.h"
+#include "core/parse.h"
+#include "targets/bow/bow_log.h"
+#include "targets/bow/bow_restore.h"
+
+namespace bowstack::cli {
+
+namespace {
+
+int fail(const std::string& what) {
+  std::fprintf(stderr, "bowstack: %s\n", what.c_str());
+  return 1;
+}
+
+// A one-line progress bar on stderr, only when it is a terminal.
+class ProgressBar {
+ public:
+  ProgressBar() : tty_(::isatty(2) == 1) {}
+  void update(uint64_t done, uint64_t total) {
+    if (!tty_ || total == 0) return;
+    int pct = static_cast<int>(done * 100 / total);
+    if (pct == last_) return;
+    last_ = pct;
+    int filled = pct / 4;
+    std::fprintf(stderr, "\r[%.*s%*s] %3d%% %llu/%llu entries", filled, "#########################", 25 - filled, "",
+                 pct, static_cast<unsigned long long>(done), static_cast<unsigned long long>(total));
+    std::fflush(stderr);
+  }
+  ~ProgressBar() {
+    if (tty_ && last_ >= 0) std::fprintf(stderr, "\n");
+  }
+
+ private:
+  bool tty_;
+  int last_ = -1;
+};
+
+}  // namespace
+
+int run_restore(const RestoreCliOptions& opts) {
+  auto dev = FileDevice::open(opts.image, FileDeviceOptions{.read_only = opts.dry_run});
+  if (!dev.ok()) return fail(dev.status().message());
+  bow::RestoreOptions ro;
+  ro.dry_run = opts.dry_run;
+  ro.roll_forward = opts.roll_forward;
+  ro.stop_after_writes = opts.stop_after_writes;
+  ProgressBar bar;
+  ro.progress = [&](uint64_t done, uint64_t total) { bar.update(done, total); };
+  auto r = bow::restore(*dev.value(), ro);
+  if (!r.ok()) {
+    if (r.status().code() == ECANCELED) return fail(r.status().context());
+    return fail(fmt::format("restore of '{}' failed: {}", opts.image,
+                            r.status().context().empty() ? r.status().message() : r.status().context()));
+  }
+  using O = bow::RestoreReport::Outcome;
+  switch (r->outcome) {
+    case O::kNoCheckpoint:
+      std::printf("no checkpoint on %s; nothing to do\n", opts.image.c_str());
+      return 0;
+    case O::kValidated:
+      if (r->continued_interrupted) {
+        std::printf("%s holds an interrupted restore (block size %u, about %llu entries left); running restore "
+                    "will finish it\n",
+                    opts.image.c_str(), r->block_size, static_cast<unsigned long long>(r->entries));
+      } else {
+        std::printf("checkpoint log on %s is valid: block size %u, %llu log blocks, %llu entries, %s saved; "
+                    "nothing written\n",
+                    opts.image.c_str(), r->block_size, static_cast<unsigned long long>(r->log_blocks),
+                    static_cast<unsigned long long>(r->entries), format_size(r->bytes).c_str());
+      }
+      return 0;
+    case O::kRestored:
+      std::printf("%s: restored to the checkpoint (%llu log blocks, %llu entries, %s copied back%s)\n",
+                  opts.image.c_str(), static_cast<unsigned long long>(r->log_blocks),
+                  static_cast<unsigned long long>(r->entries), format_size(r->bytes).c_str(),
+                  r->continued_interrupted ? ", finishing an interrupted restore" : "");
+      return 0;
+    case O::kRolledForward:
+      std::printf("%s: the checkpoint log is invalid (%s); rolled forward: all changes kept, block 0 put back\n",
+                  opts.image.c_str(), r->validation_error.c_str());
+      return 0;
+  }
+  return 1;
+}
+
+int run_inspect(const std::string& image, bool json) {
+  auto dev = FileDevice::open(image, FileDeviceOptions{.read_only = true});
+  if (!dev.ok()) return fail(dev.status().message());
+  auto p = bow::probe(*dev.value());
+  if (!p.ok()) return fail(p.status().message());
+  nlohmann::json j;
+  j["image"] = image;
+  if (*p == bow::ProbeResult::kNoCheckpoint) {
+    j["state"] = "none";
+    if (json) {
+      std::printf("%s\n", j.dump(2).c_str());
+    } else {
+      std::printf("%s: no checkpoint log\n", image.c_str());
+    }
+    return 0;
+  }
+  if (*p == bow::ProbeResult::kInterruptedRestore) {
+    j["state"] = "interrupted-restore";
+    if (json) {
+      std::printf("%s\n", j.dump(2).c_str());
+    } else {
+      std::printf("%s: an interrupted restore (magic WOB); run 'bowstack restore %s' to finish it\n",
+                  image.c_str(), image.c_str());
+    }
+    return 0;
+  }
+  auto chain = bow::read_and_validate(*dev.value(), bow::ValidateOptions{.verify_checksums = true});
+  if (!chain.ok()) {
+    j["state"] = "checkpoint";
+    j["valid"] = false;
+    j["error"] = chain.status().context();
+    if (json) std::printf("%s\n", j.dump(2).c_str());
+    return fail(fmt::format("{}: invalid checkpoint log: {}", image, chain.status().context()));
+  }
+  j["state"] = "checkpoint";
+  j["valid"] = true;
+  j["block_size"] = chain->block_size;
+  j["sector0"] = chain->sector0;
+  auto& blocks = j["log_blocks"];
+  blocks = nlohmann::json::array();
+  uint64_t entries = 0, bytes = 0;
+  for (const auto& b : chain->blocks) {
+    nlohmann::json jb{{"sequence", b.header.sequence}, {"count", b.header.count}, {"sector0", b.header.sector0},
+                      {"header_size", b.header.header_size}};
+    auto& je = jb["entries"];
+    je = nlohmann::json::array();
+    for (const auto& e : b.entries) {
+      je.push_back({{"source", e.source}, {"dest", e.dest}, {"size", e.size}, {"checksum", e.checksum}});
+      ++entries;
+      bytes += e.size;
+    }
+    blocks.push_back(std::move(jb));
+  }
+  j["entries"] = entries;
+  j["bytes"] = bytes;
+  if (json) {
+    std::printf("%s\n", j.dump(2).c_str());
+    return 0;
+  }
+  std::printf("%s: checkpoint log, block size %u, live block 0 at sector %llu\n", image.c_str(), chain->block_size,
+              static_cast<unsigned long long>(chain->sector0));
+  std::printf("%zu log blocks, %llu entries, %s saved; checksums verified\n", chain->blocks.size(),
+              static_cast<unsigned long long>(entries), format_size(bytes).c_str());
+  for (auto it = chain->blocks.rbegin(); it != chain->blocks.rend(); ++it) {
+    std::printf("log block %u: %u entries, sector0 %llu\n", it->header.sequence, it->header.count,
+                static_cast<unsigned long long>(it->header.sector0));
+    for (size_t i = 0; i < it->entries.size(); ++i) {
+      const auto& e = it->entries[i];
+      std::printf("  %4zu  source %12llu  dest %12llu  size %8u  checksum %08x%s\n", i,
+                  static_cast<unsigned long long>(e.source), static_cast<unsigned long long>(e.dest), e.size,
+                  e.checksum, i == 0 ? (it->header.sequence == 0 ? "  (block 0)" : "  (previous log block)") : "");
+    }
+  }
+  return 0;
+}
+
+}  // namespace bowstack::cli

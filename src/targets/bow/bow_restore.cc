@@ -1,0 +1,241 @@
+#include "targets/bow/bow_restore.h"
+
+#include <fmt/format.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "targets/bow/bow_log.h"
+
+namespace bowstack::bow {
+
+namespace {
+
+struct FreeDeleter {
+  void operator()(std::byte* p) const { std::free(p); }
+};
+using Buffer = std::unique_ptr<std::byte, FreeDeleter>;
+Buffer aligned(size_t n) { return Buffer(static_cast<std::byte*>(std::aligned_alloc(4096, (n + 4095) / 4096 * 4096))); }
+
+// Sector ranges read as sources of saved data in the current log block.
+class RangeSet {
+ public:
+  bool overlaps(uint64_t start, uint64_t end) const {
+    auto it = m_.lower_bound(end);
+    while (it != m_.begin()) {
+      --it;
+      if (it->second > start) return true;
+      // Ranges may overlap each other here, so keep looking left only while
+      // a longer earlier range could still reach `start`.
+      if (it->first + max_len_ <= start) break;
+    }
+    return false;
+  }
+  void add(uint64_t start, uint64_t end) {
+    auto [it, fresh] = m_.emplace(start, end);
+    if (!fresh) it->second = std::max(it->second, end);
+    max_len_ = std::max(max_len_, end - start);
+  }
+  void clear() {
+    m_.clear();
+    max_len_ = 0;
+  }
+
+ private:
+  std::map<uint64_t, uint64_t> m_;
+  uint64_t max_len_ = 0;
+};
+
+class Restorer {
+ public:
+  Restorer(BlockDevice& dev, const RestoreOptions& opts) : dev_(dev), opts_(opts) {}
+
+  // Rolls back from whatever block 0 holds (BOW after validation, or WOB).
+  Status run(uint32_t bs, uint64_t total_entries, RestoreReport* report);
+
+ private:
+  Status write(uint64_t offset, std::span<const std::byte> data) {
+    if (opts_.stop_after_writes >= 0 && writes_ >= static_cast<uint64_t>(opts_.stop_after_writes)) {
+      return Status::Error(ECANCELED, fmt::format("stopped after {} writes (test hook)", writes_));
+    }
+    if (Status s = dev_.write(offset, data, 0); !s.ok()) return s;
+    ++writes_;
+    return Status::Ok();
+  }
+  Status flush() { return dev_.flush(); }
+
+  BlockDevice& dev_;
+  const RestoreOptions& opts_;
+  uint64_t writes_ = 0;
+};
+
+Status Restorer::run(uint32_t bs, uint64_t total_entries, RestoreReport* report) {
+  const uint64_t device_bytes = dev_.geometry().size;
+  Buffer block = aligned(bs);
+  Buffer data;
+  size_t data_size = 0;
+  uint64_t done = 0;
+  bool first = true;
+  int64_t seq = -1;
+  for (;;) {
+    // Block 0 holds the log block to restore next (read directly: everything
+    // before it has really been copied back).
+    if (Status s = dev_.read(0, std::span(block.get(), bs)); !s.ok()) return s;
+    std::span<std::byte> bytes(block.get(), bs);
+    LogHeader h = unpack_header(bytes);
+    if (Status s = check_header(h, device_bytes, bs, true); !s.ok()) {
+      return Status::Error(EIO, fmt::format("log block {}: {} (after validation passed)", seq, s.context()));
+    }
+    if (!first && h.sequence != seq) {
+      return Status::Error(EIO, fmt::format("expected log block {} at block 0, found {}", seq, h.sequence));
+    }
+    first = false;
+    seq = h.sequence;
+    LogBlock lb = parse_log_block(bytes);
+    RangeSet used;
+    for (int64_t i = static_cast<int64_t>(h.count) - 1; i >= 0; --i) {
+      const LogEntry& e = lb.entries[static_cast<size_t>(i)];
+      // Checked again even after validation: a WOB device skipped it.
+      if (Status s = check_entry(e, static_cast<uint32_t>(i), bs, device_bytes); !s.ok()) {
+        return Status::Error(EIO, fmt::format("log block {} entry {}: {}", seq, i, s.context()));
+      }
+      if (data_size < e.size) {
+        data = aligned(e.size);
+        data_size = e.size;
+      }
+      std::span<std::byte> saved(data.get(), e.size);
+      if (Status s = dev_.read(e.dest * 512, saved); !s.ok()) return s;
+      if (e.checksum != 0) {
+        uint32_t crc = entry_checksum(e.source, bs, saved);
+        if (crc != e.checksum) {
+          return Status::Error(EIO, fmt::format("log block {} entry {}: checksum mismatch while restoring "
+                                                "(stored 0x{:08x}, computed 0x{:08x})",
+                                                seq, i, e.checksum, crc));
+        }
+      }
+      const uint64_t n = e.size / 512;
+      if (used.overlaps(e.source, e.source + n)) {
+        // This write destroys saved data an entry after it already used:
+        // make progress durable and shorten the log so a re-run starts here.
+        if (Status s = flush(); !s.ok()) return s;
+        LogHeader wob = h;
+        wob.magic = kRestoreMagic;
+        wob.count = static_cast<uint32_t>(i) + 1;
+        pack_header(wob, bytes);
+        if (Status s = write(0, bytes); !s.ok()) return s;
+        if (Status s = flush(); !s.ok()) return s;
+        used.clear();
+      }
+      used.add(e.dest, e.dest + n);
+      if (i == 0 && seq != 0) {
+        // Restoring the previous log block: mark it as a restore in progress.
+        LogHeader prev = unpack_header(saved);
+        if (prev.magic == kMagic) {
+          prev.magic = kRestoreMagic;
+          pack_header(prev, saved);
+        }
+      }
+      if (Status s = write(e.source * 512, saved); !s.ok()) return s;
+      if (i == 0) {
+        if (Status s = flush(); !s.ok()) return s;
+      }
+      ++done;
+      report->bytes += e.size;
+      if (opts_.progress) opts_.progress(done, std::max(done, total_entries));
+    }
+    report->log_blocks += 1;
+    if (seq == 0) break;
+    --seq;
+  }
+  report->entries = done;
+  return flush();
+}
+
+Status roll_forward(BlockDevice& dev, RestoreReport* report) {
+  // Only what roll-forward needs must be sane: block size and sector0.
+  const uint32_t n = std::max<uint32_t>(512, dev.geometry().logical_block_size);
+  Buffer head = aligned(std::max<uint32_t>(n, 4096));
+  if (Status s = dev.read(0, std::span(head.get(), n)); !s.ok()) return s;
+  LogHeader h = unpack_header(std::span<const std::byte>(head.get(), kHeaderSize));
+  const uint32_t bs = h.block_size;
+  const uint64_t sectors = dev.geometry().size / 512;
+  if (bs < 512 || bs > 4096 || (bs & (bs - 1)) != 0 || h.sector0 == 0 || h.sector0 % (bs / 512) != 0 ||
+      h.sector0 > sectors || sectors - h.sector0 < bs / 512) {
+    return Status::Error(EINVAL, fmt::format("cannot roll forward: the log header is unusable (block size {}, "
+                                             "sector0 {})",
+                                             bs, h.sector0));
+  }
+  Buffer live = aligned(bs);
+  if (Status s = dev.read(h.sector0 * 512, std::span(live.get(), bs)); !s.ok()) return s;
+  if (Status s = dev.write(0, std::span(live.get(), bs), 0); !s.ok()) return s;
+  if (Status s = dev.flush(); !s.ok()) return s;
+  report->block_size = bs;
+  report->outcome = RestoreReport::Outcome::kRolledForward;
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<RestoreReport> restore(BlockDevice& dev, const RestoreOptions& opts) {
+  RestoreReport report;
+  auto p = probe(dev);
+  if (!p.ok()) return p.status();
+  if (*p == ProbeResult::kNoCheckpoint) return report;
+
+  uint32_t bs = 0;
+  uint64_t total = 0;
+  if (*p == ProbeResult::kCheckpoint) {
+    auto chain = read_and_validate(dev, ValidateOptions{.verify_checksums = true});
+    if (!chain.ok()) {
+      if (opts.dry_run || !opts.roll_forward) {
+        return Status::Error(EINVAL, "validation failed, nothing written: " + chain.status().context());
+      }
+      report.validation_error = chain.status().context();
+      if (Status s = roll_forward(dev, &report); !s.ok()) return s;
+      return report;
+    }
+    bs = chain->block_size;
+    for (const auto& b : chain->blocks) total += b.entries.size();
+    report.block_size = bs;
+    report.log_blocks = chain->blocks.size();
+    report.entries = total;
+    for (const auto& b : chain->blocks) {
+      for (const auto& e : b.entries) report.bytes += e.size;
+    }
+    if (opts.dry_run) {
+      report.outcome = RestoreReport::Outcome::kValidated;
+      return report;
+    }
+  } else {
+    // Interrupted restore: Android skips validation; we still check every
+    // header and entry before using it.
+    report.continued_interrupted = true;
+    const uint32_t n = std::max<uint32_t>(512, dev.geometry().logical_block_size);
+    Buffer head = aligned(n);
+    if (Status s = dev.read(0, std::span(head.get(), n)); !s.ok()) return s;
+    LogHeader h = unpack_header(std::span<const std::byte>(head.get(), kHeaderSize));
+    if (Status s = check_header(h, dev.geometry().size, 0, true); !s.ok()) {
+      return Status::Error(EINVAL, "interrupted restore with an unusable log block: " + s.context());
+    }
+    bs = h.block_size;
+    report.block_size = bs;
+    total = h.count + static_cast<uint64_t>(h.sequence) * log_capacity(bs, h.header_size);
+    if (opts.dry_run) {
+      report.outcome = RestoreReport::Outcome::kValidated;
+      report.log_blocks = h.sequence + 1;
+      report.entries = total;
+      return report;
+    }
+  }
+  report.bytes = 0;
+  report.log_blocks = 0;
+  Restorer r(dev, opts);
+  if (Status s = r.run(bs, total, &report); !s.ok()) return s;
+  report.outcome = RestoreReport::Outcome::kRestored;
+  return report;
+}
+
+}  // namespace bowstack::bow

@@ -1,0 +1,190 @@
+// bow: backup on write (Android dm-bow compatible; format in
+// docs/format/bow.md, behaviour in docs/targets/bow.md).
+//
+// States: TRIM (trims mark free space and are not passed down) ->
+// CHECKPOINT (the first overwrite of checkpoint data saves it to free space
+// and logs it in block 0) -> COMMITTED (pass-through).
+//
+// Concurrency design (the shipped dm-bow held one mutex across all backup
+// I/O; this does not):
+//  * mu_ guards the block map, the busy set, the state and the live-block-0
+//    location. It is held only for bookkeeping, never across I/O.
+//  * Every write (and trim) in TRIM/CHECKPOINT marks its blocks busy for its
+//    duration; overlapping operations wait, others run in parallel.
+//  * A write that must save checkpoint data copies it to free space in its
+//    own thread, then hands its log entries and its data to the committer
+//    thread and returns (unless FUA). The committer makes a whole batch
+//    durable with two fdatasyncs (saved data + entries, then the header),
+//    and only then writes the batch's overwrites: the saved copy and its log
+//    entry are stable before the overwrite can reach the backing store. The
+//    blocks stay busy until then, so reads of them wait for the new data.
+//  * flush() waits until every write acknowledged before it is applied, makes
+//    the resume journal durable, then flushes the device below.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/block_device.h"
+#include "core/target_registry.h"
+#include "targets/bow/bow_format.h"
+#include "targets/bow/bow_log.h"
+#include "targets/bow/range_map.h"
+#include "targets/bow/resume_journal.h"
+
+namespace bowstack::bow {
+
+enum class State : int { kTrim = 0, kCheckpoint = 1, kCommitted = 2 };
+const char* state_name(State s);
+
+struct BowOptions {
+  uint32_t block_size = 4096;
+  bool block_size_given = false;       // an explicit block_size must match a resumed log
+  uint64_t auto_commit_below = 0;      // bytes of free space; 0 = never commit automatically
+  std::string meta_path;               // resume journal; empty = a crash cannot be resumed
+  uint64_t max_pending_bytes = 64u << 20;  // acknowledged overwrites waiting for their log commit
+};
+
+class BowTarget final : public StackedDevice {
+ public:
+  // Opens the target over `lower`: a fresh device starts in TRIM; a device
+  // whose block 0 holds a bow log resumes its checkpoint (needs the journal).
+  static Result<std::shared_ptr<BowTarget>> open(std::shared_ptr<BlockDevice> lower, BowOptions opts);
+  static Result<std::shared_ptr<BlockDevice>> create(std::shared_ptr<BlockDevice> lower, const TargetArgs& args);
+  static TargetInfo info();
+  ~BowTarget() override;
+
+  std::string_view kind() const override { return "bow"; }
+  Geometry geometry() const override { return geometry_; }
+  Capabilities capabilities() const override;
+  Status read(uint64_t offset, std::span<std::byte> buf) override;
+  Status write(uint64_t offset, std::span<const std::byte> buf, uint32_t flags) override;
+  Status flush() override;
+  Status trim(uint64_t offset, uint64_t length, uint32_t flags) override;
+  Status write_zeroes(uint64_t offset, uint64_t length, uint32_t flags) override;
+  Status block_status(uint64_t offset, uint64_t length, std::vector<Extent>* out) override;
+  Status cache(uint64_t offset, uint64_t length) override;
+  Result<std::string> message(std::string_view text) override;
+  void describe(nlohmann::json* out) const override;
+  std::string status_line() const override;
+
+  // State transitions (also reachable as messages "checkpoint"/"commit").
+  Status checkpoint();
+  Status commit();
+  State state() const { return state_.load(std::memory_order_acquire); }
+
+  struct Stats {
+    State state;
+    uint32_t block_size;
+    uint64_t free_bytes;
+    uint64_t backed_up_bytes;
+    uint64_t log_blocks;   // log blocks written in this checkpoint (sequence + 1)
+    uint64_t log_entries;  // entries in all log blocks
+    uint64_t range_count;
+    uint64_t pending_bytes;
+    uint64_t sector0_block;  // where the live block 0 is (0 outside CHECKPOINT)
+    bool failed;
+  };
+  Stats stats() const;
+  // Diagnostics (tests, inspect): the map's type of one block.
+  BlockType block_type(uint64_t block) const;
+
+ private:
+  struct Pending;
+  struct Plan;
+  class OpGuard;
+
+  BowTarget(std::shared_ptr<BlockDevice> lower, BowOptions opts, uint64_t blocks);
+  void start_committer();
+
+  void release_busy(const std::vector<std::pair<uint64_t, uint64_t>>& spans);
+  bool overlaps_busy_locked(uint64_t start, uint64_t end) const;
+  void wait_quiescent_locked(std::unique_lock<std::mutex>& lock);
+
+  Status write_blocks(uint64_t first, uint64_t count, std::span<const std::byte> data, uint32_t flags,
+                      const std::vector<std::pair<uint64_t, uint64_t>>& spans, State st);
+  Status write_checkpoint(uint64_t first, uint64_t count, std::span<const std::byte> data, uint32_t flags,
+                          const std::vector<std::pair<uint64_t, uint64_t>>& spans);
+  Status read_blocks_physical(uint64_t first, uint64_t count, std::span<std::byte> out, uint64_t s0c);
+  Status write_physical(uint64_t first, std::span<const std::byte> data, uint32_t flags, uint64_t s0c);
+  Status plan_backups_locked(uint64_t first, uint64_t count, Plan* plan);
+  void undo_plan_locked(const Plan& plan);
+
+  // Committer thread.
+  void committer_loop();
+  Status commit_batch(std::vector<std::shared_ptr<Pending>>& batch);
+  Status append_entries(const std::vector<LogEntry>& entries, std::optional<size_t> s0c_move);
+  Status rollover_locked_log(uint64_t dest);
+  Status write_log();
+  Status fail(Status s);
+  Status failure() const;
+
+  void maybe_auto_commit();
+  void start_auto_commit();
+  Status resume_from(const LogChain& chain);
+
+  const BowOptions opts_;
+  const uint32_t bs_;              // block size
+  const uint32_t spb_;             // 512-byte sectors per block
+  const uint64_t blocks_;
+  Geometry geometry_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;                 // busy_/transition_/reads_ changes
+  std::atomic<State> state_{State::kTrim};     // written under mu_
+  RangeMap map_;                               // guarded by mu_
+  std::map<uint64_t, uint64_t> busy_;          // guarded by mu_: start -> end (blocks)
+  bool transition_ = false;                    // guarded by mu_
+  uint64_t reads_in_flight_ = 0;               // guarded by mu_
+  uint64_t s0c_ = 0;                           // guarded by mu_: live block 0 location (block)
+  // Guarded by mu_: entries the log can still take (room in the current log
+  // block plus cap-1 per reserved block) minus entries promised to writes
+  // not yet committed. Signed: releasing a reservation may dip below zero
+  // until the next plan reserves again.
+  int64_t log_slots_ = 0;
+  // Guarded by mu_: free blocks reserved to save full log blocks into. They
+  // stay free space to the filesystem: a write to one takes it back.
+  std::set<uint64_t> rollover_blocks_;
+  // Guarded by mu_: reserved blocks the committer is writing a full log
+  // block into. A writer whose range holds one waits until the copy is
+  // durable before it plans (it must save what restore will read there).
+  std::set<uint64_t> log_saving_;
+  Status failed_;                              // guarded by mu_: sticky
+  bool auto_commit_failed_ = false;            // guarded by mu_
+
+  // Committer queue.
+  mutable std::mutex q_mu_;
+  std::condition_variable q_cv_;               // queue non-empty / stop / space freed
+  std::condition_variable done_cv_;            // a batch completed
+  std::deque<std::shared_ptr<Pending>> queue_; // guarded by q_mu_
+  uint64_t pending_bytes_ = 0;                 // guarded by q_mu_
+  uint64_t enqueued_ = 0;                      // guarded by q_mu_: writes enqueued so far
+  uint64_t applied_ = 0;                       // guarded by q_mu_: writes applied (or failed) so far
+  bool stop_ = false;                          // guarded by q_mu_
+  std::thread committer_;
+
+  // Log state: only the committer thread and transitions (with the committer
+  // idle) touch these.
+  std::mutex log_mu_;
+  std::vector<std::byte> log_;                 // the current log block, as on disk
+  LogHeader log_header_;
+
+  std::shared_ptr<ResumeJournal> journal_;     // guarded by mu_; null without meta_path or a checkpoint
+  std::atomic<uint64_t> backed_up_bytes_{0};
+  std::atomic<uint64_t> log_entries_{0};
+  std::atomic<uint64_t> log_blocks_{0};
+  std::atomic<bool> auto_commit_started_{false};
+  std::thread auto_commit_;
+};
+
+}  // namespace bowstack::bow

@@ -1,0 +1,394 @@
+// Randomized model tests for the bow target on a memory device: after
+// commit the device equals the model; after restore it equals the
+// checkpoint image on every block that was in use at checkpoint.
+#include "targets/bow/bow_target.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <filesystem>
+#include <random>
+#include <thread>
+
+#include "core/file_device.h"
+#include "core/memory_device.h"
+#include "targets/bow/bow_restore.h"
+
+namespace bowstack::bow {
+namespace {
+
+using Bytes = std::vector<std::byte>;
+
+Bytes random_bytes(std::mt19937_64& rng, size_t n) {
+  Bytes b(n);
+  for (auto& x : b) x = std::byte(static_cast<unsigned char>(rng()));
+  return b;
+}
+
+std::shared_ptr<MemoryDevice> memory_with(const Bytes& contents) {
+  auto m = std::make_shared<MemoryDevice>(contents.size());
+  EXPECT_TRUE(m->write(0, contents, 0).ok());
+  return m;
+}
+
+// Runs the offline restore over a copy of `dev` and returns the result.
+Bytes restored_copy(const MemoryDevice& dev) {
+  auto copy = memory_with(dev.contents());
+  auto r = restore(*copy, RestoreOptions{});
+  EXPECT_TRUE(r.ok()) << r.status().message();
+  return copy->contents();
+}
+
+struct Model {
+  Bytes data;
+  std::vector<bool> defined;  // per byte: contents known
+  explicit Model(Bytes d) : data(std::move(d)), defined(data.size(), true) {}
+  void write(uint64_t off, const Bytes& b) {
+    std::memcpy(data.data() + off, b.data(), b.size());
+    std::fill(defined.begin() + off, defined.begin() + off + b.size(), true);
+  }
+  void forget(uint64_t off, uint64_t len, uint32_t bs) {
+    // A discard leaves whole blocks' contents unspecified.
+    uint64_t first = (off + bs - 1) / bs, end = (off + len) / bs;
+    if (first < end) std::fill(defined.begin() + first * bs, defined.begin() + end * bs, false);
+  }
+  // First byte in [off, off+len) where `got` (holding that range) differs
+  // from a defined model byte, or -1.
+  int64_t mismatch(const std::byte* got, uint64_t off, uint64_t len) const {
+    for (uint64_t i = 0; i < len; ++i) {
+      if (defined[off + i] && got[i] != data[off + i]) return static_cast<int64_t>(off + i);
+    }
+    return -1;
+  }
+};
+
+void expect_equal_where_defined(const Bytes& got, const Model& m, const char* what) {
+  ASSERT_EQ(got.size(), m.data.size());
+  EXPECT_EQ(m.mismatch(got.data(), 0, got.size()), -1) << what;
+}
+
+class BowModelTest : public ::testing::TestWithParam<std::tuple<uint32_t, int>> {};
+
+TEST_P(BowModelTest, RandomOpsCommitAndRestore) {
+  const auto [bs, seed] = GetParam();
+  std::mt19937_64 rng(seed * 7919 + bs);
+  const uint64_t size = 4u << 20;
+  Bytes initial = random_bytes(rng, size);
+  auto mem = memory_with(initial);
+  auto opened = BowTarget::open(mem, BowOptions{.block_size = bs});
+  ASSERT_TRUE(opened.ok()) << opened.status().message();
+  auto bow = opened.value();
+  EXPECT_EQ(bow->geometry().logical_block_size, bs);
+  EXPECT_TRUE(bow->geometry().accepts_unaligned);
+  Model model(initial);
+  const uint64_t blocks = size / bs;
+
+  auto rand_range = [&](uint64_t max_len) {
+    uint64_t off = rng() % size;
+    uint64_t len = 1 + rng() % std::min<uint64_t>(max_len, size - off);
+    if (rng() % 2) {  // aligned most of the time
+      off = off / bs * bs;
+      len = std::max<uint64_t>(bs, len / bs * bs);
+      if (off + len > size) len = size - off;
+    }
+    return std::pair{off, len};
+  };
+
+  // TRIM phase: trims declare free space; writes take it back.
+  std::vector<bool> free_at_cp(blocks, false);
+  for (int i = 0; i < 60; ++i) {
+    auto [off, len] = rand_range(256 << 10);
+    if (rng() % 3) {
+      ASSERT_TRUE(bow->trim(off, len, 0).ok());
+      model.forget(off, len, bs);
+      for (uint64_t b = std::max<uint64_t>(1, (off + bs - 1) / bs); b < (off + len) / bs; ++b) free_at_cp[b] = true;
+    } else {
+      Bytes d = random_bytes(rng, len);
+      ASSERT_TRUE(bow->write(off, d, 0).ok());
+      model.write(off, d);
+      for (uint64_t b = off / bs; b < (off + len + bs - 1) / bs; ++b) free_at_cp[b] = false;
+    }
+  }
+  ASSERT_TRUE(bow->checkpoint().ok());
+  EXPECT_EQ(bow->state(), State::kCheckpoint);
+  EXPECT_EQ(bow->checkpoint().code(), EINVAL);  // only once
+  const Model at_checkpoint = model;
+
+  // CHECKPOINT phase.
+  int enospc = 0;
+  for (int i = 0; i < 400; ++i) {
+    int op = static_cast<int>(rng() % 10);
+    auto [off, len] = rand_range(64 << 10);
+    if (op < 6) {
+      Bytes d = random_bytes(rng, len);
+      Status s = bow->write(off, d, rng() % 5 == 0 ? uint32_t{kFua} : 0u);
+      if (s.code() == ENOSPC) {
+        ++enospc;
+        continue;
+      }
+      ASSERT_TRUE(s.ok()) << s.message();
+      model.write(off, d);
+    } else if (op == 6) {
+      ASSERT_TRUE(bow->trim(off, len, 0).ok());
+      model.forget(off, len, bs);
+    } else if (op == 7) {
+      Status s = bow->write_zeroes(off, len, 0);
+      if (s.code() == ENOSPC) {
+        ++enospc;
+        continue;
+      }
+      ASSERT_TRUE(s.ok()) << s.message();
+      model.write(off, Bytes(len));
+    } else if (op == 8) {
+      ASSERT_TRUE(bow->flush().ok());
+    } else {
+      Bytes got(len);
+      ASSERT_TRUE(bow->read(off, got).ok());
+      ASSERT_EQ(model.mismatch(got.data(), off, len), -1) << "read of " << len << " at " << off;
+    }
+  }
+  ASSERT_TRUE(bow->flush().ok());
+  auto st = bow->stats();
+  EXPECT_GT(st.log_entries, 1u);
+  EXPECT_GT(st.backed_up_bytes, 0u);
+
+  // Restore path, on a copy of the device as it is now.
+  {
+    SCOPED_TRACE("restore");
+    Bytes restored = restored_copy(*mem);
+    Model expect = at_checkpoint;
+    for (uint64_t b = 0; b < blocks; ++b) {
+      if (free_at_cp[b]) std::fill(expect.defined.begin() + b * bs, expect.defined.begin() + (b + 1) * bs, false);
+    }
+    expect_equal_where_defined(restored, expect, "restored image");
+  }
+  // Commit path.
+  ASSERT_TRUE(bow->commit().ok());
+  EXPECT_EQ(bow->state(), State::kCommitted);
+  EXPECT_EQ(bow->commit().code(), EINVAL);
+  ASSERT_TRUE(bow->flush().ok());
+  expect_equal_where_defined(mem->contents(), model, "committed device");
+  // Pass-through after commit.
+  Bytes d = random_bytes(rng, 3 * bs);
+  ASSERT_TRUE(bow->write(bs, d, 0).ok());
+  model.write(bs, d);
+  expect_equal_where_defined(mem->contents(), model, "after commit");
+  (void)enospc;
+}
+
+INSTANTIATE_TEST_SUITE_P(BlockSizes, BowModelTest,
+                         ::testing::Combine(::testing::Values(512u, 1024u, 2048u, 4096u), ::testing::Values(1, 2, 3)));
+
+TEST(Bow, IllegalTransitionsAreClearErrors) {
+  auto mem = std::make_shared<MemoryDevice>(1 << 20);
+  auto bow = BowTarget::open(mem, BowOptions{}).value();
+  Status s = bow->commit();
+  EXPECT_EQ(s.code(), EINVAL);
+  EXPECT_NE(s.context().find("no checkpoint"), std::string::npos);
+  // No free space known: checkpoint refuses and says how to fix it.
+  s = bow->checkpoint();
+  EXPECT_EQ(s.code(), ENOSPC);
+  EXPECT_NE(s.context().find("fstrim"), std::string::npos);
+  EXPECT_EQ(bow->state(), State::kTrim);
+  EXPECT_EQ(bow->message("nonsense").status().code(), ENOTSUP);
+}
+
+TEST(Bow, BadBlockSizes) {
+  auto mem = std::make_shared<MemoryDevice>(1 << 20);
+  for (uint32_t bad : {0u, 256u, 1000u, 8192u}) {
+    EXPECT_EQ(BowTarget::open(mem, BowOptions{.block_size = bad}).status().code(), EINVAL) << bad;
+  }
+  auto tiny = std::make_shared<MemoryDevice>(8192);
+  EXPECT_EQ(BowTarget::open(tiny, BowOptions{.block_size = 4096}).status().code(), EINVAL);
+}
+
+TEST(Bow, OutOfSpaceFailsWritesAndKeepsCheckpoint) {
+  std::mt19937_64 rng(5);
+  const uint32_t bs = 4096;
+  Bytes initial = random_bytes(rng, 1 << 20);
+  auto mem = memory_with(initial);
+  auto bow = BowTarget::open(mem, BowOptions{.block_size = bs}).value();
+  ASSERT_TRUE(bow->trim(200 * bs, 16 * bs, 0).ok());  // 16 free blocks
+  ASSERT_TRUE(bow->checkpoint().ok());
+  int ok = 0, nospc = 0;
+  for (uint64_t b = 1; b < 100; ++b) {
+    Bytes d = random_bytes(rng, bs);
+    Status s = bow->write(b * bs, d, 0);
+    if (s.ok()) ++ok;
+    if (s.code() == ENOSPC) ++nospc;
+  }
+  EXPECT_GT(ok, 5);
+  EXPECT_GT(nospc, 50);
+  ASSERT_TRUE(bow->flush().ok());
+  EXPECT_EQ(bow->state(), State::kCheckpoint);
+  Bytes restored = restored_copy(*mem);
+  EXPECT_EQ(std::memcmp(restored.data(), initial.data(), 200 * bs), 0);
+}
+
+TEST(Bow, AutoCommitWhenSpaceRunsLow) {
+  std::mt19937_64 rng(6);
+  const uint32_t bs = 4096;
+  auto mem = memory_with(random_bytes(rng, 1 << 20));
+  auto bow = BowTarget::open(mem, BowOptions{.block_size = bs, .auto_commit_below = 8 * bs}).value();
+  ASSERT_TRUE(bow->trim(200 * bs, 16 * bs, 0).ok());
+  ASSERT_TRUE(bow->checkpoint().ok());
+  Model model(mem->contents());
+  for (uint64_t b = 1; b < 100; ++b) {
+    Bytes d = random_bytes(rng, bs);
+    Status s = bow->write(b * bs, d, 0);
+    ASSERT_TRUE(s.ok()) << b << ": " << s.message();  // never ENOSPC: it commits instead
+  }
+  ASSERT_TRUE(bow->flush().ok());
+  for (int i = 0; i < 200 && bow->state() != State::kCommitted; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(bow->state(), State::kCommitted);
+}
+
+TEST(Bow, ConcurrentWritersBatchAndStayCorrect) {
+  std::mt19937_64 rng(7);
+  const uint32_t bs = 4096;
+  const uint64_t size = 8u << 20;
+  Bytes initial = random_bytes(rng, size);
+  auto mem = memory_with(initial);
+  auto bow = BowTarget::open(mem, BowOptions{.block_size = bs}).value();
+  ASSERT_TRUE(bow->trim(size / 2, size / 2, 0).ok());  // upper half free
+  ASSERT_TRUE(bow->checkpoint().ok());
+  // No writes in TRIM: the checkpoint image is the initial one (the raw
+  // device's block 0 now holds the log).
+  const Bytes& at_checkpoint = initial;
+  // 8 threads, each owning a slice of the lower half, write, read back and flush.
+  std::vector<std::thread> threads;
+  std::vector<Bytes> finals(8);
+  std::atomic<int> errors{0};
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937_64 r(100 + t);
+      const uint64_t base = bs + t * (size / 2 / 8 - bs);
+      const uint64_t span = size / 2 / 8 - 2 * bs;
+      Bytes mine(span);
+      std::memcpy(mine.data(), initial.data() + base, span);
+      for (int i = 0; i < 200; ++i) {
+        uint64_t off = r() % span, len = 1 + r() % std::min<uint64_t>(3 * bs, span - off);
+        Bytes d = random_bytes(r, len);
+        if (!bow->write(base + off, d, i % 17 == 0 ? uint32_t{kFua} : 0u).ok()) ++errors;
+        std::memcpy(mine.data() + off, d.data(), len);
+        if (i % 10 == 0) {
+          Bytes got(span);
+          if (!bow->read(base, got).ok() || got != mine) ++errors;
+        }
+        if (i % 50 == 0 && !bow->flush().ok()) ++errors;
+      }
+      finals[t] = mine;
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(errors.load(), 0);
+  ASSERT_TRUE(bow->flush().ok());
+  Bytes restored = restored_copy(*mem);
+  EXPECT_EQ(std::memcmp(restored.data(), at_checkpoint.data(), size / 2), 0);
+  ASSERT_TRUE(bow->commit().ok());
+  Bytes now = mem->contents();
+  for (int t = 0; t < 8; ++t) {
+    const uint64_t base = bs + t * (size / 2 / 8 - bs);
+    EXPECT_EQ(std::memcmp(now.data() + base, finals[t].data(), finals[t].size()), 0) << t;
+  }
+}
+
+class BowResumeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() / ("bowstack-bow-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir_);
+    image_ = (dir_ / "img").string();
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  std::filesystem::path dir_;
+  std::string image_;
+};
+
+TEST_F(BowResumeTest, ServeAgainContinuesTheCheckpoint) {
+  std::mt19937_64 rng(8);
+  const uint32_t bs = 4096;
+  const uint64_t size = 4u << 20;
+  ASSERT_TRUE(FileDevice::create(image_, size).ok());
+  Bytes initial = random_bytes(rng, size);
+  BowOptions opts{.block_size = bs, .meta_path = image_ + ".bowmeta"};
+  Bytes expect_after;
+  {
+    auto file = FileDevice::open(image_).value();
+    ASSERT_TRUE(file->write(0, initial, 0).ok());
+    auto bow = BowTarget::open(file, opts).value();
+    ASSERT_TRUE(bow->trim(size / 2, size / 2, 0).ok());
+    ASSERT_TRUE(bow->checkpoint().ok());
+    for (int i = 0; i < 50; ++i) {
+      Bytes d = random_bytes(rng, bs);
+      uint64_t blk = rng() % (size / bs);
+      ASSERT_TRUE(bow->write(blk * bs, d, 0).ok());
+    }
+    ASSERT_TRUE(bow->flush().ok());
+    expect_after.resize(size);
+    ASSERT_TRUE(bow->read(0, expect_after).ok());
+  }
+  ASSERT_TRUE(std::filesystem::exists(opts.meta_path));
+  // Serve again: same checkpoint, same contents, more churn.
+  {
+    auto file = FileDevice::open(image_).value();
+    auto reopened = BowTarget::open(file, opts);
+    ASSERT_TRUE(reopened.ok()) << reopened.status().message();
+    auto bow = reopened.value();
+    EXPECT_EQ(bow->state(), State::kCheckpoint);
+    Bytes now(size);
+    ASSERT_TRUE(bow->read(0, now).ok());
+    EXPECT_EQ(now, expect_after);
+    for (int i = 0; i < 80; ++i) {
+      Bytes d = random_bytes(rng, bs);
+      uint64_t blk = rng() % (size / bs);
+      ASSERT_TRUE(bow->write(blk * bs, d, 0).ok());
+    }
+    ASSERT_TRUE(bow->flush().ok());
+  }
+  // Restore returns the checkpoint image on the blocks in use at checkpoint.
+  auto file = FileDevice::open(image_).value();
+  auto r = restore(*file, RestoreOptions{});
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  Bytes back(size);
+  ASSERT_TRUE(file->read(0, back).ok());
+  EXPECT_EQ(std::memcmp(back.data(), initial.data(), size / 2), 0);
+}
+
+TEST_F(BowResumeTest, MissingJournalRefusesToServe) {
+  const uint64_t size = 2u << 20;
+  ASSERT_TRUE(FileDevice::create(image_, size).ok());
+  BowOptions opts{.meta_path = image_ + ".bowmeta"};
+  {
+    auto bow = BowTarget::open(FileDevice::open(image_).value(), opts).value();
+    ASSERT_TRUE(bow->trim(size / 2, size / 2, 0).ok());
+    ASSERT_TRUE(bow->checkpoint().ok());
+  }
+  std::filesystem::remove(opts.meta_path);
+  auto again = BowTarget::open(FileDevice::open(image_).value(), opts);
+  ASSERT_FALSE(again.ok());
+  EXPECT_NE(again.status().message().find("bowstack restore"), std::string::npos);
+}
+
+TEST_F(BowResumeTest, CommitRemovesJournalAndNextServeStartsFresh) {
+  const uint64_t size = 2u << 20;
+  ASSERT_TRUE(FileDevice::create(image_, size).ok());
+  BowOptions opts{.meta_path = image_ + ".bowmeta"};
+  {
+    auto bow = BowTarget::open(FileDevice::open(image_).value(), opts).value();
+    ASSERT_TRUE(bow->trim(size / 2, size / 2, 0).ok());
+    ASSERT_TRUE(bow->checkpoint().ok());
+    ASSERT_TRUE(bow->commit().ok());
+  }
+  EXPECT_FALSE(std::filesystem::exists(opts.meta_path));
+  auto again = BowTarget::open(FileDevice::open(image_).value(), opts);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again.value()->state(), State::kTrim);
+}
+
+}  // namespace
+}  // namespace bowstack::bow

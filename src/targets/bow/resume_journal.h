@@ -1,0 +1,86 @@
+// The resume journal: an append-only file of 64-byte records beside the
+// image that lets a restarted server continue a checkpoint (format in
+// docs/format/bow.md section 3). It records what the dm-bow log does not:
+// the free map at checkpoint, and free blocks claimed by new data or
+// released by discards since.
+//
+// Thread-safety: append() and sync() may be called concurrently; sync() is a
+// group commit (concurrent callers share one fdatasync). A failed write or
+// fdatasync is sticky.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "core/group_sync.h"
+#include "core/status.h"
+
+namespace bowstack::bow {
+
+enum class JournalRecord : uint32_t { kHeader = 1, kFree = 2, kClaim = 3, kRelease = 4 };
+
+struct JournalHeader {
+  uint32_t block_size = 0;
+  uint64_t blocks = 0;
+  uint64_t s0c_initial = 0;  // block
+  uint64_t log0_dest = 0;    // sectors
+  uint32_t log0_crc = 0;
+};
+
+struct JournalExtent {
+  JournalRecord type = JournalRecord::kFree;
+  uint64_t start = 0;
+  uint64_t count = 0;
+};
+
+struct JournalContents {
+  JournalHeader header;
+  std::vector<JournalExtent> extents;  // in file order
+  uint64_t valid_records = 0;          // including the header
+  bool torn_tail = false;              // reading stopped at a bad record
+};
+
+// Encodes one record (exposed for tests and the crash explorer).
+void encode_record(JournalRecord type, const JournalHeader* header, const JournalExtent* extent,
+                   unsigned char out[64]);
+
+class ResumeJournal {
+ public:
+  // Creates (replacing any old file) a journal holding the header and the
+  // free extents, and makes it durable (file and directory entry) before
+  // returning. Called at checkpoint before the log reaches block 0.
+  static Result<std::unique_ptr<ResumeJournal>> create(const std::string& path, const JournalHeader& header,
+                                                      const std::vector<JournalExtent>& free_extents);
+  // Opens an existing journal for appending after `valid_records` records
+  // (what load() found valid; a torn tail is overwritten).
+  static Result<std::unique_ptr<ResumeJournal>> reopen(const std::string& path, uint64_t valid_records);
+  // Reads a journal. ENOENT if absent; EINVAL if the header is unreadable.
+  static Result<JournalContents> load(const std::string& path);
+  // Deletes the journal and makes the deletion durable. ENOENT is not an error.
+  static Status remove(const std::string& path);
+
+  ~ResumeJournal();
+
+  // Queues a record; it reaches the file at the next sync().
+  void append(JournalRecord type, uint64_t start, uint64_t count);
+  // Writes queued records and makes them durable.
+  Status sync();
+  const std::string& path() const { return path_; }
+
+ private:
+  ResumeJournal(std::string path, int fd, uint64_t records);
+  Status write_pending();
+
+  const std::string path_;
+  const int fd_;
+  std::mutex mu_;
+  std::vector<JournalExtent> pending_;  // guarded by mu_
+  uint64_t records_;                    // guarded by mu_: records in the file
+  Status failed_;                       // guarded by mu_
+  GroupSync sync_;
+};
+
+}  // namespace bowstack::bow
