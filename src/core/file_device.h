@@ -1,9 +1,11 @@
 // A base device over a regular file or a block device.
 //
 // I/O is positional (pread/pwrite), so any number of threads run in
-// parallel with no lock on the data path. Flushes and FUA writes go through
-// one GroupSync, so concurrent barriers share an fdatasync; a failed
-// fdatasync is sticky and fails every later write and flush with EIO.
+// parallel with no lock on the data path. Flushes go through one GroupSync,
+// so concurrent flushes share an fdatasync. A FUA write is written with
+// RWF_DSYNC: durable on return without forcing out the rest of the file's
+// dirty pages. A failed fdatasync or synchronous write is sticky and fails
+// every later write and flush with EIO.
 //
 // Regular files: trim punches holes, write_zeroes punches holes (or zeroes
 // the range when NO_HOLE is asked), block_status reports holes via
@@ -12,6 +14,7 @@
 // aligned to 4096 and I/O aligned to the advertised logical block size.
 #pragma once
 
+#include <atomic>
 #include <string>
 
 #include "core/block_device.h"
@@ -62,6 +65,7 @@ class FileDevice final : public BlockDevice {
   Geometry geometry_;
   Capabilities caps_;
   GroupSync sync_;
+  std::atomic<bool> dsync_writes_{true};  // pwritev2(RWF_DSYNC) works here
 };
 
 }  // namespace bowstack

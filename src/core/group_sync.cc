@@ -30,6 +30,12 @@ Status GroupSync::failure() const {
   return failed_;
 }
 
+void GroupSync::poison(Status s) {
+  std::lock_guard lock(mu_);
+  if (failed_.ok()) failed_ = std::move(s);
+  cv_.notify_all();
+}
+
 uint64_t GroupSync::barriers_run() const {
   std::lock_guard lock(mu_);
   return completed_;

@@ -32,6 +32,9 @@ class GroupSync {
   Status sync();
   // The sticky failure, if any (OK otherwise).
   Status failure() const;
+  // Records a durability failure that happened outside a barrier (a failed
+  // synchronous write): sticky like a failed barrier. REQUIRES: !s.ok().
+  void poison(Status s);
   // How many barriers actually ran (for tests and status).
   uint64_t barriers_run() const;
 
