@@ -54,6 +54,11 @@ const char* state_name(State s) {
 
 // One acknowledged write waiting for its log entries to become durable.
 struct BowTarget::Pending {
+  struct Saved {
+    uint64_t dest = 0;  // block
+    AlignedBuf data;    // the checkpoint data to save there
+  };
+  std::vector<Saved> saved;      // written by the committer, before the log
   std::vector<LogEntry> entries;
   Spans sources;                 // ranges that become kChanged once durable (blocks)
   bool moves_s0c = false;        // this write moved the live block 0
@@ -62,6 +67,7 @@ struct BowTarget::Pending {
   uint64_t first = 0;            // logical block of `data`
   AlignedBuf data;
   uint32_t flags = 0;
+  uint64_t bytes = 0;            // memory held: data + saved copies
   bool has_claims = false;       // FUA must also make the journal durable
   bool done = false;             // guarded by q_mu_
   Status status;                 // guarded by q_mu_
@@ -349,54 +355,100 @@ Status BowTarget::write(uint64_t offset, std::span<const std::byte> buf, uint32_
   if (state() == State::kCommitted && aligned) return lower_device()->write(offset, buf, flags);
   const uint64_t first = offset / bs_;
   const uint64_t end = (offset + buf.size() + bs_ - 1) / bs_;
+  const uint64_t count = end - first;
 
+  // One critical section marks the blocks busy and, in CHECKPOINT, claims
+  // free ones, allocates saved-copy space and marks it busy too: no block
+  // is ever busy-but-unclaimed (which the allocator could hand out) or
+  // allocated-but-not-busy (which another writer could read half written).
   std::unique_lock lock(mu_);
   if (!failed_.ok()) return Status::Error(EIO, "bow: device failed earlier");
   Spans spans;
   uint64_t s0c;
-  // The live block 0 may move while we wait, so recompute the spans each time.
-  for (;;) {
+  for (;;) {  // the live block 0 may move while we wait: recompute each time
     s0c = state_ == State::kCheckpoint ? s0c_ : 0;
     spans = spans_for(first, end, s0c);
     bool clear = !transition_;
-    for (const auto& [s, e] : spans) clear = clear && !overlaps_busy_locked(s, e);
+    for (const auto& [b, e] : spans) {
+      clear = clear && !overlaps_busy_locked(b, e);
+      auto saving = log_saving_.lower_bound(b);
+      clear = clear && (saving == log_saving_.end() || *saving >= e);
+    }
     if (clear) break;
     cv_.wait(lock);
   }
-  for (const auto& [s, e] : spans) busy_.emplace(s, e);
+  for (const auto& [b, e] : spans) busy_.emplace(b, e);
   const State st = state_;
+  Plan plan;
+  std::shared_ptr<ResumeJournal> journal;
+  if (st == State::kTrim) {
+    // The blocks hold data again: they must not be used as free space.
+    std::vector<BlockRun> taken;
+    map_.for_each(first, count, [&](const BlockRun& r) {
+      if (r.type == BlockType::kFree) taken.push_back(r);
+    });
+    for (const BlockRun& r : taken) map_.set(r.start, r.count, BlockType::kUnchanged);
+  } else if (st == State::kCheckpoint) {
+    Status planned = plan_backups_locked(first, count, &plan);
+    if (!planned.ok()) {
+      for (const auto& [b, e] : spans) busy_.erase(b);
+      cv_.notify_all();
+      if (planned.code() != ENOSPC || opts_.auto_commit_below == 0) return planned;
+      // Android's commit-on-full: commit, then the write passes through.
+      lock.unlock();
+      start_auto_commit();
+      lock.lock();
+      cv_.wait(lock, [this] { return state_ != State::kCheckpoint || !failed_.ok() || auto_commit_failed_; });
+      if (state_ == State::kCheckpoint || !failed_.ok()) return planned;
+      lock.unlock();
+      return write(offset, buf, flags);
+    }
+    for (const auto& c : plan.copies) busy_.emplace(c.dest, c.dest + c.count);
+    journal = journal_;
+  }
   lock.unlock();
+  if (st == State::kCheckpoint) maybe_auto_commit();
 
   std::span<const std::byte> data = buf;
   AlignedBuf merged;
   if (!aligned) {
     // Read-modify-write: the blocks are ours (busy), so nothing changes them meanwhile.
-    merged = AlignedBuf((end - first) * bs_);
-    if (Status s = read_blocks_physical(first, end - first, merged.span(), s0c); !s.ok()) {
+    merged = AlignedBuf(count * bs_);
+    Status s = read_blocks_physical(first, count, merged.span(), s0c);
+    if (!s.ok()) {
+      if (st == State::kCheckpoint) {
+        std::lock_guard relock(mu_);
+        undo_plan_locked(plan);
+        for (const auto& c : plan.copies) busy_.erase(c.dest);
+      }
       release_busy(spans);
       return s;
     }
     std::memcpy(merged.span().data() + (offset - first * bs_), buf.data(), buf.size());
     data = merged.span();
   }
-  return write_blocks(first, end - first, data, flags, spans, st);
+  if (st != State::kCheckpoint) {
+    Status s = write_physical(first, data, flags, 0);
+    release_busy(spans);
+    return s;
+  }
+  if (plan.copies.empty()) {
+    // Nothing to save: free or already-changed blocks, or block 0's live copy.
+    return write_direct(first, data, flags, s0c, spans, plan.claims, journal.get());
+  }
+  return write_saving(first, data, flags, spans, plan, journal.get());
 }
 
-Status BowTarget::write_blocks(uint64_t first, uint64_t count, std::span<const std::byte> data, uint32_t flags,
-                               const Spans& spans, State st) {
-  if (st == State::kCheckpoint) return write_checkpoint(first, count, data, flags, spans);
-  if (st == State::kTrim) {
-    // The blocks hold data again: they must not be used as free space.
-    std::lock_guard lock(mu_);
-    std::vector<BlockRun> taken;
-    map_.for_each(first, count, [&](const BlockRun& r) {
-      if (r.type == BlockType::kFree) taken.push_back(r);
-    });
-    for (const BlockRun& r : taken) map_.set(r.start, r.count, BlockType::kUnchanged);
+Status BowTarget::write_direct(uint64_t first, std::span<const std::byte> data, uint32_t flags, uint64_t s0c,
+                               const Spans& spans, const Spans& claims, ResumeJournal* journal) {
+  if (journal) {
+    for (const auto& [b, e] : claims) journal->append(JournalRecord::kClaim, b, e - b);
   }
-  Status s = write_physical(first, data, flags, 0);
+  Status st = write_physical(first, data, flags, s0c);
+  // A FUA write into free space is only safe once its claim is durable too.
+  if (st.ok() && (flags & kFua) && journal && !claims.empty()) st = journal->sync();
   release_busy(spans);
-  return s;
+  return st;
 }
 
 Status BowTarget::plan_backups_locked(uint64_t first, uint64_t count, Plan* plan) {
@@ -521,68 +573,29 @@ void BowTarget::start_auto_commit() {
   });
 }
 
-Status BowTarget::write_checkpoint(uint64_t first, uint64_t count, std::span<const std::byte> data, uint32_t flags,
-                                   const Spans& spans) {
-  Plan plan;
-  uint64_t s0c;
-  Status planned;
-  {
-    std::unique_lock lock(mu_);
-    cv_.wait(lock, [&] {
-      auto it = log_saving_.lower_bound(first);
-      return it == log_saving_.end() || *it >= first + count;
-    });
-    planned = plan_backups_locked(first, count, &plan);
-    s0c = s0c_;
-    if (!planned.ok()) {
-      for (const auto& [b, e] : spans) busy_.erase(b);
-      cv_.notify_all();
-    }
-  }
-  if (!planned.ok()) {
-    if (planned.code() != ENOSPC || opts_.auto_commit_below == 0) return planned;
-    // Android's commit-on-full: commit, then the write passes through.
-    start_auto_commit();
-    std::unique_lock lock(mu_);
-    cv_.wait(lock, [this] { return state_ != State::kCheckpoint || !failed_.ok() || auto_commit_failed_; });
-    if (state_ == State::kCheckpoint) return planned;
-    lock.unlock();
-    return write(first * bs_, data, flags);
-  }
-  maybe_auto_commit();
-
-  if (plan.copies.empty()) {
-    // Nothing to save: free or already-changed blocks, or block 0's live copy.
-    if (journal_) {
-      for (const auto& [b, e] : plan.claims) journal_->append(JournalRecord::kClaim, b, e - b);
-    }
-    Status st = write_physical(first, data, flags, s0c);
-    // A FUA write into free space is only safe once its claim is durable too.
-    if (st.ok() && (flags & kFua) && journal_ && !plan.claims.empty()) st = journal_->sync();
-    release_busy(spans);
-    return st;
-  }
-
-  // Save the checkpoint data to its new home, in this thread (in parallel
-  // with other writers), before anything is logged.
+Status BowTarget::write_saving(uint64_t first, std::span<const std::byte> data, uint32_t flags, const Spans& spans,
+                               const Plan& plan, ResumeJournal* journal) {
+  // Read the checkpoint data to save, in this thread (in parallel with other
+  // writers); the committer writes it, batched, before the log.
   auto p = std::make_shared<Pending>();
   for (const auto& c : plan.copies) {
     AlignedBuf tmp(c.count * bs_);
     Status s = lower_device()->read(c.src * bs_, tmp.span());
     uint32_t crc = 0;
     if (s.ok() && !c.s0c_move) crc = entry_checksum(c.src * spb_, bs_, tmp.span());
-    if (s.ok()) s = lower_device()->write(c.dest * bs_, tmp.span(), 0);
     if (!s.ok()) {
       std::lock_guard lock(mu_);
       undo_plan_locked(plan);
       for (const auto& [b, e] : spans) busy_.erase(b);
+      for (const auto& cp : plan.copies) busy_.erase(cp.dest);
       cv_.notify_all();
       return s;
     }
     p->entries.push_back(LogEntry{c.src * spb_, c.dest * spb_, static_cast<uint32_t>(c.count * bs_), crc});
+    p->saved.push_back({c.dest, std::move(tmp)});
   }
-  if (journal_) {
-    for (const auto& [s, e] : plan.claims) journal_->append(JournalRecord::kClaim, s, e - s);
+  if (journal) {
+    for (const auto& [b, e] : plan.claims) journal->append(JournalRecord::kClaim, b, e - b);
   }
   p->has_claims = !plan.claims.empty();
   p->sources = plan.sources;
@@ -590,20 +603,18 @@ Status BowTarget::write_checkpoint(uint64_t first, uint64_t count, std::span<con
   p->old_s0c = plan.old_s0c;
   p->new_s0c = plan.new_s0c;
   p->busy = spans;
-  // Saved ranges must not stay busy-free while waiting: dests are ours too.
-  for (const auto& c : plan.copies) p->busy.emplace_back(c.dest, c.dest + c.count);
-  {
-    std::lock_guard lock(mu_);
-    for (const auto& c : plan.copies) busy_.emplace(c.dest, c.dest + c.count);
-  }
+  for (const auto& c : plan.copies) p->busy.emplace_back(c.dest, c.dest + c.count);  // marked when planned
   p->first = first;
   p->data = AlignedBuf(data.size());
   std::memcpy(p->data.span().data(), data.data(), data.size());
   p->flags = flags;
+  uint64_t bytes = p->data.size();
+  for (const auto& sv : p->saved) bytes += sv.data.size();
+  p->bytes = bytes;
 
   std::unique_lock q(q_mu_);
   q_cv_.wait(q, [this] { return pending_bytes_ < opts_.max_pending_bytes || queue_.empty() || stop_; });
-  pending_bytes_ += p->data.size();
+  pending_bytes_ += bytes;
   queue_.push_back(p);
   ++enqueued_;
   q_cv_.notify_all();
@@ -714,7 +725,7 @@ void BowTarget::committer_loop() {
       for (auto& p : batch) {
         p->done = true;
         p->status = s;
-        pending_bytes_ -= p->data.size();
+        pending_bytes_ -= p->bytes;
       }
       applied_ += batch.size();
     }
@@ -739,6 +750,7 @@ Status BowTarget::commit_batch(std::vector<std::shared_ptr<Pending>>& batch) {
     fua = fua || (p->flags & kFua);
     claims = claims || p->has_claims;
   }
+  if (s.ok()) s = write_saved(batch);
   if (s.ok()) {
     std::lock_guard log_lock(log_mu_);
     s = append_entries(entries, move);
@@ -753,9 +765,8 @@ Status BowTarget::commit_batch(std::vector<std::shared_ptr<Pending>>& batch) {
   }
   for (auto& p : batch) {
     if (!s.ok()) break;
-    s = write_physical(p->first, p->data.span(), 0, s0c);
+    s = write_physical(p->first, p->data.span(), p->flags & kFua, s0c);
   }
-  if (s.ok() && fua) s = lower_device()->flush();
   if (s.ok() && fua && claims && journal) s = journal->sync();
   if (!s.ok()) (void)fail(s);
 
@@ -777,13 +788,50 @@ Status BowTarget::commit_batch(std::vector<std::shared_ptr<Pending>>& batch) {
   return s;
 }
 
-Status BowTarget::write_log() { return lower_device()->write(0, log_, 0); }
+Status BowTarget::write_saved(std::vector<std::shared_ptr<Pending>>& batch) {
+  // The batch's saved copies, by destination; allocation is first-fit, so
+  // most are adjacent and go out as a few large FUA writes rather than one
+  // flush per copy.
+  std::vector<Pending::Saved*> all;
+  for (auto& p : batch) {
+    for (auto& sv : p->saved) all.push_back(&sv);
+  }
+  std::sort(all.begin(), all.end(), [](auto* a, auto* b) { return a->dest < b->dest; });
+  constexpr size_t kMaxRun = 8u << 20;
+  size_t i = 0;
+  while (i < all.size()) {
+    size_t j = i + 1;
+    uint64_t end = all[i]->dest + all[i]->data.size() / bs_;
+    size_t bytes = all[i]->data.size();
+    while (j < all.size() && all[j]->dest == end && bytes + all[j]->data.size() <= kMaxRun) {
+      end += all[j]->data.size() / bs_;
+      bytes += all[j]->data.size();
+      ++j;
+    }
+    Status s;
+    if (j == i + 1) {
+      s = lower_device()->write(all[i]->dest * bs_, all[i]->data.span(), kFua);
+    } else {
+      AlignedBuf run(bytes);
+      size_t at = 0;
+      for (size_t k = i; k < j; ++k) {
+        std::memcpy(run.span().data() + at, all[k]->data.span().data(), all[k]->data.size());
+        at += all[k]->data.size();
+      }
+      s = lower_device()->write(all[i]->dest * bs_, run.span(), kFua);
+    }
+    if (!s.ok()) return s;
+    i = j;
+  }
+  return Status::Ok();
+}
+
+Status BowTarget::write_log() { return lower_device()->write(0, log_, kFua); }
 
 Status BowTarget::rollover_locked_log(uint64_t dest) {
   // Save the full log block, durably, before block 0 is reused.
   const uint32_t crc = entry_checksum(0, bs_, log_);
-  if (Status s = lower_device()->write(dest * bs_, log_, 0); !s.ok()) return s;
-  if (Status s = lower_device()->flush(); !s.ok()) return s;
+  if (Status s = lower_device()->write(dest * bs_, log_, kFua); !s.ok()) return s;
   // The new block's header and entry 0 lie in its first 52 bytes; the rest
   // of block 0 is left as it is on disk, so only the first sector changes.
   LogHeader h = log_header_;
@@ -792,7 +840,6 @@ Status BowTarget::rollover_locked_log(uint64_t dest) {
   pack_header(h, log_);
   pack_entry(LogEntry{0, dest * spb_, bs_, crc}, std::span(log_).subspan(h.header_size, kEntrySize));
   if (Status s = write_log(); !s.ok()) return s;
-  if (Status s = lower_device()->flush(); !s.ok()) return s;
   log_header_ = h;
   log_blocks_.store(h.sequence + 1);
   log_entries_.fetch_add(1);
@@ -816,11 +863,10 @@ Status BowTarget::append_entries(const std::vector<LogEntry>& entries, std::opti
     i += n;
   };
 
-  // Entries that do not fit fill the current log block, which is saved to a
-  // reserved block, and so on: every intermediate log block exists only as
-  // a saved copy, reachable through entry 0 of its successor. All copies are
-  // made durable by one fdatasync together with the batch's saved data, and
-  // block 0 switches once, changing only its first sector.
+  // Entries that do not fit fill the current log block, which is saved
+  // (FUA) to a reserved block, and so on: every intermediate log block exists
+  // only as a saved copy, reachable through entry 0 of its successor. Block
+  // 0 then switches once, changing only its first sector.
   LogHeader h = log_header_;
   std::vector<std::byte> blk = log_;
   bool rolled = false;
@@ -846,7 +892,7 @@ Status BowTarget::append_entries(const std::vector<LogEntry>& entries, std::opti
       rollover_blocks_.erase(rollover_blocks_.begin());
       log_saving_.insert(dest);
     }
-    if (Status s = lower_device()->write(dest * bs_, blk, 0); !s.ok()) return s;
+    if (Status s = lower_device()->write(dest * bs_, blk, kFua); !s.ok()) return s;
     const uint32_t crc = entry_checksum(0, bs_, blk);
     h.sequence += 1;
     h.count = 0;
@@ -862,30 +908,26 @@ Status BowTarget::append_entries(const std::vector<LogEntry>& entries, std::opti
     const size_t in_sector = (first_sector - h.header_size) / kEntrySize;
     pack_entries(blk, h, std::min(entries.size() - i, in_sector > h.count ? in_sector - h.count : 0));
     pack_header(h, blk);
-    if (Status s = lower_device()->flush(); !s.ok()) return s;
     {
-      std::lock_guard lock(mu_);  // the saved log blocks are durable
+      std::lock_guard lock(mu_);  // the saved log blocks are durable (FUA)
       log_saving_.clear();
       cv_.notify_all();
     }
     std::memcpy(log_.data(), blk.data(), first_sector);
     if (Status s = write_log(); !s.ok()) return s;
-    if (Status s = lower_device()->flush(); !s.ok()) return s;
     log_header_ = h;
     log_blocks_.store(h.sequence + 1);
   }
   if (i == entries.size()) return Status::Ok();
 
-  // Phase 1: the entries go beyond `count`, invisible to readers; one
-  // fdatasync makes them and the batch's saved copies stable together.
+  // Phase 1: the entries go beyond `count`, invisible to readers, written
+  // FUA (the batch's saved copies already are, by their writers).
   h = log_header_;
   pack_entries(log_, h, entries.size() - i);
   if (Status s = write_log(); !s.ok()) return s;
-  if (Status s = lower_device()->flush(); !s.ok()) return s;
-  // Phase 2: publish them. Only the header (first sector) changes.
+  // Phase 2: publish them, FUA. Only the header (first sector) changes.
   pack_header(h, log_);
   if (Status s = write_log(); !s.ok()) return s;
-  if (Status s = lower_device()->flush(); !s.ok()) return s;
   log_header_ = h;
   return Status::Ok();
 }

@@ -11,13 +11,16 @@
 //    location. It is held only for bookkeeping, never across I/O.
 //  * Every write (and trim) in TRIM/CHECKPOINT marks its blocks busy for its
 //    duration; overlapping operations wait, others run in parallel.
-//  * A write that must save checkpoint data copies it to free space in its
-//    own thread, then hands its log entries and its data to the committer
-//    thread and returns (unless FUA). The committer makes a whole batch
-//    durable with two fdatasyncs (saved data + entries, then the header),
-//    and only then writes the batch's overwrites: the saved copy and its log
-//    entry are stable before the overwrite can reach the backing store. The
-//    blocks stay busy until then, so reads of them wait for the new data.
+//  * A write that must save checkpoint data reads it in its own thread, then
+//    hands the saved copy, its log entries and its new data to the committer
+//    thread and returns (unless FUA). For a whole batch the committer writes
+//    the saved copies with FUA, merged into runs by destination (durable on
+//    return; on a file RWF_DSYNC, which unlike fdatasync does not force out
+//    the rest of the file's dirty pages), then publishes the entries with two
+//    FUA writes of block 0 (entries beyond `count`, then the header), and only
+//    then writes the batch's overwrites: the saved copy and its log entry are
+//    stable before the overwrite can reach the backing store. The blocks stay
+//    busy until then, so reads of them wait for the new data.
 //  * flush() waits until every write acknowledged before it is applied, makes
 //    the resume journal durable, then flushes the device below.
 #pragma once
@@ -111,10 +114,16 @@ class BowTarget final : public StackedDevice {
   bool overlaps_busy_locked(uint64_t start, uint64_t end) const;
   void wait_quiescent_locked(std::unique_lock<std::mutex>& lock);
 
-  Status write_blocks(uint64_t first, uint64_t count, std::span<const std::byte> data, uint32_t flags,
-                      const std::vector<std::pair<uint64_t, uint64_t>>& spans, State st);
-  Status write_checkpoint(uint64_t first, uint64_t count, std::span<const std::byte> data, uint32_t flags,
-                          const std::vector<std::pair<uint64_t, uint64_t>>& spans);
+  // A checkpoint write whose plan saves data: reads it, hands everything
+  // to the committer (which releases `spans` and the plan's destinations).
+  Status write_saving(uint64_t first, std::span<const std::byte> data, uint32_t flags,
+                      const std::vector<std::pair<uint64_t, uint64_t>>& spans, const Plan& plan,
+                      ResumeJournal* journal);
+  // A checkpoint write that saves nothing: claims `claims` (already typed
+  // changed in the map) in the journal, writes, releases `spans`.
+  Status write_direct(uint64_t first, std::span<const std::byte> data, uint32_t flags, uint64_t s0c,
+                      const std::vector<std::pair<uint64_t, uint64_t>>& spans,
+                      const std::vector<std::pair<uint64_t, uint64_t>>& claims, ResumeJournal* journal);
   Status read_blocks_physical(uint64_t first, uint64_t count, std::span<std::byte> out, uint64_t s0c);
   Status write_physical(uint64_t first, std::span<const std::byte> data, uint32_t flags, uint64_t s0c);
   Status plan_backups_locked(uint64_t first, uint64_t count, Plan* plan);
@@ -123,6 +132,7 @@ class BowTarget final : public StackedDevice {
   // Committer thread.
   void committer_loop();
   Status commit_batch(std::vector<std::shared_ptr<Pending>>& batch);
+  Status write_saved(std::vector<std::shared_ptr<Pending>>& batch);
   Status append_entries(const std::vector<LogEntry>& entries, std::optional<size_t> s0c_move);
   Status rollover_locked_log(uint64_t dest);
   Status write_log();
