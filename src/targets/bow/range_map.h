@@ -1,27 +1,35 @@
-// The bow target's block map: every block of the device has one type, kept
-// as maximal runs of equal type in an ordered map, plus an index of the free
-// runs so allocation never scans.
+// The bow target's block map: the type of every block of the device, and an
+// index of where the free blocks are, so allocation never scans the map.
 //
-// Costs: lookup, set and allocation are O(log n) in the number of runs, plus
-// the runs a set() replaces. Memory: one map node per run.
+// Layout: blocks are grouped in chunks of kChunkBlocks. A chunk whose blocks
+// all have one type is stored as that type alone (no memory per block); a
+// mixed chunk holds one byte per block. A two-level bitmap marks the chunks
+// that hold free blocks, and a hint remembers the lowest such chunk.
+//
+// Costs: type_at O(1); set and for_each O(blocks touched) (a whole uniform
+// chunk counts as one); first_free O(1) amortized (bitmap words, then one
+// chunk). Memory: ~24 bytes per chunk plus kChunkBlocks bytes per mixed chunk,
+// so at most ~1 byte per block however fragmented the map gets (the old
+// tree of runs needed ~48 bytes per run and a cache miss per tree level).
 // Thread-safety: none; the owner serialises access (BowTarget::mu_).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
-#include <map>
+#include <memory>
 #include <optional>
-#include <set>
 #include <string_view>
+#include <vector>
 
 namespace bowstack::bow {
 
 enum class BlockType : uint8_t {
-  kUnchanged = 0,   // holds checkpoint data not yet saved; must be saved before overwrite
-  kFree = 1,        // free at checkpoint (trimmed) and unused since: may hold saved copies
-  kChanged = 2,     // new data; its checkpoint contents (if any) are saved
-  kBackup = 3,      // holds a saved copy that restore needs
-  kSector0 = 4,     // block 0: holds the log
-  kSector0Live = 5, // holds the live contents of block 0
+  kUnchanged = 0,    // holds checkpoint data not yet saved; must be saved before overwrite
+  kFree = 1,         // free at checkpoint (trimmed) and unused since: may hold saved copies
+  kChanged = 2,      // new data; its checkpoint contents (if any) are saved
+  kBackup = 3,       // holds a saved copy that restore needs
+  kSector0 = 4,      // block 0: holds the log
+  kSector0Live = 5,  // holds the live contents of block 0
 };
 inline constexpr int kBlockTypes = 6;
 std::string_view block_type_name(BlockType t);
@@ -34,52 +42,88 @@ struct BlockRun {
 
 class RangeMap {
  public:
+  static constexpr unsigned kChunkShift = 12;
+  static constexpr uint64_t kChunkBlocks = uint64_t{1} << kChunkShift;
+
   // REQUIRES: blocks > 0.
   explicit RangeMap(uint64_t blocks, BlockType initial = BlockType::kUnchanged);
 
   uint64_t blocks() const { return blocks_; }
-  BlockType type_at(uint64_t block) const;
-  // Sets [start, start+count) to `type`, merging with equal neighbours.
+  BlockType type_at(uint64_t block) const {
+    const Chunk& c = chunks_[block >> kChunkShift];
+    return c.types ? c.types[block & (kChunkBlocks - 1)] : c.uniform;
+  }
+  // Sets [start, start+count) to `type`.
   // REQUIRES: start + count <= blocks(), count > 0.
   void set(uint64_t start, uint64_t count, BlockType type);
-  // Calls fn(BlockRun) for each run overlapping [start, start+count), clipped to
-  // that range, in address order. fn must not modify the map.
+  // Calls fn(BlockRun) for each maximal run of equal type overlapping
+  // [start, start+count), clipped to that range, in address order. fn must
+  // not modify the map.
   template <typename Fn>
   void for_each(uint64_t start, uint64_t count, Fn&& fn) const;
   // The lowest-addressed free run, clipped to at most `max` blocks.
   std::optional<BlockRun> first_free(uint64_t max) const;
 
   uint64_t count(BlockType type) const { return counts_[static_cast<int>(type)]; }
-  size_t run_count() const { return runs_.size() - 1; }  // minus the end sentinel
-  size_t free_run_count() const { return free_starts_.size(); }
-  // Checks every invariant (for tests): runs cover the device, neighbours
-  // differ, counters and the free index agree with the runs.
+  // Maximal runs of equal type over the whole device.
+  uint64_t run_count() const { return runs_; }
+  // Bytes of memory the map holds (for status).
+  uint64_t memory_bytes() const;
+  // Checks every invariant (for tests): per-chunk and global counters, the
+  // free index, the run count, and that uniform chunks are stored compactly.
   bool check_invariants() const;
 
  private:
-  // Makes a run start exactly at `pos` (splitting the run covering it).
-  void split_at(uint64_t pos);
-  void erase_run(std::map<uint64_t, BlockType>::iterator it);
-  uint64_t run_end(std::map<uint64_t, BlockType>::const_iterator it) const { return std::next(it)->first; }
+  struct Chunk {
+    std::unique_ptr<BlockType[]> types;  // null: every block is `uniform`
+    BlockType uniform = BlockType::kUnchanged;
+    uint16_t counts[kBlockTypes] = {};  // blocks of each type in this chunk
+  };
+
+  uint64_t chunk_base(uint64_t c) const { return c << kChunkShift; }
+  uint64_t chunk_len(uint64_t c) const { return std::min<uint64_t>(kChunkBlocks, blocks_ - chunk_base(c)); }
+  // Maximal runs in [start, end) (clipped), for keeping runs_ up to date.
+  uint64_t runs_in(uint64_t start, uint64_t end) const;
+  void set_in_chunk(uint64_t c, uint64_t lo, uint64_t hi, BlockType type);
+  void index_free(uint64_t c);
 
   uint64_t blocks_;
-  // start -> type; each run ends where the next begins. A sentinel at
-  // blocks_ (type ignored) terminates the last run.
-  std::map<uint64_t, BlockType> runs_;
-  std::set<uint64_t> free_starts_;
+  std::vector<Chunk> chunks_;
+  std::vector<uint64_t> free_l0_;   // bit per chunk: it holds free blocks
+  std::vector<uint64_t> free_l1_;   // bit per free_l0_ word: it is non-zero
+  mutable uint64_t free_hint_ = 0;  // no chunk below this one holds free blocks
   uint64_t counts_[kBlockTypes] = {};
+  uint64_t runs_ = 1;
 };
 
 template <typename Fn>
 void RangeMap::for_each(uint64_t start, uint64_t count, Fn&& fn) const {
   const uint64_t end = start + count;
-  auto it = std::prev(runs_.upper_bound(start));
-  while (it->first < end && it->first < blocks_) {
-    uint64_t run_start = std::max(it->first, start);
-    uint64_t run_stop = std::min(run_end(it), end);
-    fn(BlockRun{run_start, run_stop - run_start, it->second});
-    ++it;
+  uint64_t pos = start;
+  BlockRun run{start, 0, type_at(start)};
+  while (pos < end) {
+    const uint64_t c = pos >> kChunkShift;
+    const uint64_t stop = std::min(end, chunk_base(c) + chunk_len(c));
+    const Chunk& ch = chunks_[c];
+    if (!ch.types) {
+      if (ch.uniform != run.type) {
+        fn(run);
+        run = BlockRun{pos, 0, ch.uniform};
+      }
+      run.count += stop - pos;
+      pos = stop;
+      continue;
+    }
+    const BlockType* t = ch.types.get() - chunk_base(c);
+    for (; pos < stop; ++pos) {
+      if (t[pos] != run.type) {
+        fn(run);
+        run = BlockRun{pos, 0, t[pos]};
+      }
+      ++run.count;
+    }
   }
+  fn(run);
 }
 
 }  // namespace bowstack::bow

@@ -37,7 +37,8 @@ TEST(RangeMap, SetSplitsAndMerges) {
   EXPECT_EQ(r[1].type, BlockType::kFree);
   m.set(0, 100, BlockType::kChanged);
   EXPECT_EQ(m.run_count(), 1u);
-  EXPECT_EQ(m.free_run_count(), 0u);
+  EXPECT_EQ(m.count(BlockType::kFree), 0u);
+  EXPECT_FALSE(m.first_free(1).has_value());
   EXPECT_TRUE(m.check_invariants());
 }
 
@@ -74,15 +75,16 @@ TEST(RangeMap, FirstFreeIsLowestAndClipped) {
   EXPECT_EQ(f->count, 10u);
 }
 
-// Random operations against a flat array model.
-TEST(RangeMap, RandomAgainstModel) {
-  std::mt19937_64 rng(42);
-  const uint64_t n = 4096;
+// Random operations against a flat array model, over several chunks and a
+// partial last chunk, with runs short and long enough to cover whole chunks.
+void RandomAgainstModel(uint64_t n, uint64_t max_len, int steps, uint64_t seed) {
+  std::mt19937_64 rng(seed);
   RangeMap m(n);
   std::vector<BlockType> model(n, BlockType::kUnchanged);
-  for (int step = 0; step < 20000; ++step) {
+  for (int step = 0; step < steps; ++step) {
     uint64_t start = rng() % n;
-    uint64_t count = 1 + rng() % std::min<uint64_t>(64, n - start);
+    uint64_t count = 1 + rng() % std::min<uint64_t>(rng() % 8 == 0 ? max_len : 64, n - start);
+    // Free blocks are rarer than the rest, as in a filling checkpoint.
     auto type = static_cast<BlockType>(rng() % kBlockTypes);
     m.set(start, count, type);
     for (uint64_t i = start; i < start + count; ++i) model[i] = type;
@@ -90,7 +92,8 @@ TEST(RangeMap, RandomAgainstModel) {
       ASSERT_TRUE(m.check_invariants()) << step;
       uint64_t probe = rng() % n;
       ASSERT_EQ(m.type_at(probe), model[probe]);
-      auto f = m.first_free(8);
+      uint64_t want = 1 + rng() % (2 * RangeMap::kChunkBlocks);
+      auto f = m.first_free(want);
       uint64_t first = n;
       for (uint64_t i = 0; i < n; ++i) {
         if (model[i] == BlockType::kFree) {
@@ -103,17 +106,68 @@ TEST(RangeMap, RandomAgainstModel) {
       } else {
         ASSERT_TRUE(f.has_value());
         ASSERT_EQ(f->start, first);
-        for (uint64_t i = first; i < first + f->count; ++i) ASSERT_EQ(model[i], BlockType::kFree);
+        uint64_t len = 0;
+        while (first + len < n && model[first + len] == BlockType::kFree && len < want) ++len;
+        ASSERT_EQ(f->count, len) << "first_free must return the whole run, clipped to the request";
       }
     }
   }
-  uint64_t pos = 0;
-  for (const BlockRun& r : runs(m)) {
+  uint64_t pos = 0, runs = 0;
+  BlockType prev = BlockType::kUnchanged;
+  m.for_each(0, n, [&](const BlockRun& r) {
     ASSERT_EQ(r.start, pos);
+    if (runs > 0) {
+      ASSERT_NE(r.type, prev) << "runs must be maximal";
+    }
     for (uint64_t i = r.start; i < r.start + r.count; ++i) ASSERT_EQ(model[i], r.type) << i;
     pos += r.count;
-  }
+    prev = r.type;
+    ++runs;
+  });
   EXPECT_EQ(pos, n);
+  EXPECT_EQ(runs, m.run_count());
+  EXPECT_TRUE(m.check_invariants());
+}
+
+TEST(RangeMap, RandomAgainstModelOneChunk) { RandomAgainstModel(4096, 4096, 20000, 42); }
+
+TEST(RangeMap, RandomAgainstModelManyChunks) {
+  RandomAgainstModel(5 * RangeMap::kChunkBlocks + 123, 3 * RangeMap::kChunkBlocks, 6000, 7);
+}
+
+// A fully fragmented map costs about a byte per block, and collapses back
+// to almost nothing once the chunks are uniform again.
+TEST(RangeMap, MemoryFollowsFragmentation) {
+  const uint64_t n = 64 * RangeMap::kChunkBlocks;
+  RangeMap m(n);
+  const uint64_t empty = m.memory_bytes();
+  EXPECT_LT(empty, 4096u);
+  for (uint64_t b = 0; b < n; b += 2) m.set(b, 1, BlockType::kFree);
+  EXPECT_EQ(m.run_count(), n);
+  EXPECT_LE(m.memory_bytes(), empty + n);
+  for (uint64_t b = 1; b < n; b += 2) m.set(b, 1, BlockType::kFree);
+  EXPECT_EQ(m.run_count(), 1u);
+  EXPECT_EQ(m.memory_bytes(), empty);
+  EXPECT_TRUE(m.check_invariants());
+}
+
+// Allocation walks upward through the free space without rescanning what
+// is already used (the hint), and still finds space freed below it.
+TEST(RangeMap, FirstFreeAfterFreeingBelowTheHint) {
+  const uint64_t n = 8 * RangeMap::kChunkBlocks;
+  RangeMap m(n, BlockType::kFree);
+  for (uint64_t b = 0; b < n - 10; b += 100) {
+    auto f = m.first_free(100);
+    ASSERT_TRUE(f);
+    ASSERT_EQ(f->start, b);
+    m.set(f->start, f->count, BlockType::kBackup);
+  }
+  m.set(5, 1, BlockType::kFree);
+  auto f = m.first_free(10);
+  ASSERT_TRUE(f);
+  EXPECT_EQ(f->start, 5u);
+  EXPECT_EQ(f->count, 1u);
+  EXPECT_TRUE(m.check_invariants());
 }
 
 }  // namespace
