@@ -1,8 +1,8 @@
 #include "targets/bow/bow_format.h"
 
-#include <zlib.h>
-
 #include <algorithm>
+
+#include "core/crc32.h"
 
 namespace bowstack::bow {
 
@@ -57,19 +57,9 @@ uint32_t log_capacity(uint32_t block_size, uint32_t header_size) {
 }
 
 uint32_t bow_crc(uint32_t seed, std::span<const std::byte> data) {
-  // zlib's crc32 inverts on the way in and out; pre- and post-inverting
-  // cancels both: raw(seed, buf) = ~crc32(~seed, buf). Chunks (zlib takes
-  // uInt lengths) chain as one run.
-  uLong c = ~static_cast<uLong>(seed) & 0xffffffffUL;
-  const auto* p = reinterpret_cast<const Bytef*>(data.data());
-  size_t left = data.size();
-  while (left > 0) {
-    uInt n = static_cast<uInt>(std::min<size_t>(left, 1u << 30));
-    c = ::crc32(c, p, n);
-    p += n;
-    left -= n;
-  }
-  return static_cast<uint32_t>(~c & 0xffffffffUL);
+  // The zlib-style crc32 inverts on the way in and out; pre- and
+  // post-inverting cancels both: raw(seed, buf) = ~crc32(~seed, buf).
+  return ~crc32(~seed, data);
 }
 
 uint32_t entry_checksum(uint64_t source_sector, uint32_t block_size, std::span<const std::byte> data) {

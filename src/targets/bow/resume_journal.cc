@@ -3,10 +3,11 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include <cstring>
 #include <filesystem>
+
+#include "core/crc32.h"
 
 namespace bowstack::bow {
 
@@ -31,9 +32,7 @@ uint64_t get64(const unsigned char* p) {
   for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
   return v;
 }
-uint32_t record_crc(const unsigned char* r) {
-  return static_cast<uint32_t>(::crc32(0L, r, 60));
-}
+uint32_t record_crc(const unsigned char* r) { return crc32(0, r, 60); }
 
 Status write_at(int fd, const unsigned char* data, size_t len, uint64_t offset, const std::string& path) {
   size_t done = 0;
@@ -84,8 +83,9 @@ ResumeJournal::ResumeJournal(std::string path, int fd, uint64_t records)
 
 ResumeJournal::~ResumeJournal() { ::close(fd_); }
 
-Result<std::unique_ptr<ResumeJournal>> ResumeJournal::create(const std::string& path, const JournalHeader& header,
-                                                            const std::vector<JournalExtent>& free_extents) {
+Result<std::unique_ptr<ResumeJournal>> ResumeJournal::create(const std::string& path,
+                                                             const JournalHeader& header,
+                                                             const std::vector<JournalExtent>& free_extents) {
   int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return Status::Error(errno, "create resume journal '" + path + "'");
   std::vector<unsigned char> buf((1 + free_extents.size()) * kRecord);
@@ -103,7 +103,8 @@ Result<std::unique_ptr<ResumeJournal>> ResumeJournal::create(const std::string& 
   return std::unique_ptr<ResumeJournal>(new ResumeJournal(path, fd, 1 + free_extents.size()));
 }
 
-Result<std::unique_ptr<ResumeJournal>> ResumeJournal::reopen(const std::string& path, uint64_t valid_records) {
+Result<std::unique_ptr<ResumeJournal>> ResumeJournal::reopen(const std::string& path,
+                                                             uint64_t valid_records) {
   int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
   if (fd < 0) return Status::Error(errno, "open resume journal '" + path + "'");
   // Drop a torn tail so new records follow the last valid one.
@@ -188,7 +189,8 @@ Status ResumeJournal::write_pending() {
   Status s;
   if (!batch.empty()) {
     std::vector<unsigned char> buf(batch.size() * kRecord);
-    for (size_t i = 0; i < batch.size(); ++i) encode_record(batch[i].type, nullptr, &batch[i], buf.data() + i * kRecord);
+    for (size_t i = 0; i < batch.size(); ++i)
+      encode_record(batch[i].type, nullptr, &batch[i], buf.data() + i * kRecord);
     s = write_at(fd_, buf.data(), buf.size(), at * kRecord, path_);
   }
   if (s.ok() && ::fdatasync(fd_) != 0) s = Status::Error(errno, "fdatasync resume journal '" + path_ + "'");
