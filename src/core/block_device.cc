@@ -9,10 +9,18 @@ Status BlockDevice::block_status(uint64_t /*offset*/, uint64_t length, std::vect
   return Status::Ok();
 }
 
+Status BlockDevice::write_batch(std::span<const WriteRef> writes, uint32_t flags) {
+  for (const WriteRef& w : writes) {
+    if (Status s = write(w.offset, w.data, 0); !s.ok()) return s;
+  }
+  return (flags & kFua) ? flush() : Status::Ok();
+}
+
 Status BlockDevice::cache(uint64_t /*offset*/, uint64_t /*length*/) { return Status::Ok(); }
 
 Result<std::string> BlockDevice::message(std::string_view text) {
-  return Status::Error(ENOTSUP, "layer '" + std::string(kind()) + "' has no message '" + std::string(text) + "'");
+  return Status::Error(ENOTSUP,
+                       "layer '" + std::string(kind()) + "' has no message '" + std::string(text) + "'");
 }
 
 void BlockDevice::describe(nlohmann::json* /*out*/) const {}

@@ -57,6 +57,12 @@ enum IoFlag : uint32_t {
   kFastZero = 1u << 2,  // write_zeroes: fail with ENOTSUP rather than be slow
 };
 
+// One write of a batch (see BlockDevice::write_batch). Does not own `data`.
+struct WriteRef {
+  uint64_t offset = 0;
+  std::span<const std::byte> data;
+};
+
 // One run of block_status(); flags as NBD base:allocation.
 enum ExtentFlag : uint32_t { kExtentHole = 1u << 0, kExtentZero = 1u << 1 };
 struct Extent {
@@ -80,6 +86,13 @@ class BlockDevice {
   virtual Status read(uint64_t offset, std::span<std::byte> buf) = 0;
   virtual Status write(uint64_t offset, std::span<const std::byte> buf, uint32_t flags) = 0;
   virtual Status flush() = 0;
+  // Writes every entry of `writes` (in any order; entries must not overlap).
+  // With kFua all of them are durable when this returns, through one
+  // barrier for the whole batch rather than one per write, and without
+  // forcing out other data that need not be durable yet. Use it where many
+  // writes must all be stable before something else is written. The default
+  // writes each entry through write(), then calls flush() if kFua is given.
+  virtual Status write_batch(std::span<const WriteRef> writes, uint32_t flags);
   // A hint that the range is unused. Reads afterwards return unspecified data
   // unless a layer documents otherwise.
   virtual Status trim(uint64_t offset, uint64_t length, uint32_t flags) = 0;
@@ -107,7 +120,10 @@ class BlockDevice {
 
 // A layer over another device that forwards every call it does not
 // override (like LevelDB's EnvWrapper or an nbdkit filter). Geometry and
-// capabilities default to the lower device's.
+// capabilities default to the lower device's. write_batch is the exception:
+// it is not forwarded, so a layer that changes write() (remapping, saving
+// old data) is never bypassed; a layer that only passes writes through may
+// forward it itself.
 class StackedDevice : public BlockDevice {
  public:
   explicit StackedDevice(std::shared_ptr<BlockDevice> lower) : lower_(std::move(lower)) {}

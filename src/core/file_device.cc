@@ -87,12 +87,9 @@ Status FileDevice::create(const std::string& path, uint64_t size) {
 }
 
 FileDevice::FileDevice(std::string path, int fd, bool block_device, FileDeviceOptions opts, Geometry g)
-    : path_(std::move(path)),
-      fd_(fd),
-      block_device_(block_device),
-      opts_(opts),
-      geometry_(g),
-      sync_([this] { return fdatasync_barrier(); }) {
+    : path_(std::move(path)), fd_(fd), block_device_(block_device), opts_(opts), geometry_(g), sync_([this] {
+        return fdatasync_barrier();
+      }) {
   caps_.read_only = opts.read_only;
   caps_.flush = caps_.fua = !opts.read_only;
   caps_.trim = caps_.write_zeroes = !opts.read_only;
@@ -122,34 +119,115 @@ Status FileDevice::read(uint64_t offset, std::span<std::byte> buf) {
   return Status::Ok();
 }
 
+Status FileDevice::write_vector(uint64_t offset, std::vector<iovec> iov, int rwf) {
+  size_t first = 0;
+  bool progress = false;
+  while (first < iov.size()) {
+    const int count = static_cast<int>(std::min<size_t>(iov.size() - first, IOV_MAX));
+    ssize_t n = rwf != 0 ? ::pwritev2(fd_, &iov[first], count, static_cast<off_t>(offset), rwf)
+                         : ::pwritev(fd_, &iov[first], count, static_cast<off_t>(offset));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      const bool unsupported = (errno == EOPNOTSUPP || errno == ENOSYS) && !progress;
+      Status s = errno_status("write '" + path_ + "'");
+      // A failed synchronous write is a failed flush: later ones cannot
+      // promise this data any more. (Unsupported: the caller falls back.)
+      if ((rwf & RWF_DSYNC) && !unsupported) sync_.poison(s);
+      return s;
+    }
+    if (n == 0) return Status::Error(EIO, "write to '" + path_ + "' made no progress");
+    progress = true;
+    offset += static_cast<uint64_t>(n);
+    // Drop what was written: whole iovecs, then the front of a partial one.
+    auto left = static_cast<size_t>(n);
+    while (left > 0 && left >= iov[first].iov_len) left -= iov[first++].iov_len;
+    if (left > 0) {
+      iov[first].iov_base = static_cast<char*>(iov[first].iov_base) + left;
+      iov[first].iov_len -= left;
+    }
+  }
+  return Status::Ok();
+}
+
 Status FileDevice::write(uint64_t offset, std::span<const std::byte> buf, uint32_t flags) {
   if (Status f = sync_.failure(); !f.ok()) return Status::Error(EIO, "earlier flush failed");
   // FUA: RWF_DSYNC makes this write (and the metadata needed to read it
   // back) durable without writing back every other dirty page of the file,
   // which an fdatasync would. Where the kernel lacks it, write then sync.
   const bool dsync = (flags & kFua) && dsync_writes_.load(std::memory_order_relaxed);
-  size_t done = 0;
-  while (done < buf.size()) {
-    iovec iov{const_cast<std::byte*>(buf.data() + done), buf.size() - done};
-    ssize_t n = dsync ? ::pwritev2(fd_, &iov, 1, static_cast<off_t>(offset + done), RWF_DSYNC)
-                      : ::pwrite(fd_, iov.iov_base, iov.iov_len, static_cast<off_t>(offset + done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (dsync && (errno == EOPNOTSUPP || errno == ENOSYS) && done == 0) {
-        dsync_writes_.store(false);
-        return write(offset, buf, flags);
-      }
-      Status s = errno_status("write '" + path_ + "'");
-      // A failed synchronous write is a failed flush: later ones cannot
-      // promise this data any more.
-      if (dsync) sync_.poison(s);
-      return s;
-    }
-    if (n == 0) return Status::Error(EIO, "write to '" + path_ + "' made no progress");
-    done += static_cast<size_t>(n);
+  std::vector<iovec> iov{{const_cast<std::byte*>(buf.data()), buf.size()}};
+  Status s = write_vector(offset, iov, dsync ? RWF_DSYNC : 0);
+  if (!s.ok() && dsync && (s.code() == EOPNOTSUPP || s.code() == ENOSYS)) {
+    dsync_writes_.store(false);
+    return write(offset, buf, flags);
   }
+  if (!s.ok()) return s;
   if ((flags & kFua) && !dsync) return sync_.sync();
   return Status::Ok();
+}
+
+Status FileDevice::write_batch(std::span<const WriteRef> writes, uint32_t flags) {
+  if (Status f = sync_.failure(); !f.ok()) return Status::Error(EIO, "earlier flush failed");
+  if (!(flags & kFua) || !dsync_writes_.load(std::memory_order_relaxed)) {
+    return BlockDevice::write_batch(writes, flags);
+  }
+  if (writes.empty()) return Status::Ok();
+  // Adjacent entries become one vectored write.
+  std::vector<const WriteRef*> order;
+  order.reserve(writes.size());
+  for (const WriteRef& w : writes) order.push_back(&w);
+  std::sort(order.begin(), order.end(),
+            [](const WriteRef* a, const WriteRef* b) { return a->offset < b->offset; });
+  struct Range {
+    uint64_t offset = 0, length = 0;
+    std::vector<iovec> iov;
+  };
+  std::vector<Range> ranges;
+  for (const WriteRef* w : order) {
+    if (ranges.empty() || ranges.back().offset + ranges.back().length != w->offset) {
+      ranges.push_back(Range{w->offset, 0, {}});
+    }
+    ranges.back().iov.push_back({const_cast<std::byte*>(w->data.data()), w->data.size()});
+    ranges.back().length += w->data.size();
+  }
+  // All but the last range: written, then their writeback started together
+  // and waited for, so they are on the device (perhaps in its volatile cache).
+  const size_t last = ranges.size() - 1;
+  for (size_t i = 0; i < last; ++i) {
+    if (Status s = write_vector(ranges[i].offset, std::move(ranges[i].iov), 0); !s.ok()) return s;
+  }
+  for (unsigned pass = 0; pass < 2; ++pass) {
+    const unsigned mode =
+        pass == 0 ? SYNC_FILE_RANGE_WRITE
+                  : SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER;
+    for (size_t i = 0; i < last; ++i) {
+      int rc;
+      do {
+        rc = ::sync_file_range(fd_, static_cast<off_t>(ranges[i].offset),
+                               static_cast<off_t>(ranges[i].length), mode);
+      } while (rc != 0 && errno == EINTR);
+      if (rc == 0) continue;
+      Status s = errno_status("write back '" + path_ + "'");
+      if (errno == EIO || errno == ENOSPC) {
+        sync_.poison(s);
+        return s;
+      }
+      // Not supported here: the last range goes out plainly and one
+      // fdatasync covers everything.
+      if (Status w = write_vector(ranges[last].offset, std::move(ranges[last].iov), 0); !w.ok()) return w;
+      return sync_.sync();
+    }
+  }
+  // The last range with RWF_DSYNC: its own writeback, any metadata the
+  // batch allocated (tracked per file), then a device cache flush covering
+  // every range above.
+  Status s = write_vector(ranges[last].offset, ranges[last].iov, RWF_DSYNC);
+  if (!s.ok() && (s.code() == EOPNOTSUPP || s.code() == ENOSYS)) {
+    dsync_writes_.store(false);
+    if (Status w = write_vector(ranges[last].offset, std::move(ranges[last].iov), 0); !w.ok()) return w;
+    return sync_.sync();
+  }
+  return s;
 }
 
 Status FileDevice::flush() { return sync_.sync(); }

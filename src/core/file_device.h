@@ -4,7 +4,10 @@
 // parallel with no lock on the data path. Flushes go through one GroupSync,
 // so concurrent flushes share an fdatasync. A FUA write is written with
 // RWF_DSYNC: durable on return without forcing out the rest of the file's
-// dirty pages. A failed fdatasync or synchronous write is sticky and fails
+// dirty pages. A FUA batch (write_batch) starts writeback of just its own
+// ranges with sync_file_range, waits for it, and writes its last range with
+// RWF_DSYNC: that write's device cache flush covers the whole batch, one
+// barrier instead of one per range. A failed fdatasync or synchronous write is sticky and fails
 // every later write and flush with EIO.
 //
 // Regular files: trim punches holes, write_zeroes punches holes (or zeroes
@@ -14,8 +17,11 @@
 // aligned to 4096 and I/O aligned to the advertised logical block size.
 #pragma once
 
+#include <sys/uio.h>
+
 #include <atomic>
 #include <string>
+#include <vector>
 
 #include "core/block_device.h"
 #include "core/group_sync.h"
@@ -43,6 +49,7 @@ class FileDevice final : public BlockDevice {
   Status read(uint64_t offset, std::span<std::byte> buf) override;
   Status write(uint64_t offset, std::span<const std::byte> buf, uint32_t flags) override;
   Status flush() override;
+  Status write_batch(std::span<const WriteRef> writes, uint32_t flags) override;
   Status trim(uint64_t offset, uint64_t length, uint32_t flags) override;
   Status write_zeroes(uint64_t offset, uint64_t length, uint32_t flags) override;
   Status block_status(uint64_t offset, uint64_t length, std::vector<Extent>* out) override;
@@ -56,6 +63,9 @@ class FileDevice final : public BlockDevice {
  private:
   FileDevice(std::string path, int fd, bool block_device, FileDeviceOptions opts, Geometry g);
   Status write_zero_buffer(uint64_t offset, uint64_t length);
+  // Writes the iovecs at `offset`, retrying partial writes; `rwf` as for
+  // pwritev2. A failed RWF_DSYNC write poisons the sync state.
+  Status write_vector(uint64_t offset, std::vector<iovec> iov, int rwf);
   Status fdatasync_barrier();
 
   const std::string path_;

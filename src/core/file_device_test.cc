@@ -9,6 +9,8 @@
 #include <thread>
 #include <vector>
 
+#include "core/memory_device.h"
+
 namespace bowstack {
 namespace {
 
@@ -119,7 +121,9 @@ TEST_F(FileDeviceTest, ParallelWritersDoNotInterfere) {
     threads.emplace_back([&, t] {
       auto data = pattern(64 << 10, t);
       for (int i = 0; i < 16; ++i) {
-        EXPECT_TRUE((*d)->write(static_cast<uint64_t>(t) * (1 << 20) + i * (64 << 10), data, i % 4 == 0 ? uint32_t{kFua} : 0u).ok());
+        EXPECT_TRUE((*d)->write(static_cast<uint64_t>(t) * (1 << 20) + i * (64 << 10), data,
+                                i % 4 == 0 ? uint32_t{kFua} : 0u)
+                        .ok());
       }
       EXPECT_TRUE((*d)->flush().ok());
     });
@@ -146,6 +150,46 @@ TEST_F(FileDeviceTest, DirectIoUsesAlignedGeometry) {
   EXPECT_TRUE((*d)->read(4096, buf).ok());
   EXPECT_EQ(buf[8191], std::byte{0xab});
   std::free(raw);
+}
+
+// A FUA batch lands every range, adjacent ranges merged or not, in any
+// order given, and leaves the device usable; a batch without FUA too.
+TEST_F(FileDeviceTest, WriteBatchWritesEveryRange) {
+  ASSERT_TRUE(FileDevice::create(path_, 1 << 20).ok());
+  auto d = FileDevice::open(path_).value();
+  std::vector<std::vector<std::byte>> data;
+  for (int i = 0; i < 6; ++i) data.push_back(pattern(4096, i + 1));
+  // 0 and 1 adjacent (one vectored write), 5 far away, given out of order.
+  std::vector<WriteRef> batch{{8192, data[2]}, {0, data[0]}, {4096, data[1]}, {512 * 1024, data[5]}};
+  ASSERT_TRUE(d->write_batch(batch, kFua).ok());
+  std::vector<WriteRef> plain{{65536, data[3]}, {69632, data[4]}};
+  ASSERT_TRUE(d->write_batch(plain, 0).ok());
+  ASSERT_TRUE(d->write_batch({}, kFua).ok());
+  for (const auto& [off, idx] : std::vector<std::pair<uint64_t, int>>{
+           {8192, 2}, {0, 0}, {4096, 1}, {512 * 1024, 5}, {65536, 3}, {69632, 4}}) {
+    std::vector<std::byte> got(4096);
+    ASSERT_TRUE(d->read(off, got).ok());
+    EXPECT_EQ(got, data[idx]) << "offset " << off;
+  }
+}
+
+// The default (used by any device without its own) writes through write()
+// and makes the batch durable with exactly one flush.
+TEST(BlockDeviceDefaults, WriteBatchIsWritesThenOneFlush) {
+  MemoryDevice m(1 << 20);
+  auto a = pattern(4096, 1), b = pattern(512, 2);
+  std::vector<WriteRef> batch{{4096, a}, {0, b}};
+  ASSERT_TRUE(m.write_batch(batch, kFua).ok());
+  EXPECT_EQ(m.flush_count(), 1u);
+  ASSERT_TRUE(m.write_batch(batch, 0).ok());
+  EXPECT_EQ(m.flush_count(), 1u);
+  auto contents = m.contents();
+  EXPECT_EQ(std::memcmp(contents.data() + 4096, a.data(), a.size()), 0);
+  EXPECT_EQ(std::memcmp(contents.data(), b.data(), b.size()), 0);
+  // A failing write stops the batch before the flush.
+  m.fail_writes_after(0);
+  EXPECT_EQ(m.write_batch(batch, kFua).code(), EIO);
+  EXPECT_EQ(m.flush_count(), 1u);
 }
 
 }  // namespace

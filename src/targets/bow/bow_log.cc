@@ -7,15 +7,11 @@
 #include <cstring>
 #include <memory>
 
+#include "core/aligned_buf.h"
+
 namespace bowstack::bow {
 
 namespace {
-
-struct FreeDeleter {
-  void operator()(std::byte* p) const { std::free(p); }
-};
-using Buffer = std::unique_ptr<std::byte, FreeDeleter>;
-Buffer aligned(size_t n) { return Buffer(static_cast<std::byte*>(std::aligned_alloc(4096, (n + 4095) / 4096 * 4096))); }
 
 // Reads `size` bytes at `sector`, block by block, through the relocation map.
 Status relocated_read(BlockDevice& dev, const RelocationMap& rel, uint64_t sector, uint32_t size,
@@ -24,7 +20,8 @@ Status relocated_read(BlockDevice& dev, const RelocationMap& rel, uint64_t secto
   for (uint32_t done = 0; done < size; done += block_size, sector += spb) {
     uint64_t from = rel.lookup(sector);
     if (from > dev.geometry().size / 512 - spb) {
-      return Status::Error(EINVAL, fmt::format("relocated read of sector {} lands outside the device", sector));
+      return Status::Error(EINVAL,
+                           fmt::format("relocated read of sector {} lands outside the device", sector));
     }
     if (Status s = dev.read(from * 512, std::span(out + done, block_size)); !s.ok()) return s;
   }
@@ -59,9 +56,9 @@ void RelocationMap::relocate(uint64_t source, uint64_t dest, uint64_t count) {
 Result<ProbeResult> probe(BlockDevice& dev) {
   const uint32_t n = std::max<uint32_t>(512, dev.geometry().logical_block_size);
   if (dev.geometry().size < n) return ProbeResult::kNoCheckpoint;
-  Buffer b = aligned(n);
-  if (Status s = dev.read(0, std::span(b.get(), n)); !s.ok()) return s;
-  LogHeader h = unpack_header(std::span<const std::byte>(b.get(), kHeaderSize));
+  AlignedBuf b(n);
+  if (Status s = dev.read(0, std::span(b.data(), n)); !s.ok()) return s;
+  LogHeader h = unpack_header(std::span<const std::byte>(b.data(), kHeaderSize));
   if (h.magic == kMagic) return ProbeResult::kCheckpoint;
   if (h.magic == kRestoreMagic) return ProbeResult::kInterruptedRestore;
   return ProbeResult::kNoCheckpoint;
@@ -79,12 +76,12 @@ Status check_header(const LogHeader& h, uint64_t device_bytes, uint32_t expect_b
     return Status::Error(EINVAL, fmt::format("block size {} is not a power of two from 512 to 4096", bs));
   }
   if (expect_block_size != 0 && bs != expect_block_size) {
-    return Status::Error(EINVAL, fmt::format("block size {} differs from the newest log block's {}", bs,
-                                             expect_block_size));
+    return Status::Error(
+        EINVAL, fmt::format("block size {} differs from the newest log block's {}", bs, expect_block_size));
   }
   if (h.header_size < kHeaderSize || h.header_size > bs - kEntrySize) {
-    return Status::Error(EINVAL, fmt::format("header size {} outside {}..{}", h.header_size, kHeaderSize,
-                                             bs - kEntrySize));
+    return Status::Error(
+        EINVAL, fmt::format("header size {} outside {}..{}", h.header_size, kHeaderSize, bs - kEntrySize));
   }
   const uint32_t cap = log_capacity(bs, h.header_size);
   if (h.count == 0 || h.count > cap) {
@@ -102,17 +99,18 @@ Status check_entry(const LogEntry& e, uint32_t index, uint32_t block_size, uint6
   const uint64_t spb = block_size / 512;
   const uint64_t sectors = device_bytes / 512;
   if (e.size == 0 || e.size % block_size != 0) {
-    return Status::Error(EINVAL, fmt::format("size {} is not a non-zero multiple of the block size {}", e.size,
-                                             block_size));
+    return Status::Error(
+        EINVAL, fmt::format("size {} is not a non-zero multiple of the block size {}", e.size, block_size));
   }
   const uint64_t n = e.size / 512;
   if (e.source % spb != 0 || e.dest % spb != 0) {
     return Status::Error(EINVAL, fmt::format("source {} or dest {} is not block aligned", e.source, e.dest));
   }
   if (e.source > sectors || sectors - e.source < n || e.dest > sectors || sectors - e.dest < n) {
-    return Status::Error(EINVAL, fmt::format("range of {} sectors at source {} or dest {} is outside the device "
-                                             "({} sectors)",
-                                             n, e.source, e.dest, sectors));
+    return Status::Error(EINVAL,
+                         fmt::format("range of {} sectors at source {} or dest {} is outside the device "
+                                     "({} sectors)",
+                                     n, e.source, e.dest, sectors));
   }
   if (index == 0 && (e.source != 0 || e.size != block_size)) {
     return Status::Error(EINVAL, "entry 0 must save block 0 (source 0, one block)");
@@ -144,9 +142,9 @@ Result<LogChain> read_and_validate(BlockDevice& dev, ValidateOptions opts) {
   }
   // The newest block's header gives the block size.
   const uint32_t probe_len = std::max<uint32_t>(512, dev.geometry().logical_block_size);
-  Buffer first = aligned(probe_len);
-  if (Status s = dev.read(0, std::span(first.get(), probe_len)); !s.ok()) return s;
-  LogHeader newest = unpack_header(std::span<const std::byte>(first.get(), kHeaderSize));
+  AlignedBuf first(probe_len);
+  if (Status s = dev.read(0, std::span(first.data(), probe_len)); !s.ok()) return s;
+  LogHeader newest = unpack_header(std::span<const std::byte>(first.data(), kHeaderSize));
   if (Status s = check_header(newest, device_bytes, 0, false); !s.ok()) {
     return Status::Error(EINVAL, fmt::format("log block {} (block 0): {}", newest.sequence, s.context()));
   }
@@ -158,21 +156,22 @@ Result<LogChain> read_and_validate(BlockDevice& dev, ValidateOptions opts) {
   chain.blocks.resize(static_cast<size_t>(newest.sequence) + 1);
 
   RelocationMap rel;
-  Buffer block = aligned(bs);
-  Buffer data;
+  AlignedBuf block(bs);
+  AlignedBuf data;
   size_t data_size = 0;
   for (int64_t seq = newest.sequence; seq >= 0; --seq) {
     // The previous log block is reached through the map at block 0.
-    if (Status s = relocated_read(dev, rel, 0, bs, bs, block.get()); !s.ok()) {
+    if (Status s = relocated_read(dev, rel, 0, bs, bs, block.data()); !s.ok()) {
       return Status::Error(s.code(), fmt::format("log block {}: {}", seq, s.message()));
     }
-    std::span<const std::byte> bytes(block.get(), bs);
+    std::span<const std::byte> bytes(block.data(), bs);
     LogHeader h = unpack_header(bytes);
     if (Status s = check_header(h, device_bytes, bs, false); !s.ok()) {
       return Status::Error(EINVAL, fmt::format("log block {}: {}", seq, s.context()));
     }
     if (h.sequence != seq) {
-      return Status::Error(EINVAL, fmt::format("log block {}: sequence is {} (expected {})", seq, h.sequence, seq));
+      return Status::Error(EINVAL,
+                           fmt::format("log block {}: sequence is {} (expected {})", seq, h.sequence, seq));
     }
     LogBlock lb = parse_log_block(bytes);
     for (int64_t i = static_cast<int64_t>(h.count) - 1; i >= 0; --i) {
@@ -182,18 +181,19 @@ Result<LogChain> read_and_validate(BlockDevice& dev, ValidateOptions opts) {
       }
       if (opts.verify_checksums && e.checksum != 0) {
         if (data_size < e.size) {
-          data = aligned(e.size);
+          data = AlignedBuf(e.size);
           data_size = e.size;
         }
-        if (Status s = relocated_read(dev, rel, e.dest, e.size, bs, data.get()); !s.ok()) {
+        if (Status s = relocated_read(dev, rel, e.dest, e.size, bs, data.data()); !s.ok()) {
           return Status::Error(s.code(), fmt::format("log block {} entry {}: {}", seq, i, s.message()));
         }
-        uint32_t crc = entry_checksum(e.source, bs, std::span(data.get(), e.size));
+        uint32_t crc = entry_checksum(e.source, bs, std::span(data.data(), e.size));
         if (crc != e.checksum) {
-          return Status::Error(EINVAL, fmt::format("log block {} entry {}: checksum mismatch (stored 0x{:08x}, "
-                                                   "computed 0x{:08x}) over {} bytes saved at sector {} (read "
-                                                   "from sector {})",
-                                                   seq, i, e.checksum, crc, e.size, e.dest, rel.lookup(e.dest)));
+          return Status::Error(EINVAL,
+                               fmt::format("log block {} entry {}: checksum mismatch (stored 0x{:08x}, "
+                                           "computed 0x{:08x}) over {} bytes saved at sector {} (read "
+                                           "from sector {})",
+                                           seq, i, e.checksum, crc, e.size, e.dest, rel.lookup(e.dest)));
         }
       }
       rel.relocate(e.source, e.dest, e.size / 512);

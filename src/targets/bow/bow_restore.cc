@@ -8,17 +8,12 @@
 #include <memory>
 #include <vector>
 
+#include "core/aligned_buf.h"
 #include "targets/bow/bow_log.h"
 
 namespace bowstack::bow {
 
 namespace {
-
-struct FreeDeleter {
-  void operator()(std::byte* p) const { std::free(p); }
-};
-using Buffer = std::unique_ptr<std::byte, FreeDeleter>;
-Buffer aligned(size_t n) { return Buffer(static_cast<std::byte*>(std::aligned_alloc(4096, (n + 4095) / 4096 * 4096))); }
 
 // Sector ranges read as sources of saved data in the current log block.
 class RangeSet {
@@ -74,8 +69,8 @@ class Restorer {
 
 Status Restorer::run(uint32_t bs, uint64_t total_entries, RestoreReport* report) {
   const uint64_t device_bytes = dev_.geometry().size;
-  Buffer block = aligned(bs);
-  Buffer data;
+  AlignedBuf block(bs);
+  AlignedBuf data;
   size_t data_size = 0;
   uint64_t done = 0;
   bool first = true;
@@ -83,8 +78,8 @@ Status Restorer::run(uint32_t bs, uint64_t total_entries, RestoreReport* report)
   for (;;) {
     // Block 0 holds the log block to restore next (read directly: everything
     // before it has really been copied back).
-    if (Status s = dev_.read(0, std::span(block.get(), bs)); !s.ok()) return s;
-    std::span<std::byte> bytes(block.get(), bs);
+    if (Status s = dev_.read(0, std::span(block.data(), bs)); !s.ok()) return s;
+    std::span<std::byte> bytes(block.data(), bs);
     LogHeader h = unpack_header(bytes);
     if (Status s = check_header(h, device_bytes, bs, true); !s.ok()) {
       return Status::Error(EIO, fmt::format("log block {}: {} (after validation passed)", seq, s.context()));
@@ -103,10 +98,10 @@ Status Restorer::run(uint32_t bs, uint64_t total_entries, RestoreReport* report)
         return Status::Error(EIO, fmt::format("log block {} entry {}: {}", seq, i, s.context()));
       }
       if (data_size < e.size) {
-        data = aligned(e.size);
+        data = AlignedBuf(e.size);
         data_size = e.size;
       }
-      std::span<std::byte> saved(data.get(), e.size);
+      std::span<std::byte> saved(data.data(), e.size);
       if (Status s = dev_.read(e.dest * 512, saved); !s.ok()) return s;
       if (e.checksum != 0) {
         uint32_t crc = entry_checksum(e.source, bs, saved);
@@ -157,20 +152,21 @@ Status Restorer::run(uint32_t bs, uint64_t total_entries, RestoreReport* report)
 Status roll_forward(BlockDevice& dev, RestoreReport* report) {
   // Only what roll-forward needs must be sane: block size and sector0.
   const uint32_t n = std::max<uint32_t>(512, dev.geometry().logical_block_size);
-  Buffer head = aligned(std::max<uint32_t>(n, 4096));
-  if (Status s = dev.read(0, std::span(head.get(), n)); !s.ok()) return s;
-  LogHeader h = unpack_header(std::span<const std::byte>(head.get(), kHeaderSize));
+  AlignedBuf head(std::max<uint32_t>(n, 4096));
+  if (Status s = dev.read(0, std::span(head.data(), n)); !s.ok()) return s;
+  LogHeader h = unpack_header(std::span<const std::byte>(head.data(), kHeaderSize));
   const uint32_t bs = h.block_size;
   const uint64_t sectors = dev.geometry().size / 512;
   if (bs < 512 || bs > 4096 || (bs & (bs - 1)) != 0 || h.sector0 == 0 || h.sector0 % (bs / 512) != 0 ||
       h.sector0 > sectors || sectors - h.sector0 < bs / 512) {
-    return Status::Error(EINVAL, fmt::format("cannot roll forward: the log header is unusable (block size {}, "
-                                             "sector0 {})",
-                                             bs, h.sector0));
+    return Status::Error(EINVAL,
+                         fmt::format("cannot roll forward: the log header is unusable (block size {}, "
+                                     "sector0 {})",
+                                     bs, h.sector0));
   }
-  Buffer live = aligned(bs);
-  if (Status s = dev.read(h.sector0 * 512, std::span(live.get(), bs)); !s.ok()) return s;
-  if (Status s = dev.write(0, std::span(live.get(), bs), 0); !s.ok()) return s;
+  AlignedBuf live(bs);
+  if (Status s = dev.read(h.sector0 * 512, std::span(live.data(), bs)); !s.ok()) return s;
+  if (Status s = dev.write(0, std::span(live.data(), bs), 0); !s.ok()) return s;
   if (Status s = dev.flush(); !s.ok()) return s;
   report->block_size = bs;
   report->outcome = RestoreReport::Outcome::kRolledForward;
@@ -214,9 +210,9 @@ Result<RestoreReport> restore(BlockDevice& dev, const RestoreOptions& opts) {
     // header and entry before using it.
     report.continued_interrupted = true;
     const uint32_t n = std::max<uint32_t>(512, dev.geometry().logical_block_size);
-    Buffer head = aligned(n);
-    if (Status s = dev.read(0, std::span(head.get(), n)); !s.ok()) return s;
-    LogHeader h = unpack_header(std::span<const std::byte>(head.get(), kHeaderSize));
+    AlignedBuf head(n);
+    if (Status s = dev.read(0, std::span(head.data(), n)); !s.ok()) return s;
+    LogHeader h = unpack_header(std::span<const std::byte>(head.data(), kHeaderSize));
     if (Status s = check_header(h, dev.geometry().size, 0, true); !s.ok()) {
       return Status::Error(EINVAL, "interrupted restore with an unusable log block: " + s.context());
     }

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "core/aligned_buf.h"
 #include "core/file_device.h"
 #include "core/parse.h"
 #include "targets/bow/bow_log.h"
@@ -18,24 +19,6 @@ namespace {
 
 using Spans = std::vector<std::pair<uint64_t, uint64_t>>;  // [start, end) in blocks
 
-// A heap buffer aligned for O_DIRECT devices.
-class AlignedBuf {
- public:
-  AlignedBuf() = default;
-  explicit AlignedBuf(size_t n)
-      : p_(static_cast<std::byte*>(std::aligned_alloc(4096, (n + 4095) / 4096 * 4096))), n_(n) {}
-  std::span<std::byte> span() { return {p_.get(), n_}; }
-  std::span<const std::byte> span() const { return {p_.get(), n_}; }
-  size_t size() const { return n_; }
-
- private:
-  struct Free {
-    void operator()(std::byte* p) const { std::free(p); }
-  };
-  std::unique_ptr<std::byte, Free> p_;
-  size_t n_ = 0;
-};
-
 constexpr uint64_t kZeroChunk = 1u << 20;
 // The planner never hands out the last free blocks: commit needs one for an
 // atomic final log rollover (see commit()).
@@ -45,9 +28,12 @@ constexpr uint64_t kCommitSpare = 1;
 
 const char* state_name(State s) {
   switch (s) {
-    case State::kTrim: return "TRIM";
-    case State::kCheckpoint: return "CHECKPOINT";
-    case State::kCommitted: return "COMMITTED";
+    case State::kTrim:
+      return "TRIM";
+    case State::kCheckpoint:
+      return "CHECKPOINT";
+    case State::kCommitted:
+      return "COMMITTED";
   }
   return "?";
 }
@@ -58,19 +44,19 @@ struct BowTarget::Pending {
     uint64_t dest = 0;  // block
     AlignedBuf data;    // the checkpoint data to save there
   };
-  std::vector<Saved> saved;      // written by the committer, before the log
+  std::vector<Saved> saved;  // written by the committer, before the log
   std::vector<LogEntry> entries;
-  Spans sources;                 // ranges that become kChanged once durable (blocks)
-  bool moves_s0c = false;        // this write moved the live block 0
+  Spans sources;           // ranges that become kChanged once durable (blocks)
+  bool moves_s0c = false;  // this write moved the live block 0
   uint64_t old_s0c = 0, new_s0c = 0;
-  Spans busy;                    // released once applied
-  uint64_t first = 0;            // logical block of `data`
+  Spans busy;          // released once applied
+  uint64_t first = 0;  // logical block of `data`
   AlignedBuf data;
   uint32_t flags = 0;
-  uint64_t bytes = 0;            // memory held: data + saved copies
-  bool has_claims = false;       // FUA must also make the journal durable
-  bool done = false;             // guarded by q_mu_
-  Status status;                 // guarded by q_mu_
+  uint64_t bytes = 0;       // memory held: data + saved copies
+  bool has_claims = false;  // FUA must also make the journal durable
+  bool done = false;        // guarded by q_mu_
+  Status status;            // guarded by q_mu_
 };
 
 // What a checkpoint write needs: saved copies to make, blocks to claim.
@@ -82,8 +68,8 @@ struct BowTarget::Plan {
     bool s0c_move = false;
   };
   std::vector<Copy> copies;
-  Spans claims;   // free -> changed
-  Spans sources;  // saved ranges (logical == physical; never block 0)
+  Spans claims;                      // free -> changed
+  Spans sources;                     // saved ranges (logical == physical; never block 0)
   std::vector<uint64_t> unreserved;  // log rollover reservations taken back (now claimed)
   bool moves_s0c = false;
   uint64_t old_s0c = 0, new_s0c = 0;
@@ -94,6 +80,7 @@ BowTarget::BowTarget(std::shared_ptr<BlockDevice> lower, BowOptions opts, uint64
     : StackedDevice(std::move(lower)),
       opts_(std::move(opts)),
       bs_(opts_.block_size),
+      pool_(opts_.block_size, std::min<uint64_t>(opts_.max_pending_bytes / opts_.block_size, 4096)),
       spb_(opts_.block_size / 512),
       blocks_(blocks),
       map_(blocks) {
@@ -117,42 +104,47 @@ BowTarget::~BowTarget() {
 
 Result<std::shared_ptr<BowTarget>> BowTarget::open(std::shared_ptr<BlockDevice> lower, BowOptions opts) {
   if (opts.block_size < 512 || opts.block_size > 4096 || (opts.block_size & (opts.block_size - 1)) != 0) {
-    return Status::Error(EINVAL, fmt::format("bow: block_size {} must be a power of two from 512 to 4096",
-                                             opts.block_size));
+    return Status::Error(
+        EINVAL, fmt::format("bow: block_size {} must be a power of two from 512 to 4096", opts.block_size));
   }
   // A resumed checkpoint dictates the block size.
   auto probed = probe(*lower);
   if (!probed.ok()) return probed.status();
   if (*probed == ProbeResult::kInterruptedRestore) {
-    return Status::Error(EBUSY, "bow: the image holds an interrupted restore (magic WOB); finish it with "
-                                "'bowstack restore IMAGE' before serving it");
+    return Status::Error(EBUSY,
+                         "bow: the image holds an interrupted restore (magic WOB); finish it with "
+                         "'bowstack restore IMAGE' before serving it");
   }
   std::optional<LogChain> chain;
   if (*probed == ProbeResult::kCheckpoint) {
     auto c = read_and_validate(*lower, ValidateOptions{.verify_checksums = false});
     if (!c.ok()) {
-      return Status::Error(c.status().code(), "bow: the image holds a checkpoint log that cannot be resumed (" +
-                                                  c.status().message() +
-                                                  "); run 'bowstack restore IMAGE' (add --roll-forward to keep "
-                                                  "the changes)");
+      return Status::Error(c.status().code(),
+                           "bow: the image holds a checkpoint log that cannot be resumed (" +
+                               c.status().message() +
+                               "); run 'bowstack restore IMAGE' (add --roll-forward to keep "
+                               "the changes)");
     }
     if (opts.block_size_given && opts.block_size != c->block_size) {
-      return Status::Error(EINVAL, fmt::format("bow: block_size={} given, but the image's checkpoint log uses {}",
-                                               opts.block_size, c->block_size));
+      return Status::Error(EINVAL,
+                           fmt::format("bow: block_size={} given, but the image's checkpoint log uses {}",
+                                       opts.block_size, c->block_size));
     }
     opts.block_size = c->block_size;
     chain = std::move(c.value());
   }
   const Geometry lg = lower->geometry();
   if (opts.block_size % lg.logical_block_size != 0) {
-    return Status::Error(EINVAL, fmt::format("bow: block_size {} is not a multiple of the device's block size {}",
-                                             opts.block_size, lg.logical_block_size));
+    return Status::Error(EINVAL,
+                         fmt::format("bow: block_size {} is not a multiple of the device's block size {}",
+                                     opts.block_size, lg.logical_block_size));
   }
   uint64_t blocks = lg.size / opts.block_size;
   if (blocks < 4) {
-    return Status::Error(EINVAL, fmt::format("bow: the device below is too small ({} bytes): bow needs at least "
-                                             "4 blocks of {} bytes",
-                                             lg.size, opts.block_size));
+    return Status::Error(EINVAL,
+                         fmt::format("bow: the device below is too small ({} bytes): bow needs at least "
+                                     "4 blocks of {} bytes",
+                                     lg.size, opts.block_size));
   }
   auto t = std::shared_ptr<BowTarget>(new BowTarget(std::move(lower), std::move(opts), blocks));
   if (chain) {
@@ -175,7 +167,8 @@ std::string default_meta_path(const BlockDevice& lower) {
   return {};
 }
 
-Result<std::shared_ptr<BlockDevice>> BowTarget::create(std::shared_ptr<BlockDevice> lower, const TargetArgs& args) {
+Result<std::shared_ptr<BlockDevice>> BowTarget::create(std::shared_ptr<BlockDevice> lower,
+                                                       const TargetArgs& args) {
   BowOptions o;
   auto bs = args.get_size("block_size", 4096);
   if (!bs.ok()) return bs.status();
@@ -190,7 +183,8 @@ Result<std::shared_ptr<BlockDevice>> BowTarget::create(std::shared_ptr<BlockDevi
   auto t = open(std::move(lower), std::move(o));
   if (!t.ok()) return t.status();
   if (t.value()->opts_.meta_path.empty()) {
-    spdlog::warn("bow: no resume journal (meta=PATH): a crash during a checkpoint can be restored but not resumed");
+    spdlog::warn(
+        "bow: no resume journal (meta=PATH): a crash during a checkpoint can be restored but not resumed");
   }
   return std::shared_ptr<BlockDevice>(t.value());
 }
@@ -200,8 +194,9 @@ TargetInfo BowTarget::info() {
       "bow",
       "backup on write: checkpoint the device in its own free space, then commit or restore (Android dm-bow)",
       {{"block_size", "block size in bytes, 512..4096 (default 4096; a resumed checkpoint keeps its own)"},
-       {"auto_commit_below", "commit automatically when free space falls below this many bytes (default: "
-                             "never; writes fail with ENOSPC instead)"},
+       {"auto_commit_below",
+        "commit automatically when free space falls below this many bytes (default: "
+        "never; writes fail with ENOSPC instead)"},
        {"meta", "resume journal path (default IMAGE.bowmeta for a file image; 'none' to disable)"}},
       &BowTarget::create,
   };
@@ -215,7 +210,9 @@ Capabilities BowTarget::capabilities() const {
   return c;
 }
 
-void BowTarget::start_committer() { committer_ = std::thread([this] { committer_loop(); }); }
+void BowTarget::start_committer() {
+  committer_ = std::thread([this] { committer_loop(); });
+}
 
 Status BowTarget::fail(Status s) {
   std::lock_guard lock(mu_);
@@ -270,7 +267,8 @@ Spans spans_for(uint64_t first, uint64_t end, uint64_t s0c) {
 
 // ---- Physical I/O -------------------------------------------------------
 
-Status BowTarget::read_blocks_physical(uint64_t first, uint64_t count, std::span<std::byte> out, uint64_t s0c) {
+Status BowTarget::read_blocks_physical(uint64_t first, uint64_t count, std::span<std::byte> out,
+                                       uint64_t s0c) {
   if (first == 0 && s0c != 0) {
     if (Status s = lower_device()->read(s0c * bs_, out.first(bs_)); !s.ok()) return s;
     if (count == 1) return Status::Ok();
@@ -279,7 +277,8 @@ Status BowTarget::read_blocks_physical(uint64_t first, uint64_t count, std::span
   return lower_device()->read(first * bs_, out);
 }
 
-Status BowTarget::write_physical(uint64_t first, std::span<const std::byte> data, uint32_t flags, uint64_t s0c) {
+Status BowTarget::write_physical(uint64_t first, std::span<const std::byte> data, uint32_t flags,
+                                 uint64_t s0c) {
   if (first == 0 && s0c != 0) {
     if (Status s = lower_device()->write(s0c * bs_, data.first(bs_), flags); !s.ok()) return s;
     if (data.size() == bs_) return Status::Ok();
@@ -322,7 +321,7 @@ Status BowTarget::read(uint64_t offset, std::span<std::byte> buf) {
   if (aligned) {
     st = read_blocks_physical(first, end - first, buf, s0c);
   } else {
-    AlignedBuf tmp((end - first) * bs_);
+    AlignedBuf tmp = pool_.get((end - first) * bs_);
     st = read_blocks_physical(first, end - first, tmp.span(), s0c);
     if (st.ok()) std::memcpy(buf.data(), tmp.span().data() + (offset - first * bs_), buf.size());
   }
@@ -413,7 +412,7 @@ Status BowTarget::write(uint64_t offset, std::span<const std::byte> buf, uint32_
   AlignedBuf merged;
   if (!aligned) {
     // Read-modify-write: the blocks are ours (busy), so nothing changes them meanwhile.
-    merged = AlignedBuf(count * bs_);
+    merged = pool_.get(count * bs_);
     Status s = read_blocks_physical(first, count, merged.span(), s0c);
     if (!s.ok()) {
       if (st == State::kCheckpoint) {
@@ -468,7 +467,8 @@ Status BowTarget::plan_backups_locked(uint64_t first, uint64_t count, Plan* plan
         break;
       case BlockType::kBackup: {
         uint64_t pos = r.start;
-        for (auto it = rollover_blocks_.lower_bound(r.start); it != rollover_blocks_.end() && *it < end; ++it) {
+        for (auto it = rollover_blocks_.lower_bound(r.start); it != rollover_blocks_.end() && *it < end;
+             ++it) {
           need(pos, *it);
           plan->unreserved.push_back(*it);
           plan->claims.emplace_back(*it, *it + 1);
@@ -537,8 +537,9 @@ Status BowTarget::plan_backups_locked(uint64_t first, uint64_t count, Plan* plan
     }
     plan->claims.clear();
     plan->unreserved.clear();
-    return Status::Error(ENOSPC, "bow: no free space left to save checkpoint data (the checkpoint is intact; "
-                                 "commit to continue writing)");
+    return Status::Error(ENOSPC,
+                         "bow: no free space left to save checkpoint data (the checkpoint is intact; "
+                         "commit to continue writing)");
   }
   log_slots_ -= want;
   plan->slots = plan->copies.size();
@@ -573,13 +574,13 @@ void BowTarget::start_auto_commit() {
   });
 }
 
-Status BowTarget::write_saving(uint64_t first, std::span<const std::byte> data, uint32_t flags, const Spans& spans,
-                               const Plan& plan, ResumeJournal* journal) {
+Status BowTarget::write_saving(uint64_t first, std::span<const std::byte> data, uint32_t flags,
+                               const Spans& spans, const Plan& plan, ResumeJournal* journal) {
   // Read the checkpoint data to save, in this thread (in parallel with other
   // writers); the committer writes it, batched, before the log.
   auto p = std::make_shared<Pending>();
   for (const auto& c : plan.copies) {
-    AlignedBuf tmp(c.count * bs_);
+    AlignedBuf tmp = pool_.get(c.count * bs_);
     Status s = lower_device()->read(c.src * bs_, tmp.span());
     uint32_t crc = 0;
     if (s.ok() && !c.s0c_move) crc = entry_checksum(c.src * spb_, bs_, tmp.span());
@@ -605,7 +606,7 @@ Status BowTarget::write_saving(uint64_t first, std::span<const std::byte> data, 
   p->busy = spans;
   for (const auto& c : plan.copies) p->busy.emplace_back(c.dest, c.dest + c.count);  // marked when planned
   p->first = first;
-  p->data = AlignedBuf(data.size());
+  p->data = pool_.get(data.size());
   std::memcpy(p->data.span().data(), data.data(), data.size());
   p->flags = flags;
   uint64_t bytes = p->data.size();
@@ -750,10 +751,15 @@ Status BowTarget::commit_batch(std::vector<std::shared_ptr<Pending>>& batch) {
     fua = fua || (p->flags & kFua);
     claims = claims || p->has_claims;
   }
-  if (s.ok()) s = write_saved(batch);
   if (s.ok()) {
+    // The saved copies become durable together with the log writes that
+    // must precede the new header (append_entries decides the grouping).
+    std::vector<WriteRef> saved;
+    for (auto& p : batch) {
+      for (auto& sv : p->saved) saved.push_back({sv.dest * bs_, sv.data.span()});
+    }
     std::lock_guard log_lock(log_mu_);
-    s = append_entries(entries, move);
+    s = append_entries(entries, move, std::move(saved));
   }
   // The log now covers every saved copy of this batch: the overwrites may go.
   uint64_t s0c;
@@ -788,44 +794,6 @@ Status BowTarget::commit_batch(std::vector<std::shared_ptr<Pending>>& batch) {
   return s;
 }
 
-Status BowTarget::write_saved(std::vector<std::shared_ptr<Pending>>& batch) {
-  // The batch's saved copies, by destination; allocation is first-fit, so
-  // most are adjacent and go out as a few large FUA writes rather than one
-  // flush per copy.
-  std::vector<Pending::Saved*> all;
-  for (auto& p : batch) {
-    for (auto& sv : p->saved) all.push_back(&sv);
-  }
-  std::sort(all.begin(), all.end(), [](auto* a, auto* b) { return a->dest < b->dest; });
-  constexpr size_t kMaxRun = 8u << 20;
-  size_t i = 0;
-  while (i < all.size()) {
-    size_t j = i + 1;
-    uint64_t end = all[i]->dest + all[i]->data.size() / bs_;
-    size_t bytes = all[i]->data.size();
-    while (j < all.size() && all[j]->dest == end && bytes + all[j]->data.size() <= kMaxRun) {
-      end += all[j]->data.size() / bs_;
-      bytes += all[j]->data.size();
-      ++j;
-    }
-    Status s;
-    if (j == i + 1) {
-      s = lower_device()->write(all[i]->dest * bs_, all[i]->data.span(), kFua);
-    } else {
-      AlignedBuf run(bytes);
-      size_t at = 0;
-      for (size_t k = i; k < j; ++k) {
-        std::memcpy(run.span().data() + at, all[k]->data.span().data(), all[k]->data.size());
-        at += all[k]->data.size();
-      }
-      s = lower_device()->write(all[i]->dest * bs_, run.span(), kFua);
-    }
-    if (!s.ok()) return s;
-    i = j;
-  }
-  return Status::Ok();
-}
-
 Status BowTarget::write_log() { return lower_device()->write(0, log_, kFua); }
 
 Status BowTarget::rollover_locked_log(uint64_t dest) {
@@ -847,14 +815,15 @@ Status BowTarget::rollover_locked_log(uint64_t dest) {
   return Status::Ok();
 }
 
-Status BowTarget::append_entries(const std::vector<LogEntry>& entries, std::optional<size_t> move) {
+Status BowTarget::append_entries(const std::vector<LogEntry>& entries, std::optional<size_t> move,
+                                 std::vector<WriteRef> durable) {
   const uint32_t cap = log_capacity(bs_, log_header_.header_size);
   const uint32_t first_sector = std::min<uint32_t>(512, bs_);
   size_t i = 0;
-  auto pack_entries = [&](std::vector<std::byte>& blk, LogHeader& h, size_t n) {
+  auto pack_entries = [&](std::span<std::byte> blk, LogHeader& h, size_t n) {
     for (size_t j = 0; j < n; ++j) {
       size_t at = h.header_size + kEntrySize * (h.count + j);
-      pack_entry(entries[i + j], std::span(blk).subspan(at, kEntrySize));
+      pack_entry(entries[i + j], blk.subspan(at, kEntrySize));
     }
     if (move && *move >= i && *move < i + n) h.sector0 = entries[*move].dest;
     h.count += static_cast<uint32_t>(n);
@@ -862,15 +831,7 @@ Status BowTarget::append_entries(const std::vector<LogEntry>& entries, std::opti
     for (size_t j = 0; j < n; ++j) backed_up_bytes_.fetch_add(entries[i + j].size);
     i += n;
   };
-
-  // Entries that do not fit fill the current log block, which is saved
-  // (FUA) to a reserved block, and so on: every intermediate log block exists
-  // only as a saved copy, reachable through entry 0 of its successor. Block
-  // 0 then switches once, changing only its first sector.
-  LogHeader h = log_header_;
-  std::vector<std::byte> blk = log_;
-  bool rolled = false;
-  // However this ends, writers waiting on the saved log blocks may go.
+  // However this ends, writers waiting on saved log blocks may go.
   struct SavingDone {
     BowTarget* t;
     ~SavingDone() {
@@ -881,51 +842,73 @@ Status BowTarget::append_entries(const std::vector<LogEntry>& entries, std::opti
       }
     }
   } saving_done{this};
+
+  LogHeader h = log_header_;
+  if (entries.size() <= cap - h.count) {
+    // Everything fits: the entries go beyond `count` (invisible to readers;
+    // the header bytes are unchanged), durable with the saved copies in one
+    // barrier; then the header publishes them.
+    pack_entries(log_, h, entries.size());
+    durable.push_back({0, log_});
+    if (Status s = lower_device()->write_batch(durable, kFua); !s.ok()) return s;
+    pack_header(h, log_);
+    if (Status s = write_log(); !s.ok()) return s;
+    log_header_ = h;
+    return Status::Ok();
+  }
+
+  // Entries that do not fit fill the current log block, which is saved to a
+  // reserved block, and so on: every intermediate log block exists only as
+  // a saved copy, reachable through entry 0 of its successor. The saved log
+  // blocks are durable with the saved data in one barrier; then block 0
+  // switches once, changing only its first sector.
+  std::vector<AlignedBuf> saved_logs;
+  AlignedBuf blk(bs_);
+  std::memcpy(blk.span().data(), log_.data(), bs_);
   while (entries.size() - i > cap - h.count) {
-    pack_entries(blk, h, cap - h.count);
-    pack_header(h, blk);
+    pack_entries(blk.span(), h, cap - h.count);
+    pack_header(h, blk.span());
     uint64_t dest;
     {
       std::lock_guard lock(mu_);
-      if (rollover_blocks_.empty()) return Status::Error(EIO, "bow: internal error: no block reserved for the log");
+      if (rollover_blocks_.empty())
+        return Status::Error(EIO, "bow: internal error: no block reserved for the log");
       dest = *rollover_blocks_.begin();
       rollover_blocks_.erase(rollover_blocks_.begin());
       log_saving_.insert(dest);
     }
-    if (Status s = lower_device()->write(dest * bs_, blk, kFua); !s.ok()) return s;
-    const uint32_t crc = entry_checksum(0, bs_, blk);
+    const uint32_t crc = entry_checksum(0, bs_, blk.span());
+    AlignedBuf full(bs_);
+    std::memcpy(full.span().data(), blk.span().data(), bs_);
+    durable.push_back({dest * bs_, full.span()});
+    saved_logs.push_back(std::move(full));
     h.sequence += 1;
     h.count = 0;
-    LogEntry saved{0, dest * spb_, bs_, crc};
-    pack_entry(saved, std::span(blk).subspan(h.header_size, kEntrySize));
+    pack_entry(LogEntry{0, dest * spb_, bs_, crc}, blk.span().subspan(h.header_size, kEntrySize));
     h.count = 1;
     log_entries_.fetch_add(1);
     backed_up_bytes_.fetch_add(bs_);
-    rolled = true;
   }
-  if (rolled) {
-    // Whatever else fits in the first sector goes with the switch.
-    const size_t in_sector = (first_sector - h.header_size) / kEntrySize;
-    pack_entries(blk, h, std::min(entries.size() - i, in_sector > h.count ? in_sector - h.count : 0));
-    pack_header(h, blk);
-    {
-      std::lock_guard lock(mu_);  // the saved log blocks are durable (FUA)
-      log_saving_.clear();
-      cv_.notify_all();
-    }
-    std::memcpy(log_.data(), blk.data(), first_sector);
-    if (Status s = write_log(); !s.ok()) return s;
-    log_header_ = h;
-    log_blocks_.store(h.sequence + 1);
+  // Whatever else fits in the first sector goes with the switch.
+  const size_t in_sector = (first_sector - h.header_size) / kEntrySize;
+  pack_entries(blk.span(), h, std::min(entries.size() - i, in_sector > h.count ? in_sector - h.count : 0));
+  pack_header(h, blk.span());
+  if (Status s = lower_device()->write_batch(durable, kFua); !s.ok()) return s;
+  {
+    std::lock_guard lock(mu_);  // the saved log blocks are durable
+    log_saving_.clear();
+    cv_.notify_all();
   }
+  std::memcpy(log_.data(), blk.span().data(), first_sector);
+  if (Status s = write_log(); !s.ok()) return s;
+  log_header_ = h;
+  log_blocks_.store(h.sequence + 1);
   if (i == entries.size()) return Status::Ok();
 
-  // Phase 1: the entries go beyond `count`, invisible to readers, written
-  // FUA (the batch's saved copies already are, by their writers).
+  // The rest: beyond `count`, then the header (first sector) publishes them.
   h = log_header_;
   pack_entries(log_, h, entries.size() - i);
   if (Status s = write_log(); !s.ok()) return s;
-  // Phase 2: publish them, FUA. Only the header (first sector) changes.
   pack_header(h, log_);
   if (Status s = write_log(); !s.ok()) return s;
   log_header_ = h;
@@ -938,9 +921,10 @@ Status BowTarget::checkpoint() {
   std::unique_lock lock(mu_);
   if (!failed_.ok()) return Status::Error(EIO, "bow: device failed earlier");
   if (state_ != State::kTrim) {
-    return Status::Error(EINVAL, fmt::format("bow: cannot checkpoint in state {}: a device is checkpointed once, "
-                                             "from TRIM (restart the server after a commit for a new checkpoint)",
-                                             state_name(state_)));
+    return Status::Error(EINVAL,
+                         fmt::format("bow: cannot checkpoint in state {}: a device is checkpointed once, "
+                                     "from TRIM (restart the server after a commit for a new checkpoint)",
+                                     state_name(state_)));
   }
   if (transition_) return Status::Error(EBUSY, "bow: another state change is running");
   transition_ = true;
@@ -952,9 +936,10 @@ Status BowTarget::checkpoint() {
   };
   if (map_.type_at(0) == BlockType::kFree) map_.set(0, 1, BlockType::kUnchanged);
   if (map_.count(BlockType::kFree) < 2 + kCommitSpare) {
-    return finish(Status::Error(ENOSPC, fmt::format("bow: only {} free blocks known, at least {} needed: trim "
-                                                    "the filesystem (fstrim) before the checkpoint",
-                                                    map_.count(BlockType::kFree), 2 + kCommitSpare)));
+    return finish(
+        Status::Error(ENOSPC, fmt::format("bow: only {} free blocks known, at least {} needed: trim "
+                                          "the filesystem (fstrim) before the checkpoint",
+                                          map_.count(BlockType::kFree), 2 + kCommitSpare)));
   }
   const uint64_t s0c = map_.first_free(1)->start;
   map_.set(s0c, 1, BlockType::kSector0Live);
@@ -1029,9 +1014,10 @@ Status BowTarget::commit() {
   std::unique_lock lock(mu_);
   if (!failed_.ok()) return Status::Error(EIO, "bow: device failed earlier");
   if (state_ != State::kCheckpoint) {
-    return Status::Error(EINVAL, fmt::format("bow: cannot commit in state {}: {}", state_name(state_),
-                                             state_ == State::kTrim ? "there is no checkpoint (checkpoint first)"
-                                                                    : "already committed"));
+    return Status::Error(EINVAL,
+                         fmt::format("bow: cannot commit in state {}: {}", state_name(state_),
+                                     state_ == State::kTrim ? "there is no checkpoint (checkpoint first)"
+                                                            : "already committed"));
   }
   if (transition_) return Status::Error(EBUSY, "bow: another state change is running");
   transition_ = true;
@@ -1095,33 +1081,37 @@ Status BowTarget::resume_from(const LogChain& chain) {
   const std::string& path = opts_.meta_path;
   const uint64_t seq = chain.blocks.size() - 1;
   if (path.empty()) {
-    return Status::Error(EINVAL, fmt::format("bow: the image holds a checkpoint (log sequence {}) but no resume "
-                                             "journal is configured (meta=PATH): restore it with 'bowstack "
-                                             "restore IMAGE' (add --roll-forward to keep the changes)",
-                                             seq));
+    return Status::Error(EINVAL,
+                         fmt::format("bow: the image holds a checkpoint (log sequence {}) but no resume "
+                                     "journal is configured (meta=PATH): restore it with 'bowstack "
+                                     "restore IMAGE' (add --roll-forward to keep the changes)",
+                                     seq));
   }
   auto j = ResumeJournal::load(path);
   if (!j.ok()) {
-    return Status::Error(j.status().code(), fmt::format("bow: the image holds a checkpoint but its resume "
-                                                        "journal cannot be used ({}): restore it with "
-                                                        "'bowstack restore IMAGE' (add --roll-forward to keep "
-                                                        "the changes)",
-                                                        j.status().message()));
+    return Status::Error(j.status().code(),
+                         fmt::format("bow: the image holds a checkpoint but its resume "
+                                     "journal cannot be used ({}): restore it with "
+                                     "'bowstack restore IMAGE' (add --roll-forward to keep "
+                                     "the changes)",
+                                     j.status().message()));
   }
   const JournalHeader& h = j->header;
   const LogEntry& e0 = chain.blocks.front().entries.front();
   if (h.block_size != bs_ || h.blocks != blocks_ || h.log0_dest != e0.dest || h.log0_crc != e0.checksum ||
       h.s0c_initial == 0 || h.s0c_initial >= blocks_) {
-    return Status::Error(EINVAL, fmt::format("bow: resume journal '{}' belongs to another checkpoint or device "
-                                             "(block size {}/{}, blocks {}/{}, first entry dest {}/{}); restore "
-                                             "with 'bowstack restore IMAGE'",
-                                             path, h.block_size, bs_, h.blocks, blocks_, h.log0_dest, e0.dest));
+    return Status::Error(EINVAL,
+                         fmt::format("bow: resume journal '{}' belongs to another checkpoint or device "
+                                     "(block size {}/{}, blocks {}/{}, first entry dest {}/{}); restore "
+                                     "with 'bowstack restore IMAGE'",
+                                     path, h.block_size, bs_, h.blocks, blocks_, h.log0_dest, e0.dest));
   }
   for (const JournalExtent& x : j->extents) {
     if (x.count == 0 || x.start == 0 || x.start >= blocks_ || x.count > blocks_ - x.start) {
-      return Status::Error(EINVAL, fmt::format("bow: resume journal '{}' is corrupt: extent {}+{} outside the "
-                                               "device",
-                                               path, x.start, x.count));
+      return Status::Error(EINVAL,
+                           fmt::format("bow: resume journal '{}' is corrupt: extent {}+{} outside the "
+                                       "device",
+                                       path, x.start, x.count));
     }
     map_.set(x.start, x.count, x.type == JournalRecord::kClaim ? BlockType::kChanged : BlockType::kFree);
   }
@@ -1151,9 +1141,10 @@ Status BowTarget::resume_from(const LogChain& chain) {
     }
   }
   if (chain.sector0 != s0c * spb_) {
-    return Status::Error(EINVAL, fmt::format("bow: cannot resume: the log says the live block 0 is at sector {}, "
-                                             "replaying the journal and log gives {}",
-                                             chain.sector0, s0c * spb_));
+    return Status::Error(EINVAL,
+                         fmt::format("bow: cannot resume: the log says the live block 0 is at sector {}, "
+                                     "replaying the journal and log gives {}",
+                                     chain.sector0, s0c * spb_));
   }
   log_.resize(bs_);
   AlignedBuf b0(bs_);
@@ -1234,8 +1225,9 @@ void BowTarget::describe(nlohmann::json* out) const {
 std::string BowTarget::status_line() const {
   Stats s = stats();
   return fmt::format("{}, block size {}, free {}, backed up {}, {} log blocks ({} entries), {} ranges{}",
-                     state_name(s.state), s.block_size, format_size(s.free_bytes), format_size(s.backed_up_bytes),
-                     s.log_blocks, s.log_entries, s.range_count, s.failed ? ", FAILED" : "");
+                     state_name(s.state), s.block_size, format_size(s.free_bytes),
+                     format_size(s.backed_up_bytes), s.log_blocks, s.log_entries, s.range_count,
+                     s.failed ? ", FAILED" : "");
 }
 
 }  // namespace bowstack::bow

@@ -13,12 +13,12 @@
 //    duration; overlapping operations wait, others run in parallel.
 //  * A write that must save checkpoint data reads it in its own thread, then
 //    hands the saved copy, its log entries and its new data to the committer
-//    thread and returns (unless FUA). For a whole batch the committer writes
-//    the saved copies with FUA, merged into runs by destination (durable on
-//    return; on a file RWF_DSYNC, which unlike fdatasync does not force out
-//    the rest of the file's dirty pages), then publishes the entries with two
-//    FUA writes of block 0 (entries beyond `count`, then the header), and only
-//    then writes the batch's overwrites: the saved copy and its log entry are
+//    thread and returns (unless FUA). For a whole batch the committer makes
+//    the saved copies and the new log entries (beyond `count`) durable behind
+//    one barrier (BlockDevice::write_batch: on a file, writeback of just
+//    those ranges and one device flush, not an fdatasync of the whole image),
+//    then publishes the entries with a FUA write of the header, and only then
+//    writes the batch's overwrites: the saved copy and its log entry are
 //    stable before the overwrite can reach the backing store. The blocks stay
 //    busy until then, so reads of them wait for the new data.
 //  * flush() waits until every write acknowledged before it is applied, makes
@@ -38,6 +38,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/aligned_buf.h"
 #include "core/block_device.h"
 #include "core/target_registry.h"
 #include "targets/bow/bow_format.h"
@@ -52,9 +53,9 @@ const char* state_name(State s);
 
 struct BowOptions {
   uint32_t block_size = 4096;
-  bool block_size_given = false;       // an explicit block_size must match a resumed log
-  uint64_t auto_commit_below = 0;      // bytes of free space; 0 = never commit automatically
-  std::string meta_path;               // resume journal; empty = a crash cannot be resumed
+  bool block_size_given = false;           // an explicit block_size must match a resumed log
+  uint64_t auto_commit_below = 0;          // bytes of free space; 0 = never commit automatically
+  std::string meta_path;                   // resume journal; empty = a crash cannot be resumed
   uint64_t max_pending_bytes = 64u << 20;  // acknowledged overwrites waiting for their log commit
 };
 
@@ -63,7 +64,8 @@ class BowTarget final : public StackedDevice {
   // Opens the target over `lower`: a fresh device starts in TRIM; a device
   // whose block 0 holds a bow log resumes its checkpoint (needs the journal).
   static Result<std::shared_ptr<BowTarget>> open(std::shared_ptr<BlockDevice> lower, BowOptions opts);
-  static Result<std::shared_ptr<BlockDevice>> create(std::shared_ptr<BlockDevice> lower, const TargetArgs& args);
+  static Result<std::shared_ptr<BlockDevice>> create(std::shared_ptr<BlockDevice> lower,
+                                                     const TargetArgs& args);
   static TargetInfo info();
   ~BowTarget() override;
 
@@ -132,8 +134,11 @@ class BowTarget final : public StackedDevice {
   // Committer thread.
   void committer_loop();
   Status commit_batch(std::vector<std::shared_ptr<Pending>>& batch);
-  Status write_saved(std::vector<std::shared_ptr<Pending>>& batch);
-  Status append_entries(const std::vector<LogEntry>& entries, std::optional<size_t> s0c_move);
+  // Appends a batch's entries to the log. `durable` (the batch's saved
+  // copies) is made durable together with the log writes that must precede
+  // the header that publishes the entries. REQUIRES: log_mu_ held.
+  Status append_entries(const std::vector<LogEntry>& entries, std::optional<size_t> s0c_move,
+                        std::vector<WriteRef> durable);
   Status rollover_locked_log(uint64_t dest);
   Status write_log();
   Status fail(Status s);
@@ -144,19 +149,22 @@ class BowTarget final : public StackedDevice {
   Status resume_from(const LogChain& chain);
 
   const BowOptions opts_;
-  const uint32_t bs_;              // block size
-  const uint32_t spb_;             // 512-byte sectors per block
+  const uint32_t bs_;  // block size
+  // One-block buffers (saved copies, data of small writes). Declared early:
+  // it must outlive every Pending that holds its buffers.
+  BufferPool pool_;
+  const uint32_t spb_;  // 512-byte sectors per block
   const uint64_t blocks_;
   Geometry geometry_;
 
   mutable std::mutex mu_;
-  std::condition_variable cv_;                 // busy_/transition_/reads_ changes
-  std::atomic<State> state_{State::kTrim};     // written under mu_
-  RangeMap map_;                               // guarded by mu_
-  std::map<uint64_t, uint64_t> busy_;          // guarded by mu_: start -> end (blocks)
-  bool transition_ = false;                    // guarded by mu_
-  uint64_t reads_in_flight_ = 0;               // guarded by mu_
-  uint64_t s0c_ = 0;                           // guarded by mu_: live block 0 location (block)
+  std::condition_variable cv_;              // busy_/transition_/reads_ changes
+  std::atomic<State> state_{State::kTrim};  // written under mu_
+  RangeMap map_;                            // guarded by mu_
+  std::map<uint64_t, uint64_t> busy_;       // guarded by mu_: start -> end (blocks)
+  bool transition_ = false;                 // guarded by mu_
+  uint64_t reads_in_flight_ = 0;            // guarded by mu_
+  uint64_t s0c_ = 0;                        // guarded by mu_: live block 0 location (block)
   // Guarded by mu_: entries the log can still take (room in the current log
   // block plus cap-1 per reserved block) minus entries promised to writes
   // not yet committed. Signed: releasing a reservation may dip below zero
@@ -169,27 +177,27 @@ class BowTarget final : public StackedDevice {
   // block into. A writer whose range holds one waits until the copy is
   // durable before it plans (it must save what restore will read there).
   std::set<uint64_t> log_saving_;
-  Status failed_;                              // guarded by mu_: sticky
-  bool auto_commit_failed_ = false;            // guarded by mu_
+  Status failed_;                    // guarded by mu_: sticky
+  bool auto_commit_failed_ = false;  // guarded by mu_
 
   // Committer queue.
   mutable std::mutex q_mu_;
-  std::condition_variable q_cv_;               // queue non-empty / stop / space freed
-  std::condition_variable done_cv_;            // a batch completed
-  std::deque<std::shared_ptr<Pending>> queue_; // guarded by q_mu_
-  uint64_t pending_bytes_ = 0;                 // guarded by q_mu_
-  uint64_t enqueued_ = 0;                      // guarded by q_mu_: writes enqueued so far
-  uint64_t applied_ = 0;                       // guarded by q_mu_: writes applied (or failed) so far
-  bool stop_ = false;                          // guarded by q_mu_
+  std::condition_variable q_cv_;                // queue non-empty / stop / space freed
+  std::condition_variable done_cv_;             // a batch completed
+  std::deque<std::shared_ptr<Pending>> queue_;  // guarded by q_mu_
+  uint64_t pending_bytes_ = 0;                  // guarded by q_mu_
+  uint64_t enqueued_ = 0;                       // guarded by q_mu_: writes enqueued so far
+  uint64_t applied_ = 0;                        // guarded by q_mu_: writes applied (or failed) so far
+  bool stop_ = false;                           // guarded by q_mu_
   std::thread committer_;
 
   // Log state: only the committer thread and transitions (with the committer
   // idle) touch these.
   std::mutex log_mu_;
-  std::vector<std::byte> log_;                 // the current log block, as on disk
+  std::vector<std::byte> log_;  // the current log block, as on disk
   LogHeader log_header_;
 
-  std::shared_ptr<ResumeJournal> journal_;     // guarded by mu_; null without meta_path or a checkpoint
+  std::shared_ptr<ResumeJournal> journal_;  // guarded by mu_; null without meta_path or a checkpoint
   std::atomic<uint64_t> backed_up_bytes_{0};
   std::atomic<uint64_t> log_entries_{0};
   std::atomic<uint64_t> log_blocks_{0};
