@@ -79,6 +79,7 @@ struct BowTarget::Plan {
 BowTarget::BowTarget(std::shared_ptr<BlockDevice> lower, BowOptions opts, uint64_t blocks)
     : StackedDevice(std::move(lower)),
       opts_(std::move(opts)),
+      env_(opts_.env != nullptr ? opts_.env : Env::posix()),
       bs_(opts_.block_size),
       pool_(opts_.block_size, std::min<uint64_t>(opts_.max_pending_bytes / opts_.block_size, 4096)),
       spb_(opts_.block_size / 512),
@@ -152,7 +153,7 @@ Result<std::shared_ptr<BowTarget>> BowTarget::open(std::shared_ptr<BlockDevice> 
   } else if (!t->opts_.meta_path.empty()) {
     // No checkpoint on the device: any journal is left over from a finished
     // (committed) or never-completed checkpoint.
-    if (Status s = ResumeJournal::remove(t->opts_.meta_path); !s.ok()) return s;
+    if (Status s = ResumeJournal::remove(t->env_, t->opts_.meta_path); !s.ok()) return s;
   }
   t->start_committer();
   return t;
@@ -963,8 +964,8 @@ Status BowTarget::checkpoint() {
     const uint32_t crc = entry_checksum(0, bs_, b0.span());
     if (s.ok() && !opts_.meta_path.empty()) {
       // The journal must be durable before block 0 says "checkpoint".
-      auto j = ResumeJournal::create(opts_.meta_path, JournalHeader{bs_, blocks_, s0c, dest * spb_, crc},
-                                     free_extents);
+      auto j = ResumeJournal::create(env_, opts_.meta_path,
+                                     JournalHeader{bs_, blocks_, s0c, dest * spb_, crc}, free_extents);
       if (j.ok()) {
         journal = std::move(j.value());
       } else {
@@ -995,7 +996,7 @@ Status BowTarget::checkpoint() {
     map_.set(dest, 1, BlockType::kFree);
     map_.set(0, 1, BlockType::kUnchanged);
     lock.unlock();
-    if (!opts_.meta_path.empty()) (void)ResumeJournal::remove(opts_.meta_path);
+    if (!opts_.meta_path.empty()) (void)ResumeJournal::remove(env_, opts_.meta_path);
     lock.lock();
     return finish(s);
   }
@@ -1071,7 +1072,8 @@ Status BowTarget::commit() {
   lock.unlock();
   if (!opts_.meta_path.empty()) {
     // Harmless if it fails: with block 0 committed a journal is ignored.
-    if (Status r = ResumeJournal::remove(opts_.meta_path); !r.ok()) spdlog::warn("bow: {}", r.message());
+    if (Status r = ResumeJournal::remove(env_, opts_.meta_path); !r.ok())
+      spdlog::warn("bow: {}", r.message());
   }
   spdlog::info("bow: checkpoint committed");
   return Status::Ok();
@@ -1087,7 +1089,7 @@ Status BowTarget::resume_from(const LogChain& chain) {
                                      "restore IMAGE' (add --roll-forward to keep the changes)",
                                      seq));
   }
-  auto j = ResumeJournal::load(path);
+  auto j = ResumeJournal::load(env_, path);
   if (!j.ok()) {
     return Status::Error(j.status().code(),
                          fmt::format("bow: the image holds a checkpoint but its resume "
@@ -1151,7 +1153,7 @@ Status BowTarget::resume_from(const LogChain& chain) {
   if (Status s = lower_device()->read(0, b0.span()); !s.ok()) return s;
   std::memcpy(log_.data(), b0.span().data(), bs_);
   log_header_ = chain.blocks.back().header;
-  auto reopened = ResumeJournal::reopen(path, j->valid_records);
+  auto reopened = ResumeJournal::reopen(env_, path, j->valid_records);
   if (!reopened.ok()) return reopened.status();
   journal_ = std::move(reopened.value());
   s0c_ = s0c;

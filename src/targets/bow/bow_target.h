@@ -57,6 +57,7 @@ struct BowOptions {
   uint64_t auto_commit_below = 0;          // bytes of free space; 0 = never commit automatically
   std::string meta_path;                   // resume journal; empty = a crash cannot be resumed
   uint64_t max_pending_bytes = 64u << 20;  // acknowledged overwrites waiting for their log commit
+  Env* env = nullptr;                      // where the resume journal lives; null = the real filesystem
 };
 
 class BowTarget final : public StackedDevice {
@@ -149,6 +150,7 @@ class BowTarget final : public StackedDevice {
   Status resume_from(const LogChain& chain);
 
   const BowOptions opts_;
+  Env* const env_;
   const uint32_t bs_;  // block size
   // One-block buffers (saved copies, data of small writes). Declared early:
   // it must outlive every Pending that holds its buffers.

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "core/env.h"
 #include "core/group_sync.h"
 #include "core/status.h"
 
@@ -47,20 +48,25 @@ struct JournalContents {
 void encode_record(JournalRecord type, const JournalHeader* header, const JournalExtent* extent,
                    unsigned char out[64]);
 
+// All file access goes through an Env (the real filesystem in production;
+// memory or a recording Env under the crash-state explorer). Lifetime: the
+// Env must outlive the journal.
 class ResumeJournal {
  public:
   // Creates (replacing any old file) a journal holding the header and the
   // free extents, and makes it durable (file and directory entry) before
   // returning. Called at checkpoint before the log reaches block 0.
-  static Result<std::unique_ptr<ResumeJournal>> create(const std::string& path, const JournalHeader& header,
-                                                      const std::vector<JournalExtent>& free_extents);
+  static Result<std::unique_ptr<ResumeJournal>> create(Env* env, const std::string& path,
+                                                       const JournalHeader& header,
+                                                       const std::vector<JournalExtent>& free_extents);
   // Opens an existing journal for appending after `valid_records` records
-  // (what load() found valid; a torn tail is overwritten).
-  static Result<std::unique_ptr<ResumeJournal>> reopen(const std::string& path, uint64_t valid_records);
+  // (what load() found valid; a torn tail is cut off, durably).
+  static Result<std::unique_ptr<ResumeJournal>> reopen(Env* env, const std::string& path,
+                                                       uint64_t valid_records);
   // Reads a journal. ENOENT if absent; EINVAL if the header is unreadable.
-  static Result<JournalContents> load(const std::string& path);
+  static Result<JournalContents> load(Env* env, const std::string& path);
   // Deletes the journal and makes the deletion durable. ENOENT is not an error.
-  static Status remove(const std::string& path);
+  static Status remove(Env* env, const std::string& path);
 
   ~ResumeJournal();
 
@@ -71,11 +77,11 @@ class ResumeJournal {
   const std::string& path() const { return path_; }
 
  private:
-  ResumeJournal(std::string path, int fd, uint64_t records);
+  ResumeJournal(std::string path, std::unique_ptr<File> file, uint64_t records);
   Status write_pending();
 
   const std::string path_;
-  const int fd_;
+  const std::unique_ptr<File> file_;
   std::mutex mu_;
   std::vector<JournalExtent> pending_;  // guarded by mu_
   uint64_t records_;                    // guarded by mu_: records in the file
