@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -62,6 +63,46 @@ class Restorer {
   }
   Status flush() { return dev_.flush(); }
 
+  // The unit a write cannot tear below (a sector, or the device's block).
+  uint32_t atomic_unit() const { return std::max<uint32_t>(512, dev_.geometry().logical_block_size); }
+
+  // Makes progress durable, then shortens the log block at 0 to `count`
+  // entries with magic WOB, so a re-run resumes here. Only the first
+  // sector changes (where the header lies), so the write cannot tear.
+  Status shorten_log(const LogHeader& h, uint32_t count, std::span<std::byte> bytes) {
+    if (Status s = flush(); !s.ok()) return s;
+    LogHeader wob = h;
+    wob.magic = kRestoreMagic;
+    wob.count = count;
+    pack_header(wob, bytes);
+    if (Status s = write(0, bytes.first(std::min<size_t>(bytes.size(), atomic_unit()))); !s.ok()) return s;
+    return flush();
+  }
+
+  // Restores entry 0: block 0 becomes the previous log block (marked WOB)
+  // or, at the end, its original contents. Everything restored from this
+  // log block is made durable first: a crash could otherwise keep the new
+  // block 0 and lose those writes, and a re-run, starting from the new
+  // block 0, would never redo them. Where a block-sized write can tear, the
+  // log is first shortened to entry 0 alone (its header and that entry lie
+  // in the first sector), then the new contents go to the other sectors and
+  // the first sector last: every crash leaves a log a re-run finishes.
+  // (Android's restore writes block 0 in one unflushed write; the
+  // crash-state explorer found both failures.)
+  Status replace_block0(const LogHeader& h, std::span<std::byte> bytes, std::span<const std::byte> saved) {
+    const size_t unit = atomic_unit();
+    if (saved.size() <= unit) {
+      if (Status s = flush(); !s.ok()) return s;
+      if (Status s = write(0, saved); !s.ok()) return s;
+      return flush();
+    }
+    if (Status s = shorten_log(h, 1, bytes); !s.ok()) return s;
+    if (Status s = write(unit, saved.subspan(unit)); !s.ok()) return s;
+    if (Status s = flush(); !s.ok()) return s;
+    if (Status s = write(0, saved.first(unit)); !s.ok()) return s;
+    return flush();
+  }
+
   BlockDevice& dev_;
   const RestoreOptions& opts_;
   uint64_t writes_ = 0;
@@ -116,12 +157,7 @@ Status Restorer::run(uint32_t bs, uint64_t total_entries, RestoreReport* report)
         // This write destroys saved data an entry after it already used:
         // make progress durable and shorten the log so a re-run starts here.
         if (Status s = flush(); !s.ok()) return s;
-        LogHeader wob = h;
-        wob.magic = kRestoreMagic;
-        wob.count = static_cast<uint32_t>(i) + 1;
-        pack_header(wob, bytes);
-        if (Status s = write(0, bytes); !s.ok()) return s;
-        if (Status s = flush(); !s.ok()) return s;
+        if (Status s = shorten_log(h, static_cast<uint32_t>(i) + 1, bytes); !s.ok()) return s;
         used.clear();
       }
       used.add(e.dest, e.dest + n);
@@ -133,9 +169,10 @@ Status Restorer::run(uint32_t bs, uint64_t total_entries, RestoreReport* report)
           pack_header(prev, saved);
         }
       }
-      if (Status s = write(e.source * 512, saved); !s.ok()) return s;
       if (i == 0) {
-        if (Status s = flush(); !s.ok()) return s;
+        if (Status s = replace_block0(h, bytes, saved); !s.ok()) return s;
+      } else if (Status s = write(e.source * 512, saved); !s.ok()) {
+        return s;
       }
       ++done;
       report->bytes += e.size;
