@@ -26,9 +26,10 @@
 //     an operation started before the crash); in CHECKPOINT, more writes
 //     and a flush, then restore must still give the checkpoint image.
 //  c. for one state in 32 where restore is expected to restore: the
-//     restore is recorded and crashed at every write it makes (prefixes)
-//     and in random subsets of its unflushed writes; each crashed restore
-//     run again must give the checkpoint image.
+//     restore is recorded and crashed after each of its writes to block 0
+//     and each flush (its ordering points), after a spread of its other
+//     writes, and in random subsets of its unflushed writes; each crashed
+//     restore run again must give the checkpoint image.
 //
 // "Only where a commit was acknowledged" is read as: the committed outcome
 // is allowed from the moment the commit starts. The commit's last durable
@@ -435,12 +436,18 @@ std::string BowChecker::crash_the_restore(const crash::CowDevice& before, uint64
   so.prefix_at_every_write = true;
   so.random_states = 6;
   std::vector<crash::StateSpec> specs = crash::generate_states(rr, rng, so);
-  // Bounded: evenly spaced prefixes plus the random ones.
+  // Bounded: the prefix after every write to block 0 and every flush (the
+  // restore's ordering points), evenly spaced other prefixes, and the
+  // random ones. (The functional test crashes the real tool after every
+  // single write.)
   std::vector<crash::StateSpec> pick;
   const size_t prefixes = specs.size() - so.random_states;
-  const size_t step = std::max<size_t>(1, prefixes / 18);
-  for (size_t i = 0; i < prefixes; i += step) pick.push_back(specs[i]);
-  if (prefixes > 0 && (prefixes - 1) % step != 0) pick.push_back(specs[prefixes - 1]);
+  const size_t step = std::max<size_t>(1, prefixes / 16);
+  for (size_t i = 0; i < prefixes; ++i) {
+    const crash::Record& x = rr.records[specs[i].crash_point];
+    const bool ordering = x.op == Op::kFlushEnd || (x.op == Op::kWrite && x.offset < bs_);
+    if (ordering || i % step == 0 || i + 1 == prefixes) pick.push_back(specs[i]);
+  }
   pick.insert(pick.end(), specs.begin() + static_cast<ptrdiff_t>(prefixes), specs.end());
   std::stable_sort(pick.begin(), pick.end(), [](const crash::StateSpec& a, const crash::StateSpec& b) {
     return a.crash_point < b.crash_point;
