@@ -7,7 +7,7 @@ packages=(
   # build
   build-essential cmake ninja-build pkg-config git clang clang-format libclang-rt-14-dev
   libcli11-dev libfmt-dev libspdlog-dev nlohmann-json3-dev liburing-dev zlib1g-dev
-  libgtest-dev libgmock-dev libbenchmark-dev
+  libgtest-dev libgmock-dev libbenchmark-dev libpugixml-dev
   # real clients and peer servers for tests and benchmarks
   libnbd-bin python3-libnbd nbdfuse nbdkit qemu-utils fio
   # ext4 on the export
