@@ -123,7 +123,9 @@ Result<std::shared_ptr<EraTarget>> EraTarget::open(std::shared_ptr<BlockDevice> 
                  kFirstEra);
   }
   auto t = std::shared_ptr<EraTarget>(new EraTarget(std::move(origin), std::move(md), std::move(opts), nr));
-  if (Status s = t->recover(); !s.ok()) return s;
+  if (Status s = t->recover(); !s.ok()) {
+    return Status::Error(s.code(), "era: cannot use the metadata: " + why(s) + " (see 'bowstack era check')");
+  }
   t->committer_ = std::thread([p = t.get()] { p->committer_loop(); });
   return t;
 }
