@@ -12,6 +12,8 @@ packages=(
   libnbd-bin python3-libnbd nbdfuse nbdkit qemu-utils fio
   # ext4 on the export
   e2fsprogs util-linux mount fuse3 procps psmisc
+  # era metadata interoperability (era_restore, era_dump, era_invalidate, era_check)
+  thin-provisioning-tools
 )
 
 missing=()
