@@ -370,20 +370,29 @@ Status EraTarget::fail(Status s) {
   return s;
 }
 
+void EraTarget::wait_not_pending(uint64_t offset, uint64_t length) {
+  if (pending_count_.load(std::memory_order_acquire) == 0) return;
+  const auto [first, end] = block_range(offset, length);
+  std::unique_lock lock(q_mu_);
+  done_cv_.wait(lock, [&, first = first, end = end] {
+    if (pending_.empty()) return true;
+    for (uint64_t b = first; b < end; ++b) {
+      if (pending_.count(b) != 0) return false;
+    }
+    return true;
+  });
+}
+
 Status EraTarget::read(uint64_t offset, std::span<std::byte> buf) {
-  if (pending_count_.load(std::memory_order_acquire) != 0) {
-    // Read-your-writes: an acknowledged first write may still be queued.
-    const auto [first, end] = block_range(offset, buf.size());
-    std::unique_lock lock(q_mu_);
-    done_cv_.wait(lock, [&, first = first, end = end] {
-      if (pending_.empty()) return true;
-      for (uint64_t b = first; b < end; ++b) {
-        if (pending_.count(b) != 0) return false;
-      }
-      return true;
-    });
-  }
+  // Read-your-writes: an acknowledged first write may still be queued.
+  wait_not_pending(offset, buf.size());
   return lower_device()->read(offset, buf);
+}
+
+Status EraTarget::block_status(uint64_t offset, uint64_t length, std::vector<Extent>* out) {
+  // A queued write is not in the device below yet: it could report a hole.
+  wait_not_pending(offset, length);
+  return lower_device()->block_status(offset, length, out);
 }
 
 Status EraTarget::write(uint64_t offset, std::span<const std::byte> buf, uint32_t flags) {

@@ -77,6 +77,7 @@ class EraTarget final : public StackedDevice {
   Status flush() override;
   Status trim(uint64_t offset, uint64_t length, uint32_t flags) override;
   Status write_zeroes(uint64_t offset, uint64_t length, uint32_t flags) override;
+  Status block_status(uint64_t offset, uint64_t length, std::vector<Extent>* out) override;
   Result<std::string> message(std::string_view text) override;
   void describe(nlohmann::json* out) const override;
   std::string status_line() const override;
@@ -117,6 +118,8 @@ class EraTarget final : public StackedDevice {
   void set_marked(uint64_t b);
   void clear_marked(uint64_t b);
   Status submit(std::shared_ptr<Op> op);
+  // Waits until no acknowledged write to [offset, offset+length) is queued.
+  void wait_not_pending(uint64_t offset, uint64_t length);
 
   void gate_enter();
   void gate_leave(uint64_t n = 1);

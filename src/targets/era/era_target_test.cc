@@ -297,6 +297,12 @@ TEST(EraTargetTest, WriteBehindReadsSeeAcknowledgedData) {
   Bytes got(kBs);
   ASSERT_TRUE(t->read(3 * kBs, got).ok());
   EXPECT_EQ(got, b);
+  ASSERT_TRUE(t->write(9 * kBs, a, 0).ok());
+  std::vector<Extent> extents;
+  ASSERT_TRUE(t->block_status(8 * kBs, 4 * kBs, &extents).ok());
+  Bytes below(kBs);
+  ASSERT_TRUE(origin->memory().read(9 * kBs, below).ok());
+  EXPECT_EQ(below, a) << "block status must wait until the queued write is below";
   ASSERT_TRUE(t->flush().ok());
   Bytes on_origin(kBs);
   ASSERT_TRUE(origin->memory().read(3 * kBs, on_origin).ok());
