@@ -7,13 +7,15 @@ packages=(
   # build
   build-essential cmake ninja-build pkg-config git clang clang-format libclang-rt-14-dev
   libcli11-dev libfmt-dev libspdlog-dev nlohmann-json3-dev liburing-dev zlib1g-dev libisal-dev
-  libgtest-dev libgmock-dev libbenchmark-dev
+  libgtest-dev libgmock-dev libbenchmark-dev libpugixml-dev
   # real clients and peer servers for tests and benchmarks
   libnbd-bin python3-libnbd nbdfuse nbdkit qemu-utils fio
   # ext4 on the export
   e2fsprogs util-linux mount fuse3 procps psmisc
   # instruction counts for micro-benchmarks (bench/micro)
   valgrind
+  # era metadata interoperability (era_restore, era_dump, era_invalidate, era_check)
+  thin-provisioning-tools
 )
 
 missing=()

@@ -1,6 +1,7 @@
 #include "targets/builtin.h"
 
 #include "targets/bow/bow_target.h"
+#include "targets/era/era_target.h"
 #include "targets/linear/linear.h"
 
 namespace bowstack {
@@ -8,6 +9,7 @@ namespace bowstack {
 void register_builtin_targets(TargetRegistry* registry) {
   registry->add(LinearTarget::info());
   registry->add(bow::BowTarget::info());
+  registry->add(era::EraTarget::info());
 }
 
 }  // namespace bowstack

@@ -1,0 +1,210 @@
+// Offline era tools: `bowstack era dump|invalidate|check|restore|export|apply`.
+// Logic lives in src/targets/era/; this file opens files and prints.
+#include <fmt/format.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "cli/verbs.h"
+#include "core/file_device.h"
+#include "core/parse.h"
+#include "targets/era/era_export.h"
+#include "targets/era/era_tools.h"
+#include "targets/era/era_xml.h"
+
+namespace bowstack::cli {
+
+namespace {
+
+using namespace bowstack::era;
+
+int fail(const std::string& what) {
+  std::fprintf(stderr, "bowstack: %s\n", what.c_str());
+  return 1;
+}
+
+std::string why(const Status& s) { return s.context().empty() ? s.message() : s.context(); }
+
+Result<std::shared_ptr<FileDevice>> open_file(const std::string& path, const char* what, bool read_only) {
+  auto dev = FileDevice::open(path, FileDeviceOptions{.read_only = read_only});
+  if (!dev.ok()) {
+    return Status::Error(dev.status().code(), fmt::format("cannot open {} '{}': {}", what, path,
+                                                          std::strerror(dev.status().code())));
+  }
+  return dev;
+}
+
+// Damage is the metadata's fault, not the tool's: say so and where to look.
+int fail_source(const std::string& path, const Status& s) {
+  if (s.code() == EUCLEAN) {
+    return fail(
+        fmt::format("era metadata '{}' is damaged: {} (run 'bowstack era check {}')", path, why(s), path));
+  }
+  return fail(fmt::format("era metadata '{}': {}", path, why(s)));
+}
+
+struct FileCloser {
+  void operator()(std::FILE* f) const {
+    if (f != stdout) std::fclose(f);
+  }
+};
+using OutFile = std::unique_ptr<std::FILE, FileCloser>;
+
+Result<OutFile> open_output(const std::string& path) {
+  if (path.empty() || path == "-") return OutFile(stdout);
+  std::FILE* f = std::fopen(path.c_str(), "w");
+  if (f == nullptr) return Status::Error(errno, fmt::format("cannot create '{}'", path));
+  return OutFile(f);
+}
+
+}  // namespace
+
+int run_era_dump(const EraCliOptions& o) {
+  auto dev = open_file(o.metadata, "metadata", true);
+  if (!dev.ok()) return fail(dev.status().context());
+  auto src = open_source(dev.value(), o.snapshot);
+  if (!src.ok()) return fail_source(o.metadata, src.status());
+  auto out = open_output(o.output);
+  if (!out.ok()) return fail(why(out.status()));
+  DumpOptions d{.logical = o.logical, .compact = o.compact};
+  Status s =
+      o.json ? write_json(src.value(), d, out.value().get()) : write_xml(src.value(), d, out.value().get());
+  if (!s.ok()) return fail_source(o.metadata, s);
+  return 0;
+}
+
+int run_era_invalidate(const EraCliOptions& o) {
+  auto dev = open_file(o.metadata, "metadata", true);
+  if (!dev.ok()) return fail(dev.status().context());
+  auto src = open_source(dev.value(), o.snapshot);
+  if (!src.ok()) return fail_source(o.metadata, src.status());
+  auto runs = written_since(src.value(), static_cast<uint32_t>(o.since));
+  if (!runs.ok()) return fail_source(o.metadata, runs.status());
+  auto out = open_output(o.output);
+  if (!out.ok()) return fail(why(out.status()));
+  std::FILE* f = out.value().get();
+  fmt::print(f, "<blocks>\n");
+  for (const auto& [b, e] : runs.value()) {
+    if (e - b == 1) {
+      fmt::print(f, "  <block block=\"{}\"/>\n", b);
+    } else {
+      fmt::print(f, "  <range begin=\"{}\" end=\"{}\"/>\n", b, e);
+    }
+  }
+  fmt::print(f, "</blocks>\n");
+  if (std::fflush(f) != 0 || std::ferror(f) != 0) return fail("cannot write the output");
+  return 0;
+}
+
+int run_era_check(const EraCliOptions& o) {
+  auto dev = open_file(o.metadata, "metadata", true);
+  if (!dev.ok()) return fail(dev.status().context());
+  auto r = check_metadata(dev.value());
+  if (!r.ok()) return fail(fmt::format("era check of '{}': {}", o.metadata, why(r.status())));
+  const CheckResult& c = r.value();
+  if (o.json) {
+    nlohmann::json j;
+    j["metadata"] = o.metadata;
+    j["ok"] = c.damage.empty();
+    if (c.superblock_ok) {
+      j["superblock"] = {{"uuid", uuid_string(c.sb.uuid)},     {"block_size", c.sb.data_block_size},
+                         {"nr_blocks", c.sb.nr_blocks},        {"current_era", c.sb.current_era},
+                         {"generation", c.sb.generation},      {"fold_pending", c.sb.fold_era != 0},
+                         {"metadata_snapshot", c.sb.snap_held}};
+    }
+    auto& d = j["damage"];
+    d = nlohmann::json::array();
+    for (const Damage& x : c.damage) d.push_back({{"block", x.block}, {"what", x.what}});
+    std::printf("%s\n", j.dump(2).c_str());
+    return c.damage.empty() ? 0 : 1;
+  }
+  if (c.superblock_ok) {
+    std::printf(
+        "%s: era metadata %s, %llu blocks of %s, current era %u, generation %llu%s%s\n", o.metadata.c_str(),
+        uuid_string(c.sb.uuid).c_str(), static_cast<unsigned long long>(c.sb.nr_blocks),
+        format_size(c.sb.data_block_size).c_str(), c.sb.current_era,
+        static_cast<unsigned long long>(c.sb.generation),
+        c.sb.fold_era != 0 ? fmt::format(", archive of era {} unfinished", c.sb.fold_era).c_str() : "",
+        c.sb.snap_held ? fmt::format(", metadata snapshot of era {}", c.sb.snap_era).c_str() : "");
+  }
+  if (c.damage.empty()) {
+    std::printf("no damage found\n");
+    return 0;
+  }
+  for (const Damage& x : c.damage)
+    std::printf("damage at metadata block %llu: %s\n", static_cast<unsigned long long>(x.block),
+                x.what.c_str());
+  std::fprintf(stderr, "bowstack: era metadata '%s' is damaged: %zu problem%s found\n", o.metadata.c_str(),
+               c.damage.size(), c.damage.size() == 1 ? "" : "s");
+  return 1;
+}
+
+int run_era_restore(const EraCliOptions& o) {
+  std::ifstream in(o.input, std::ios::binary);
+  if (!in) return fail(fmt::format("cannot read '{}': {}", o.input, std::strerror(errno)));
+  std::stringstream text;
+  text << in.rdbuf();
+  auto model = parse_xml(text.str());
+  if (!model.ok()) return fail(fmt::format("era restore: '{}': {}", o.input, why(model.status())));
+  const uint64_t bytes = metadata_blocks_for(model->nr_blocks) * kMetaBlockSize;
+  struct stat st {};
+  if (::stat(o.metadata.c_str(), &st) != 0) {
+    if (Status s = FileDevice::create(o.metadata, bytes); !s.ok()) return fail(why(s));
+  } else if (S_ISREG(st.st_mode) && static_cast<uint64_t>(st.st_size) < bytes) {
+    if (::truncate(o.metadata.c_str(), static_cast<off_t>(bytes)) != 0) {
+      return fail(fmt::format("cannot grow '{}' to {} bytes: {}", o.metadata, bytes, std::strerror(errno)));
+    }
+  }
+  auto dev = open_file(o.metadata, "metadata", false);
+  if (!dev.ok()) return fail(dev.status().context());
+  if (::flock(dev.value()->fd(), LOCK_EX | LOCK_NB) != 0) {
+    return fail(
+        fmt::format("era metadata '{}' is in use by a running era target; stop it first", o.metadata));
+  }
+  if (Status s = restore_metadata(model.value(), dev.value()); !s.ok()) {
+    return fail(fmt::format("era restore to '{}' failed: {}", o.metadata, why(s)));
+  }
+  std::printf("%s: restored era metadata: %llu blocks of %u sectors, current era %u, %zu writesets\n",
+              o.metadata.c_str(), static_cast<unsigned long long>(model->nr_blocks),
+              model->block_size_sectors, model->current_era, model->writesets.size());
+  return 0;
+}
+
+int run_era_export(const EraCliOptions& o) {
+  auto dev = open_file(o.metadata, "metadata", true);
+  if (!dev.ok()) return fail(dev.status().context());
+  auto src = open_source(dev.value(), o.snapshot);
+  if (!src.ok()) return fail_source(o.metadata, src.status());
+  auto image = open_file(o.image, "image", true);
+  if (!image.ok()) return fail(image.status().context());
+  auto st = export_changes(src.value(), *image.value(), static_cast<uint32_t>(o.since), o.output);
+  if (!st.ok()) {
+    if (st.status().code() == EUCLEAN) return fail_source(o.metadata, st.status());
+    return fail(fmt::format("era export: {}", why(st.status())));
+  }
+  std::printf("%s: %llu blocks (%s) written since era %u (current era %u) in %llu records\n",
+              o.output.c_str(), static_cast<unsigned long long>(st->blocks), format_size(st->bytes).c_str(),
+              st->since, st->current_era, static_cast<unsigned long long>(st->records));
+  return 0;
+}
+
+int run_era_apply(const EraCliOptions& o) {
+  auto image = open_file(o.image, "image", o.dry_run);
+  if (!image.ok()) return fail(image.status().context());
+  auto st = apply_changes(o.input, *image.value(), o.dry_run);
+  if (!st.ok()) return fail(fmt::format("era apply: {}", why(st.status())));
+  std::printf("%s: %s %llu blocks (%s) written since era %u (era %u at export)\n", o.image.c_str(),
+              o.dry_run ? "export is valid, would apply" : "applied",
+              static_cast<unsigned long long>(st->blocks), format_size(st->bytes).c_str(), st->since,
+              st->current_era);
+  return 0;
+}
+
+}  // namespace bowstack::cli

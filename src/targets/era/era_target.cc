@@ -1,0 +1,682 @@
+#include "targets/era/era_target.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <bit>
+#include <cstdlib>
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+#include "core/file_device.h"
+#include "core/parse.h"
+
+namespace bowstack::era {
+
+namespace {
+
+struct FreeDeleter {
+  void operator()(std::byte* p) const { std::free(p); }
+};
+
+std::string why(const Status& s) { return s.context().empty() ? s.message() : s.context(); }
+
+// IMAGE.era beside the file image at the bottom of the stack, if any.
+std::string default_metadata_path(const BlockDevice& lower) {
+  for (const BlockDevice* d = &lower; d != nullptr; d = d->lower()) {
+    if (const auto* f = dynamic_cast<const FileDevice*>(d)) return f->path() + ".era";
+  }
+  return {};
+}
+
+bool valid_block_size(uint64_t bs) { return bs >= 512 && bs <= (1u << 30) && (bs & (bs - 1)) == 0; }
+
+}  // namespace
+
+// One queued first write (or trim / write-zeroes) waiting for its bits.
+struct EraTarget::Op {
+  enum Type { kWrite, kTrim, kZeroes };
+  Type type = kWrite;
+  uint64_t offset = 0, length = 0;
+  uint32_t flags = 0;
+  std::unique_ptr<std::byte, FreeDeleter> data;
+  uint64_t first = 0, end = 0;     // blocks
+  std::vector<uint64_t> new_bits;  // bits this op asked to commit
+  bool waited = false;             // the caller waits for it to be applied
+  bool done = false;               // guarded by q_mu_
+  Status status;                   // guarded by q_mu_
+};
+
+EraTarget::EraTarget(std::shared_ptr<BlockDevice> origin, std::unique_ptr<EraMetadata> md, EraOptions opts,
+                     uint64_t nr_blocks)
+    : StackedDevice(std::move(origin)),
+      bs_(opts.block_size),
+      nr_blocks_(nr_blocks),
+      opts_(std::move(opts)),
+      md_(std::move(md)),
+      marked_((nr_blocks + 63) / 64),
+      committed_(md_->layout().ws_blocks * kWordsPerWritesetBlock, 0) {}
+
+EraTarget::~EraTarget() {
+  {
+    std::lock_guard lock(q_mu_);
+    stop_ = true;
+  }
+  q_cv_.notify_all();
+  if (committer_.joinable()) committer_.join();
+}
+
+Result<std::shared_ptr<EraTarget>> EraTarget::open(std::shared_ptr<BlockDevice> origin,
+                                                   std::shared_ptr<BlockDevice> metadata, EraOptions opts) {
+  const Geometry og = origin->geometry();
+  auto blank = EraMetadata::is_blank(*metadata);
+  if (!blank.ok()) return blank.status();
+  std::unique_ptr<EraMetadata> md;
+  if (!*blank) {
+    auto m = EraMetadata::open(metadata, opts.bufio);
+    if (!m.ok()) {
+      return Status::Error(m.status().code(),
+                           "era: cannot use the metadata: " + why(m.status()) +
+                               " (see 'bowstack era check'; 'bowstack era restore' rebuilds it)");
+    }
+    md = std::move(m.value());
+    const Superblock sb = md->superblock();
+    if (opts.block_size_given && opts.block_size != sb.data_block_size) {
+      return Status::Error(EINVAL,
+                           fmt::format("era: block_size={} given, but the metadata tracks blocks of {} "
+                                       "bytes",
+                                       opts.block_size, sb.data_block_size));
+    }
+    opts.block_size = sb.data_block_size;
+  }
+  if (!valid_block_size(opts.block_size) || opts.block_size % og.logical_block_size != 0) {
+    return Status::Error(EINVAL,
+                         fmt::format("era: block_size {} must be a power of two from 512 bytes to 1 GiB "
+                                     "and a multiple of the origin's block size {}",
+                                     opts.block_size, og.logical_block_size));
+  }
+  const uint64_t nr = (og.size + opts.block_size - 1) / opts.block_size;
+  if (nr > kMaxDataBlocks) {
+    return Status::Error(EINVAL, fmt::format("era: the origin has {} blocks of {} bytes; at most {} can be "
+                                             "tracked (use a larger block_size)",
+                                             nr, opts.block_size, kMaxDataBlocks));
+  }
+  if (md) {
+    const Superblock sb = md->superblock();
+    if (sb.nr_blocks != nr) {
+      return Status::Error(EINVAL,
+                           fmt::format("era: the metadata belongs to a device of {} blocks of {} bytes "
+                                       "(created for {} bytes); this origin has {} bytes = {} blocks; "
+                                       "refusing to use it",
+                                       sb.nr_blocks, sb.data_block_size, sb.origin_size, og.size, nr));
+    }
+  } else {
+    FormatParams p{opts.block_size, nr, og.size, random_uuid(), kFirstEra};
+    auto m = EraMetadata::format(metadata, p, opts.bufio);
+    if (!m.ok()) return m.status();
+    md = std::move(m.value());
+    spdlog::info("era: formatted new metadata: {} blocks of {} bytes, era {}", nr, opts.block_size,
+                 kFirstEra);
+  }
+  auto t = std::shared_ptr<EraTarget>(new EraTarget(std::move(origin), std::move(md), std::move(opts), nr));
+  if (Status s = t->recover(); !s.ok()) {
+    return Status::Error(s.code(), "era: cannot use the metadata: " + why(s) + " (see 'bowstack era check')");
+  }
+  t->committer_ = std::thread([p = t.get()] { p->committer_loop(); });
+  return t;
+}
+
+Result<std::shared_ptr<BlockDevice>> EraTarget::create(std::shared_ptr<BlockDevice> lower,
+                                                       const TargetArgs& args) {
+  EraOptions o;
+  auto bs = args.get_size("block_size", 4096);
+  if (!bs.ok()) return bs.status();
+  if (!valid_block_size(*bs)) {
+    return Status::Error(
+        EINVAL, fmt::format("era: block_size {} must be a power of two from 512 bytes to 1 GiB", *bs));
+  }
+  o.block_size = static_cast<uint32_t>(*bs);
+  o.block_size_given = args.has("block_size");
+  auto pending = args.get_size("max_pending", o.max_pending_bytes);
+  if (!pending.ok()) return pending.status();
+  o.max_pending_bytes = *pending;
+  auto cache = args.get_size("cache", o.bufio.max_bytes);
+  if (!cache.ok()) return cache.status();
+  o.bufio.max_bytes = *cache;
+  o.metadata_path = args.get_string("metadata", default_metadata_path(*lower));
+  const std::string& path = o.metadata_path;
+  if (path.empty()) {
+    return Status::Error(EINVAL,
+                         "era: metadata=PATH is required (the device below is not a file image, so "
+                         "there is no IMAGE.era default)");
+  }
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0 || (S_ISREG(st.st_mode) && st.st_size == 0)) {
+    // New metadata, sized for this origin (sparse).
+    const uint64_t nr = (lower->geometry().size + o.block_size - 1) / o.block_size;
+    const uint64_t bytes = Layout::for_blocks(nr).total * kMetaBlockSize;
+    if (::stat(path.c_str(), &st) == 0) {
+      if (::truncate(path.c_str(), static_cast<off_t>(bytes)) != 0) {
+        return Status::Error(errno, fmt::format("era: cannot size metadata file '{}'", path));
+      }
+    } else if (Status s = FileDevice::create(path, bytes); !s.ok()) {
+      return Status::Error(s.code(), fmt::format("era: cannot create metadata file '{}': {}", path, why(s)));
+    }
+  }
+  auto dev = FileDevice::open(path);
+  if (!dev.ok()) return Status::Error(dev.status().code(), "era: " + why(dev.status()));
+  // Two writers on one metadata file would corrupt it: hold an exclusive
+  // lock for the target's lifetime (released when the file is closed).
+  if (::flock(dev.value()->fd(), LOCK_EX | LOCK_NB) != 0) {
+    return Status::Error(EBUSY,
+                         fmt::format("era: metadata '{}' is in use by another era target or tool", path));
+  }
+  auto t = open(std::move(lower), dev.value(), std::move(o));
+  if (!t.ok()) return t.status();
+  return std::shared_ptr<BlockDevice>(t.value());
+}
+
+TargetInfo EraTarget::info() {
+  return TargetInfo{
+      "era",
+      "tracks which blocks are written in each era, for incremental backup and cache invalidation (dm-era)",
+      {{"metadata", "metadata file, created if absent (default IMAGE.era beside a file image)"},
+       {"block_size",
+        "bytes per tracked block, a power of two >= 512 (default 4096; existing metadata keeps "
+        "its own)"},
+       {"max_pending",
+        "bytes of acknowledged first writes that may wait for their metadata commit (default 64M)"},
+       {"cache", "metadata cache size in bytes (default 16M)"}},
+      &EraTarget::create,
+  };
+}
+
+// ---- Recovery, eras -------------------------------------------------------
+
+Status EraTarget::recover() {
+  std::lock_guard admin(admin_mu_);
+  for (int region = 0; region < 2; ++region) {
+    if (Status s = md_->scan_region(region, nullptr); !s.ok()) {
+      return Status::Error(s.code(),
+                           "era: the metadata is damaged: " + why(s) + " (see 'bowstack era check')");
+    }
+  }
+  era_.store(md_->superblock().current_era, std::memory_order_release);
+  if (md_->superblock().fold_era != 0) {
+    spdlog::info("era: finishing the interrupted archive of era {}", md_->superblock().fold_era);
+    if (Status s = finish_fold(); !s.ok()) return s;
+  }
+  // A crash (or a previous run) leaves the current writeset on disk: archive
+  // it under its era, so nothing written in it is ever lost.
+  std::vector<uint64_t> words;
+  if (Status s = md_->read_writeset(era_.load(), &words); !s.ok()) return s;
+  uint64_t bits = 0;
+  for (uint64_t w : words) bits += static_cast<uint64_t>(std::popcount(w));
+  if (bits > 0) {
+    const uint32_t e = era_.load();
+    if (Status s = advance_era(); !s.ok()) return s;
+    if (Status s = finish_fold(); !s.ok()) return s;
+    spdlog::info("era: recovered the writeset of era {} ({} blocks written) and archived it; now era {}", e,
+                 bits, era_.load());
+  }
+  return Status::Ok();
+}
+
+Status EraTarget::advance_era() {
+  const uint32_t e = era_.load();
+  if (e == UINT32_MAX) return Status::Error(EOVERFLOW, "era: the era counter is exhausted");
+  Superblock next = md_->superblock();
+  next.current_era = e + 1;
+  next.fold_era = e;
+  if (Status s = md_->commit_superblock(next); !s.ok()) return s;
+  for (auto& w : marked_) w.store(0, std::memory_order_relaxed);
+  std::fill(committed_.begin(), committed_.end(), 0);
+  committed_bits_.store(0);
+  era_.store(e + 1, std::memory_order_release);
+  return Status::Ok();
+}
+
+Status EraTarget::finish_fold() {
+  Superblock sb = md_->superblock();
+  if (sb.fold_era == 0) return Status::Ok();
+  if (Status s = md_->fold(sb.fold_era); !s.ok()) return s;
+  sb = md_->superblock();
+  sb.fold_era = 0;
+  return md_->commit_superblock(sb);
+}
+
+Result<uint32_t> EraTarget::checkpoint() {
+  std::lock_guard admin(admin_mu_);
+  if (Status f = failure(); !f.ok()) return f;
+  if (md_->superblock().fold_era != 0) {
+    if (Status s = finish_fold(); !s.ok()) return fail(s);
+  }
+  if (era_.load() == UINT32_MAX) return Status::Error(EOVERFLOW, "era: the era counter is exhausted");
+  gate_close();
+  Status s = advance_era();
+  gate_open();
+  if (!s.ok()) return fail(s);
+  if (Status f = finish_fold(); !f.ok()) return fail(f);
+  return era_.load();
+}
+
+Status EraTarget::take_metadata_snap() {
+  std::lock_guard admin(admin_mu_);
+  if (Status f = failure(); !f.ok()) return f;
+  if (md_->superblock().snap_held) {
+    return Status::Error(EBUSY,
+                         fmt::format("era: a metadata snapshot is already held (at block {}); drop it first",
+                                     md_->layout().snap_writeset(0)));
+  }
+  if (md_->superblock().fold_era != 0) {
+    if (Status s = finish_fold(); !s.ok()) return fail(s);
+  }
+  // The queue drained and nothing new admitted: committed_ is exactly the
+  // durable current writeset, and every write acknowledged so far is in it.
+  gate_close();
+  std::vector<uint64_t> words = committed_;
+  const uint32_t e = era_.load();
+  gate_open();
+  const uint64_t snap_id = md_->superblock().generation + 1;  // the generation of the commit below
+  if (Status s = md_->write_snapshot(words, e, snap_id); !s.ok()) return fail(s);
+  Superblock next = md_->superblock();
+  next.snap_held = true;
+  next.snap_era = e;
+  next.snap_id = snap_id;
+  if (Status s = md_->commit_superblock(next); !s.ok()) return fail(s);
+  return Status::Ok();
+}
+
+Status EraTarget::drop_metadata_snap() {
+  std::lock_guard admin(admin_mu_);
+  if (Status f = failure(); !f.ok()) return f;
+  Superblock next = md_->superblock();
+  if (!next.snap_held) return Status::Error(EINVAL, "era: no metadata snapshot is held");
+  next.snap_held = false;
+  if (Status s = md_->commit_superblock(next); !s.ok()) return fail(s);
+  return Status::Ok();
+}
+
+// ---- Gate -----------------------------------------------------------------
+
+void EraTarget::gate_enter() {
+  std::unique_lock lock(gate_mu_);
+  gate_cv_.wait(lock, [this] { return !closed_; });
+  ++active_;
+}
+
+void EraTarget::gate_leave(uint64_t n) {
+  std::lock_guard lock(gate_mu_);
+  active_ -= n;
+  if (active_ == 0 && closed_) gate_cv_.notify_all();
+}
+
+void EraTarget::gate_close() {
+  std::unique_lock lock(gate_mu_);
+  closed_ = true;
+  gate_cv_.wait(lock, [this] { return active_ == 0; });
+}
+
+void EraTarget::gate_open() {
+  std::lock_guard lock(gate_mu_);
+  closed_ = false;
+  gate_cv_.notify_all();
+}
+
+// ---- Bits -----------------------------------------------------------------
+
+std::pair<uint64_t, uint64_t> EraTarget::block_range(uint64_t offset, uint64_t length) const {
+  const uint64_t first = offset / bs_;
+  if (length == 0) return {first, first};
+  return {first, std::min(nr_blocks_, (offset + length - 1) / bs_ + 1)};
+}
+
+bool EraTarget::all_marked(uint64_t first, uint64_t end) const {
+  for (uint64_t b = first; b < end; ++b) {
+    if (((marked_[b / 64].load(std::memory_order_acquire) >> (b % 64)) & 1) == 0) return false;
+  }
+  return true;
+}
+
+bool EraTarget::marked(uint64_t block) const { return block < nr_blocks_ && all_marked(block, block + 1); }
+
+void EraTarget::set_marked(uint64_t b) {
+  marked_[b / 64].fetch_or(uint64_t{1} << (b % 64), std::memory_order_release);
+}
+
+void EraTarget::clear_marked(uint64_t b) {
+  marked_[b / 64].fetch_and(~(uint64_t{1} << (b % 64)), std::memory_order_release);
+}
+
+// ---- Data path ------------------------------------------------------------
+
+Status EraTarget::failure() const {
+  std::lock_guard lock(q_mu_);
+  return failed_;
+}
+
+Status EraTarget::fail(Status s) {
+  std::lock_guard lock(q_mu_);
+  if (failed_.ok()) {
+    spdlog::error("era: {}; writes fail from now on (the blocks they touch could not be tracked)", why(s));
+    failed_ = s;
+    failed_flag_.store(true);
+  }
+  done_cv_.notify_all();
+  return s;
+}
+
+void EraTarget::wait_not_pending(uint64_t offset, uint64_t length) {
+  if (pending_count_.load(std::memory_order_acquire) == 0) return;
+  const auto [first, end] = block_range(offset, length);
+  std::unique_lock lock(q_mu_);
+  done_cv_.wait(lock, [&, first = first, end = end] {
+    if (pending_.empty()) return true;
+    for (uint64_t b = first; b < end; ++b) {
+      if (pending_.count(b) != 0) return false;
+    }
+    return true;
+  });
+}
+
+Status EraTarget::read(uint64_t offset, std::span<std::byte> buf) {
+  // Read-your-writes: an acknowledged first write may still be queued.
+  wait_not_pending(offset, buf.size());
+  return lower_device()->read(offset, buf);
+}
+
+Status EraTarget::block_status(uint64_t offset, uint64_t length, std::vector<Extent>* out) {
+  // A queued write is not in the device below yet: it could report a hole.
+  wait_not_pending(offset, length);
+  return lower_device()->block_status(offset, length, out);
+}
+
+Status EraTarget::write(uint64_t offset, std::span<const std::byte> buf, uint32_t flags) {
+  if (failed_flag_.load(std::memory_order_acquire)) return Status::Error(EIO, "era: metadata failed earlier");
+  const auto [first, end] = block_range(offset, buf.size());
+  gate_enter();
+  if (all_marked(first, end)) {
+    fast_writes_.fetch_add(1, std::memory_order_relaxed);
+    Status s = lower_device()->write(offset, buf, flags);
+    gate_leave();
+    return s;
+  }
+  auto op = std::make_shared<Op>();
+  op->type = Op::kWrite;
+  op->offset = offset;
+  op->length = buf.size();
+  op->flags = flags;
+  op->data.reset(static_cast<std::byte*>(std::aligned_alloc(4096, (buf.size() + 4095) / 4096 * 4096)));
+  std::memcpy(op->data.get(), buf.data(), buf.size());
+  op->first = first;
+  op->end = end;
+  op->waited = (flags & kFua) != 0;
+  return submit(std::move(op));
+}
+
+Status EraTarget::trim(uint64_t offset, uint64_t length, uint32_t flags) {
+  if (failed_flag_.load(std::memory_order_acquire)) return Status::Error(EIO, "era: metadata failed earlier");
+  const auto [first, end] = block_range(offset, length);
+  gate_enter();
+  if (all_marked(first, end)) {
+    Status s = lower_device()->trim(offset, length, flags);
+    gate_leave();
+    return s;
+  }
+  auto op = std::make_shared<Op>();
+  op->type = Op::kTrim;
+  op->offset = offset;
+  op->length = length;
+  op->flags = flags;
+  op->first = first;
+  op->end = end;
+  op->waited = true;
+  return submit(std::move(op));
+}
+
+Status EraTarget::write_zeroes(uint64_t offset, uint64_t length, uint32_t flags) {
+  if (failed_flag_.load(std::memory_order_acquire)) return Status::Error(EIO, "era: metadata failed earlier");
+  const auto [first, end] = block_range(offset, length);
+  gate_enter();
+  if (all_marked(first, end)) {
+    Status s = lower_device()->write_zeroes(offset, length, flags);
+    gate_leave();
+    return s;
+  }
+  auto op = std::make_shared<Op>();
+  op->type = Op::kZeroes;
+  op->offset = offset;
+  op->length = length;
+  op->flags = flags;
+  op->first = first;
+  op->end = end;
+  op->waited = true;
+  return submit(std::move(op));
+}
+
+// REQUIRES: the gate entered for `op`; it is left when the op is applied.
+Status EraTarget::submit(std::shared_ptr<Op> op) {
+  const uint64_t bytes = op->type == Op::kWrite ? op->length : 0;
+  std::unique_lock lock(q_mu_);
+  done_cv_.wait(lock, [&] {
+    return !failed_.ok() || pending_bytes_ == 0 || pending_bytes_ + bytes <= opts_.max_pending_bytes;
+  });
+  if (!failed_.ok()) {
+    lock.unlock();
+    gate_leave();
+    return Status::Error(EIO, "era: metadata failed earlier");
+  }
+  for (uint64_t b = op->first; b < op->end; ++b) {
+    auto [it, inserted] = pending_.try_emplace(b);
+    if (inserted) {
+      if (all_marked(b, b + 1)) {
+        // Committed already: clear the in-core bit so that later writes
+        // queue behind this one instead of overtaking it.
+        it->second.committed = true;
+        clear_marked(b);
+      } else {
+        op->new_bits.push_back(b);
+      }
+    }
+    ++it->second.ops;
+  }
+  pending_count_.store(pending_.size(), std::memory_order_release);
+  pending_bytes_ += bytes;
+  ++enqueued_;
+  queued_writes_.fetch_add(1, std::memory_order_relaxed);
+  queue_.push_back(op);
+  q_cv_.notify_one();
+  if (!op->waited) return Status::Ok();
+  done_cv_.wait(lock, [&] { return op->done; });
+  return op->status;
+}
+
+Status EraTarget::commit_bits(std::vector<uint64_t>& bits) {
+  const uint32_t e = era_.load(std::memory_order_acquire);
+  std::sort(bits.begin(), bits.end());
+  for (uint64_t b : bits) set_bit(committed_, b);
+  std::vector<Flip> flips;
+  uint64_t staged = UINT64_MAX;
+  for (uint64_t b : bits) {
+    const uint64_t i = b / kBitsPerWritesetBlock;
+    if (i == staged) continue;
+    staged = i;
+    auto f = md_->stage_writeset(
+        e, i,
+        std::span<const uint64_t>(committed_.data() + i * kWordsPerWritesetBlock, kWordsPerWritesetBlock));
+    if (!f.ok()) return f.status();
+    flips.push_back(f.value());
+  }
+  if (Status s = md_->cache().write_dirty_buffers(); !s.ok()) return s;
+  md_->apply(flips);
+  commits_.fetch_add(1, std::memory_order_relaxed);
+  committed_bits_.fetch_add(bits.size(), std::memory_order_relaxed);
+  return Status::Ok();
+}
+
+void EraTarget::committer_loop() {
+  std::unique_lock lock(q_mu_);
+  for (;;) {
+    q_cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
+    if (queue_.empty()) return;  // stopping, and everything is applied
+    std::vector<std::shared_ptr<Op>> batch(queue_.begin(), queue_.end());
+    queue_.clear();
+    std::vector<uint64_t> bits;
+    for (const auto& op : batch) bits.insert(bits.end(), op->new_bits.begin(), op->new_bits.end());
+    Status st = failed_;
+    lock.unlock();
+
+    // 1. The bits, durable before any of the batch's data can reach the origin.
+    if (st.ok() && !bits.empty()) {
+      st = commit_bits(bits);
+      if (!st.ok()) (void)fail(st);
+    }
+    if (st.ok()) {
+      lock.lock();
+      for (uint64_t b : bits) pending_[b].committed = true;
+      lock.unlock();
+    }
+    // 2. The data, in queue order.
+    std::vector<Status> results(batch.size());
+    for (size_t i = 0; i < batch.size(); ++i) {
+      const Op& op = *batch[i];
+      if (!st.ok()) {
+        results[i] = Status::Error(EIO, "era: metadata commit failed: " + why(st));
+        continue;
+      }
+      Status s;
+      switch (op.type) {
+        case Op::kWrite:
+          s = lower_device()->write(op.offset, std::span<const std::byte>(op.data.get(), op.length),
+                                    op.flags);
+          break;
+        case Op::kTrim:
+          s = lower_device()->trim(op.offset, op.length, op.flags);
+          break;
+        case Op::kZeroes:
+          s = lower_device()->write_zeroes(op.offset, op.length, op.flags);
+          break;
+      }
+      // An acknowledged write that cannot be applied is lost: only a sticky
+      // failure tells the client (at its next flush).
+      if (!s.ok() && !op.waited)
+        (void)fail(Status::Error(s.code(), "writing acknowledged data failed: " + why(s)));
+      results[i] = std::move(s);
+    }
+    // 3. Unblock the blocks; mark those no longer pending.
+    lock.lock();
+    const bool healthy = failed_.ok();
+    for (size_t i = 0; i < batch.size(); ++i) {
+      Op& op = *batch[i];
+      for (uint64_t b = op.first; b < op.end; ++b) {
+        auto it = pending_.find(b);
+        if (--it->second.ops == 0) {
+          if (it->second.committed && healthy) set_marked(b);
+          pending_.erase(it);
+        }
+      }
+      if (op.type == Op::kWrite) pending_bytes_ -= op.length;
+      op.status = std::move(results[i]);
+      op.done = true;
+      ++applied_;
+    }
+    pending_count_.store(pending_.size(), std::memory_order_release);
+    done_cv_.notify_all();
+    lock.unlock();
+    gate_leave(batch.size());
+    lock.lock();
+  }
+}
+
+Status EraTarget::flush() {
+  {
+    std::unique_lock lock(q_mu_);
+    const uint64_t target = enqueued_;
+    done_cv_.wait(lock, [&] { return applied_ >= target || !failed_.ok(); });
+    if (!failed_.ok()) return Status::Error(EIO, "era: metadata failed earlier: " + why(failed_));
+  }
+  return lower_device()->flush();
+}
+
+// ---- Control --------------------------------------------------------------
+
+Result<std::string> EraTarget::message(std::string_view text) {
+  while (!text.empty() && text.back() == ' ') text.remove_suffix(1);
+  while (!text.empty() && text.front() == ' ') text.remove_prefix(1);
+  if (text == "checkpoint") {
+    auto r = checkpoint();
+    if (!r.ok()) return r.status();
+    return fmt::format("current era {}", r.value());
+  }
+  if (text == "take_metadata_snap") {
+    if (Status s = take_metadata_snap(); !s.ok()) return s;
+    const Superblock sb = md_->superblock();
+    return fmt::format("metadata snapshot held at block {} (era {})", md_->layout().snap_writeset(0),
+                       sb.snap_era);
+  }
+  if (text == "drop_metadata_snap") {
+    if (Status s = drop_metadata_snap(); !s.ok()) return s;
+    return std::string("metadata snapshot dropped");
+  }
+  return BlockDevice::message(text);
+}
+
+std::string EraTarget::dm_status() const {
+  const Superblock sb = md_->superblock();
+  return fmt::format("{} {}/{} {} {}", kMetaBlockSize / 512, md_->layout().used(sb.snap_held),
+                     md_->device_blocks(), sb.current_era,
+                     sb.snap_held ? std::to_string(md_->layout().snap_writeset(0)) : "-");
+}
+
+EraTarget::Stats EraTarget::stats() const {
+  Stats s;
+  s.commits = commits_.load();
+  s.committed_bits = committed_bits_.load();
+  s.fast_writes = fast_writes_.load();
+  s.queued_writes = queued_writes_.load();
+  std::lock_guard lock(q_mu_);
+  s.pending_bytes = pending_bytes_;
+  s.failed = !failed_.ok();
+  return s;
+}
+
+void EraTarget::describe(nlohmann::json* out) const {
+  const Superblock sb = md_->superblock();
+  const Stats st = stats();
+  auto& j = *out;
+  j["metadata"] = opts_.metadata_path;
+  j["block_size"] = bs_;
+  j["nr_blocks"] = nr_blocks_;
+  j["current_era"] = sb.current_era;
+  j["metadata_block_size"] = kMetaBlockSize;
+  j["metadata_blocks_used"] = md_->layout().used(sb.snap_held);
+  j["metadata_blocks_total"] = md_->device_blocks();
+  if (sb.snap_held) {
+    j["metadata_snap"] = {{"block", md_->layout().snap_writeset(0)}, {"era", sb.snap_era}};
+  } else {
+    j["metadata_snap"] = nullptr;
+  }
+  j["written_blocks"] = st.committed_bits;  // marked in the current era
+  j["commits"] = st.commits;
+  j["fast_writes"] = st.fast_writes;
+  j["queued_writes"] = st.queued_writes;
+  j["pending_bytes"] = st.pending_bytes;
+  j["fold_pending"] = sb.fold_era != 0;
+  j["failed"] = st.failed;
+  j["dm_status"] = dm_status();
+}
+
+std::string EraTarget::status_line() const {
+  const Superblock sb = md_->superblock();
+  const Stats st = stats();
+  return fmt::format("era {}, {} of {} blocks of {} written in it, metadata snapshot {}, dm: {}{}",
+                     sb.current_era, st.committed_bits, nr_blocks_, format_size(bs_),
+                     sb.snap_held ? fmt::format("held (era {})", sb.snap_era) : std::string("none"),
+                     dm_status(), st.failed ? ", FAILED" : "");
+}
+
+}  // namespace bowstack::era

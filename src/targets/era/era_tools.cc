@@ -1,0 +1,274 @@
+#include "targets/era/era_tools.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+namespace bowstack::era {
+
+namespace {
+
+constexpr uint64_t kPrefetchChunk = 64;
+constexpr uint64_t kWriteBackEvery = 256;
+
+// The offline tools stream the whole metadata: a larger cache than a target's.
+BufioOptions tool_cache() {
+  BufioOptions o;
+  o.max_bytes = 32u << 20;
+  return o;
+}
+
+std::string why(const Status& s) { return s.context().empty() ? s.message() : s.context(); }
+
+}  // namespace
+
+Result<EraSource> open_source(std::shared_ptr<BlockDevice> dev, bool snapshot, DamageSink* sink) {
+  auto md = EraMetadata::open(std::move(dev), tool_cache(), sink);
+  if (!md.ok()) return md.status();
+  EraSource src;
+  src.md = std::move(md.value());
+  src.sb = src.md->superblock();
+  src.snapshot = snapshot;
+  const uint64_t words = src.md->layout().ws_blocks * kWordsPerWritesetBlock;
+  if (snapshot) {
+    if (!src.sb.snap_held) {
+      return Status::Error(
+          EINVAL, "no metadata snapshot is held (send 'take_metadata_snap' to the era target first)");
+    }
+    src.current_era = src.sb.snap_era;
+    if (Status s = src.md->read_snapshot_writeset(&src.current, sink); !s.ok()) return s;
+  } else {
+    for (int region = 0; region < 2; ++region) {
+      if (Status s = src.md->scan_region(region, sink); !s.ok()) return s;
+    }
+    src.current_era = src.sb.current_era;
+    if (Status s = src.md->read_writeset(src.current_era, &src.current); !s.ok()) return s;
+    if (src.sb.fold_era != 0) {
+      src.unfolded_era = src.sb.fold_era;
+      if (Status s = src.md->read_writeset(src.unfolded_era, &src.unfolded); !s.ok()) return s;
+    }
+  }
+  src.current.resize(words, 0);
+  src.unfolded.resize(words, 0);
+  return src;
+}
+
+Status for_each_era(EraSource& src, bool logical, DamageSink* sink, const EraChunkFn& fn) {
+  EraMetadata& md = *src.md;
+  const uint64_t nr = src.sb.nr_blocks;
+  std::vector<uint32_t> eras(kEntriesPerArrayBlock);
+  for (uint64_t i = 0; i < md.layout().array_blocks; ++i) {
+    if (i % kPrefetchChunk == 0) {
+      if (src.snapshot) {
+        md.cache().prefetch(md.layout().snap_era_array(i), kPrefetchChunk);
+      } else {
+        md.prefetch_era_blocks(i, kPrefetchChunk);
+      }
+    }
+    auto b = src.snapshot ? md.read_snapshot_era_block(i, sink) : md.read_era_block(i, sink);
+    if (!b.ok()) {
+      if (sink != nullptr && b.status().code() == ENODATA) continue;  // reported
+      return b.status();
+    }
+    const uint64_t first = i * kEntriesPerArrayBlock;
+    const uint64_t n = std::min<uint64_t>(kEntriesPerArrayBlock, nr - first);
+    for (uint64_t e = 0; e < n; ++e) eras[e] = get_entry(b->data(), static_cast<uint32_t>(e));
+    b->release();
+    if (logical) {
+      for (uint64_t e = 0; e < n; ++e) {
+        const uint64_t blk = first + e;
+        if (src.unfolded_era != 0 && test_bit(src.unfolded, blk))
+          eras[e] = std::max(eras[e], src.unfolded_era);
+        if (test_bit(src.current, blk)) eras[e] = std::max(eras[e], src.current_era);
+      }
+    }
+    if (Status s = fn(first, std::span<const uint32_t>(eras.data(), n)); !s.ok()) return s;
+  }
+  return Status::Ok();
+}
+
+Result<Runs> written_since(EraSource& src, uint32_t since) {
+  Runs runs;
+  Status s = for_each_era(src, true, nullptr, [&](uint64_t first, std::span<const uint32_t> eras) {
+    for (size_t e = 0; e < eras.size(); ++e) {
+      if (eras[e] < since) continue;
+      const uint64_t b = first + e;
+      if (!runs.empty() && runs.back().second == b) {
+        runs.back().second = b + 1;
+      } else {
+        runs.emplace_back(b, b + 1);
+      }
+    }
+    return Status::Ok();
+  });
+  if (!s.ok()) return s;
+  return runs;
+}
+
+Result<CheckResult> check_metadata(std::shared_ptr<BlockDevice> dev) {
+  CheckResult r;
+  auto opened = open_source(dev, false, &r.damage);
+  if (!opened.ok()) {
+    if (opened.status().code() != EUCLEAN) return opened.status();
+    r.damage.push_back(Damage{0, why(opened.status())});
+    return r;
+  }
+  EraSource& src = opened.value();
+  r.superblock_ok = true;
+  r.sb = src.sb;
+  const uint32_t current = src.sb.current_era;
+  Status s = for_each_era(src, false, &r.damage, [&](uint64_t first, std::span<const uint32_t> eras) {
+    for (size_t e = 0; e < eras.size(); ++e) {
+      if (eras[e] > current) {
+        r.damage.push_back(
+            Damage{src.md->layout().era_array(0, first / kEntriesPerArrayBlock),
+                   fmt::format("era array: block {} was written in era {}, beyond the current era {}",
+                               first + e, eras[e], current)});
+      }
+    }
+    return Status::Ok();
+  });
+  if (!s.ok()) return s;
+  if (src.sb.snap_held) {
+    auto snap = open_source(dev, true, &r.damage);
+    if (!snap.ok()) {
+      if (snap.status().code() != EUCLEAN) return snap.status();
+      r.damage.push_back(Damage{src.md->layout().snap_writeset(0), why(snap.status())});
+    } else {
+      Status ss =
+          for_each_era(snap.value(), false, &r.damage, [&](uint64_t first, std::span<const uint32_t> eras) {
+            for (size_t e = 0; e < eras.size(); ++e) {
+              if (eras[e] > src.sb.snap_era) {
+                r.damage.push_back(Damage{
+                    src.md->layout().snap_era_array(first / kEntriesPerArrayBlock),
+                    fmt::format("snapshot era array: block {} has era {}, beyond the snapshot's era {}",
+                                first + e, eras[e], src.sb.snap_era)});
+              }
+            }
+            return Status::Ok();
+          });
+      if (!ss.ok()) return ss;
+    }
+  }
+  return r;
+}
+
+uint64_t metadata_blocks_for(uint64_t nr_blocks) { return Layout::for_blocks(nr_blocks).total; }
+
+namespace {
+
+Status validate_model(const EraModel& m) {
+  auto bad = [](const std::string& what) { return Status::Error(EINVAL, what); };
+  const uint32_t s = m.block_size_sectors;
+  if (s == 0 || (s & (s - 1)) != 0 || s > (1u << 21)) {
+    return bad(fmt::format("block_size {} sectors is not a power of two up to 1 GiB", s));
+  }
+  if (m.nr_blocks == 0 || m.nr_blocks > kMaxDataBlocks)
+    return bad(fmt::format("nr_blocks {} is out of range", m.nr_blocks));
+  if (m.current_era < kFirstEra)
+    return bad(fmt::format("current_era {} must be at least {}", m.current_era, kFirstEra));
+  if (m.eras.size() != m.nr_blocks) {
+    return bad(fmt::format("the era array has {} entries for {} blocks", m.eras.size(), m.nr_blocks));
+  }
+  for (uint64_t b = 0; b < m.nr_blocks; ++b) {
+    if (m.eras[b] > m.current_era) {
+      return bad(fmt::format("block {} has era {}, beyond current_era {}", b, m.eras[b], m.current_era));
+    }
+  }
+  for (const auto& ws : m.writesets) {
+    if (ws.era > m.current_era)
+      return bad(fmt::format("writeset of era {} is beyond current_era {}", ws.era, m.current_era));
+    if (ws.bits.size() * 64 < m.nr_blocks) return bad(fmt::format("writeset of era {} is too short", ws.era));
+  }
+  return Status::Ok();
+}
+
+Uuid parse_uuid_or_random(const std::string& text) {
+  Uuid u{};
+  std::string hex;
+  for (char c : text) {
+    if (c != '-') hex += c;
+  }
+  if (hex.size() != 32) return random_uuid();
+  for (size_t i = 0; i < 16; ++i) {
+    unsigned v = 0;
+    for (size_t k = 0; k < 2; ++k) {
+      const char c = hex[2 * i + k];
+      v <<= 4;
+      if (c >= '0' && c <= '9') {
+        v |= static_cast<unsigned>(c - '0');
+      } else if (c >= 'a' && c <= 'f') {
+        v |= static_cast<unsigned>(c - 'a' + 10);
+      } else if (c >= 'A' && c <= 'F') {
+        v |= static_cast<unsigned>(c - 'A' + 10);
+      } else {
+        return random_uuid();
+      }
+    }
+    u[i] = static_cast<uint8_t>(v);
+  }
+  return u;
+}
+
+}  // namespace
+
+Status restore_metadata(const EraModel& m, std::shared_ptr<BlockDevice> dev) {
+  if (Status s = validate_model(m); !s.ok()) return s;
+  // Archived writesets are folded into the era array; the current one stays a writeset.
+  std::vector<uint32_t> eras = m.eras;
+  std::vector<uint64_t> current(Layout::for_blocks(m.nr_blocks).ws_blocks * kWordsPerWritesetBlock, 0);
+  for (const auto& ws : m.writesets) {
+    for (uint64_t b = 0; b < m.nr_blocks; ++b) {
+      if (!test_bit(ws.bits, b)) continue;
+      if (ws.era == m.current_era) {
+        set_bit(current, b);
+      } else {
+        eras[b] = std::max(eras[b], ws.era);
+      }
+    }
+  }
+  // Until format writes the superblock at its very end, the device has no
+  // valid superblock: an interrupted restore is never mistaken for a finished one.
+  std::vector<std::byte> zero(2 * kMetaBlockSize);
+  if (dev->geometry().size >= zero.size()) {
+    if (Status s = dev->write(0, zero, 0); !s.ok()) return s;
+    if (Status s = dev->flush(); !s.ok()) return s;
+  }
+  FormatParams p{m.block_size_sectors * 512, m.nr_blocks, m.nr_blocks * m.block_size_sectors * 512ull,
+                 parse_uuid_or_random(m.uuid), m.current_era};
+  auto populate = [&](EraMetadata& md) -> Status {
+    std::vector<Flip> flips;
+    for (uint64_t i = 0; i < md.layout().array_blocks; ++i) {
+      const uint64_t first = i * kEntriesPerArrayBlock;
+      const uint64_t n = std::min<uint64_t>(kEntriesPerArrayBlock, m.nr_blocks - first);
+      bool any = false;
+      for (uint64_t e = 0; e < n; ++e) any = any || eras[first + e] != 0;
+      if (!any) continue;
+      auto edit = md.edit_era_block(i);
+      if (!edit.ok()) return edit.status();
+      for (uint64_t e = 0; e < n; ++e)
+        put_entry(edit->first.data(), static_cast<uint32_t>(e), eras[first + e]);
+      edit->first.mark_dirty();
+      edit->first.release();
+      flips.push_back(edit->second);
+      if (flips.size() % kWriteBackEvery == 0) {
+        if (Status s = md.cache().write_back(); !s.ok()) return s;
+      }
+    }
+    for (uint64_t i = 0; i < md.layout().ws_blocks; ++i) {
+      std::span<const uint64_t> words(current.data() + i * kWordsPerWritesetBlock, kWordsPerWritesetBlock);
+      if (std::all_of(words.begin(), words.end(), [](uint64_t w) { return w == 0; })) continue;
+      auto f = md.stage_writeset(m.current_era, i, words);
+      if (!f.ok()) return f.status();
+      flips.push_back(f.value());
+    }
+    if (Status s = md.cache().write_dirty_buffers(); !s.ok()) return s;
+    md.apply(flips);
+    return Status::Ok();
+  };
+  auto md = EraMetadata::format(std::move(dev), p, tool_cache(), populate);
+  if (!md.ok()) return md.status();
+  return Status::Ok();
+}
+
+}  // namespace bowstack::era
