@@ -9,7 +9,7 @@ packages=(
   libcli11-dev libfmt-dev libspdlog-dev nlohmann-json3-dev liburing-dev zlib1g-dev libisal-dev
   libgtest-dev libgmock-dev libbenchmark-dev libpugixml-dev
   # real clients and peer servers for tests and benchmarks
-  libnbd-bin python3-libnbd nbdfuse nbdkit qemu-utils fio
+  libnbd-bin python3-libnbd nbdkit qemu-utils fio   # libnbd-bin has nbdfuse, nbdinfo, nbdcopy
   # ext4 on the export
   e2fsprogs util-linux mount fuse3 procps psmisc
   # instruction counts for micro-benchmarks (bench/micro)
