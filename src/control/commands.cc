@@ -17,7 +17,8 @@ nlohmann::json handle_control_request(Volume& volume, const nlohmann::json& requ
     return reply;
   }
   if (cmd == "message") {
-    if (!request.contains("text") || !request["text"].is_string() || request["text"].get<std::string>().empty()) {
+    if (!request.contains("text") || !request["text"].is_string() ||
+        request["text"].get<std::string>().empty()) {
       return fail("message needs a non-empty string field \"text\"");
     }
     std::string layer;
@@ -30,7 +31,10 @@ nlohmann::json handle_control_request(Volume& volume, const nlohmann::json& requ
     return {{"ok", true}, {"reply", r.value()}};
   }
   if (cmd == "suspend") {
-    volume.suspend();
+    if (Status st = volume.suspend(); !st.ok()) {
+      return {
+          {"ok", false}, {"suspended", true}, {"error", "suspended, but the flush failed: " + st.message()}};
+    }
     return {{"ok", true}, {"suspended", true}};
   }
   if (cmd == "resume") {

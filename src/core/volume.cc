@@ -16,6 +16,13 @@ class Volume::Admission {
   Volume* v_;
 };
 
+namespace {
+Status counted(Status s, std::atomic<uint64_t>& errors) {
+  if (!s.ok()) errors.fetch_add(1, std::memory_order_relaxed);
+  return s;
+}
+}  // namespace
+
 Volume::Volume(std::shared_ptr<BlockDevice> top)
     : top_(std::move(top)), geometry_(top_->geometry()), caps_(top_->capabilities()) {}
 
@@ -32,10 +39,15 @@ void Volume::leave() {
   if (--in_flight_ == 0 && suspended_) cv_.notify_all();
 }
 
-void Volume::suspend() {
-  std::unique_lock lock(mu_);
-  suspended_ = true;
-  cv_.wait(lock, [this] { return in_flight_ == 0; });
+Status Volume::suspend() {
+  {
+    std::unique_lock lock(mu_);
+    suspended_ = true;
+    cv_.wait(lock, [this] { return in_flight_ == 0; });
+  }
+  if (!caps_.flush || caps_.read_only) return Status::Ok();
+  stats_.flushes.fetch_add(1, std::memory_order_relaxed);
+  return counted(top_->flush(), stats_.errors);
 }
 
 void Volume::resume() {
@@ -53,13 +65,6 @@ uint64_t Volume::in_flight() const {
   std::lock_guard lock(mu_);
   return in_flight_;
 }
-
-namespace {
-Status counted(Status s, std::atomic<uint64_t>& errors) {
-  if (!s.ok()) errors.fetch_add(1, std::memory_order_relaxed);
-  return s;
-}
-}  // namespace
 
 Status Volume::read(uint64_t offset, std::span<std::byte> buf) {
   Admission a(this);
@@ -119,7 +124,8 @@ Result<std::string> Volume::message(std::string_view text, std::string_view laye
     Result<std::string> r = d->message(text);
     if (r.ok() || r.status().code() != ENOTSUP) return r;
   }
-  if (!found_layer) return Status::Error(ENOENT, "no layer of kind '" + std::string(layer) + "' in the stack");
+  if (!found_layer)
+    return Status::Error(ENOENT, "no layer of kind '" + std::string(layer) + "' in the stack");
   return last;
 }
 

@@ -46,8 +46,12 @@ class Volume {
   Status block_status(uint64_t offset, uint64_t length, std::vector<Extent>* out);
   Status cache(uint64_t offset, uint64_t length);
 
-  // Stops admitting new I/O and waits until none is in flight. Idempotent.
-  void suspend();
+  // Stops admitting new I/O, waits until none is in flight, then flushes
+  // the stack, like dm's suspend: layers that acknowledge writes before
+  // passing them down (bow, era) put everything acknowledged on the device
+  // below, so the image is complete while suspended. Idempotent. The
+  // volume stays suspended even if the flush fails (the error is returned).
+  Status suspend();
   // Lets I/O flow again. Idempotent.
   void resume();
   bool suspended() const;
@@ -75,8 +79,8 @@ class Volume {
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  bool suspended_ = false;     // guarded by mu_
-  uint64_t in_flight_ = 0;     // guarded by mu_
+  bool suspended_ = false;  // guarded by mu_
+  uint64_t in_flight_ = 0;  // guarded by mu_
 };
 
 }  // namespace bowstack

@@ -58,7 +58,7 @@ TEST(Volume, SuspendDrainsAndBlocksNewIo) {
 
   std::atomic<bool> suspended{false};
   std::thread suspender([&] {
-    v.suspend();
+    EXPECT_TRUE(v.suspend().ok());
     suspended = true;
   });
   std::this_thread::sleep_for(std::chrono::milliseconds(30));
@@ -79,6 +79,22 @@ TEST(Volume, SuspendDrainsAndBlocksNewIo) {
   v.resume();
   reader.join();
   EXPECT_TRUE(read_done.load());
+}
+
+// Suspend puts write-behind data on the device below: it flushes the stack
+// after draining, and reports a failed flush while staying suspended.
+TEST(Volume, SuspendFlushesTheStack) {
+  auto mem = std::make_shared<MemoryDevice>(1 << 20);
+  Volume v(mem);
+  std::vector<std::byte> buf(512, std::byte{7});
+  ASSERT_TRUE(v.write(0, buf, 0).ok());
+  ASSERT_TRUE(v.suspend().ok());
+  EXPECT_EQ(mem->flush_count(), 1u);
+  v.resume();
+  mem->fail_next_flush();
+  EXPECT_EQ(v.suspend().code(), EIO);
+  EXPECT_TRUE(v.suspended());
+  v.resume();
 }
 
 TEST(Volume, MessagesGoDownTheStack) {
