@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <memory>
+#include <vector>
 
 namespace bowstack::bow {
 
@@ -15,7 +17,9 @@ struct FreeDeleter {
   void operator()(std::byte* p) const { std::free(p); }
 };
 using Buffer = std::unique_ptr<std::byte, FreeDeleter>;
-Buffer aligned(size_t n) { return Buffer(static_cast<std::byte*>(std::aligned_alloc(4096, (n + 4095) / 4096 * 4096))); }
+Buffer aligned(size_t n) {
+  return Buffer(static_cast<std::byte*>(std::aligned_alloc(4096, (n + 4095) / 4096 * 4096)));
+}
 
 // Reads `size` bytes at `sector`, block by block, through the relocation map.
 Status relocated_read(BlockDevice& dev, const RelocationMap& rel, uint64_t sector, uint32_t size,
@@ -24,7 +28,8 @@ Status relocated_read(BlockDevice& dev, const RelocationMap& rel, uint64_t secto
   for (uint32_t done = 0; done < size; done += block_size, sector += spb) {
     uint64_t from = rel.lookup(sector);
     if (from > dev.geometry().size / 512 - spb) {
-      return Status::Error(EINVAL, fmt::format("relocated read of sector {} lands outside the device", sector));
+      return Status::Error(EINVAL,
+                           fmt::format("relocated read of sector {} lands outside the device", sector));
     }
     if (Status s = dev.read(from * 512, std::span(out + done, block_size)); !s.ok()) return s;
   }
@@ -79,12 +84,12 @@ Status check_header(const LogHeader& h, uint64_t device_bytes, uint32_t expect_b
     return Status::Error(EINVAL, fmt::format("block size {} is not a power of two from 512 to 4096", bs));
   }
   if (expect_block_size != 0 && bs != expect_block_size) {
-    return Status::Error(EINVAL, fmt::format("block size {} differs from the newest log block's {}", bs,
-                                             expect_block_size));
+    return Status::Error(
+        EINVAL, fmt::format("block size {} differs from the newest log block's {}", bs, expect_block_size));
   }
   if (h.header_size < kHeaderSize || h.header_size > bs - kEntrySize) {
-    return Status::Error(EINVAL, fmt::format("header size {} outside {}..{}", h.header_size, kHeaderSize,
-                                             bs - kEntrySize));
+    return Status::Error(
+        EINVAL, fmt::format("header size {} outside {}..{}", h.header_size, kHeaderSize, bs - kEntrySize));
   }
   const uint32_t cap = log_capacity(bs, h.header_size);
   if (h.count == 0 || h.count > cap) {
@@ -102,17 +107,18 @@ Status check_entry(const LogEntry& e, uint32_t index, uint32_t block_size, uint6
   const uint64_t spb = block_size / 512;
   const uint64_t sectors = device_bytes / 512;
   if (e.size == 0 || e.size % block_size != 0) {
-    return Status::Error(EINVAL, fmt::format("size {} is not a non-zero multiple of the block size {}", e.size,
-                                             block_size));
+    return Status::Error(
+        EINVAL, fmt::format("size {} is not a non-zero multiple of the block size {}", e.size, block_size));
   }
   const uint64_t n = e.size / 512;
   if (e.source % spb != 0 || e.dest % spb != 0) {
     return Status::Error(EINVAL, fmt::format("source {} or dest {} is not block aligned", e.source, e.dest));
   }
   if (e.source > sectors || sectors - e.source < n || e.dest > sectors || sectors - e.dest < n) {
-    return Status::Error(EINVAL, fmt::format("range of {} sectors at source {} or dest {} is outside the device "
-                                             "({} sectors)",
-                                             n, e.source, e.dest, sectors));
+    return Status::Error(EINVAL,
+                         fmt::format("range of {} sectors at source {} or dest {} is outside the device "
+                                     "({} sectors)",
+                                     n, e.source, e.dest, sectors));
   }
   if (index == 0 && (e.source != 0 || e.size != block_size)) {
     return Status::Error(EINVAL, "entry 0 must save block 0 (source 0, one block)");
@@ -152,10 +158,19 @@ Result<LogChain> read_and_validate(BlockDevice& dev, ValidateOptions opts) {
   }
   const uint32_t bs = newest.block_size;
   if (device_bytes < 2ull * bs) return Status::Error(EINVAL, "device smaller than two log blocks");
+  // Every log block but the newest is saved in a block of its own.
+  if (newest.sequence >= device_bytes / bs) {
+    return Status::Error(EINVAL,
+                         fmt::format("log block {} (block 0): more log blocks than the device has blocks "
+                                     "({})",
+                                     newest.sequence, device_bytes / bs));
+  }
   LogChain chain;
   chain.block_size = bs;
   chain.sector0 = newest.sector0;
-  chain.blocks.resize(static_cast<size_t>(newest.sequence) + 1);
+  // Filled newest first as blocks pass validation, so memory follows what
+  // the device really holds rather than the sequence field.
+  std::vector<LogBlock> newest_first;
 
   RelocationMap rel;
   Buffer block = aligned(bs);
@@ -172,7 +187,8 @@ Result<LogChain> read_and_validate(BlockDevice& dev, ValidateOptions opts) {
       return Status::Error(EINVAL, fmt::format("log block {}: {}", seq, s.context()));
     }
     if (h.sequence != seq) {
-      return Status::Error(EINVAL, fmt::format("log block {}: sequence is {} (expected {})", seq, h.sequence, seq));
+      return Status::Error(EINVAL,
+                           fmt::format("log block {}: sequence is {} (expected {})", seq, h.sequence, seq));
     }
     LogBlock lb = parse_log_block(bytes);
     for (int64_t i = static_cast<int64_t>(h.count) - 1; i >= 0; --i) {
@@ -190,16 +206,19 @@ Result<LogChain> read_and_validate(BlockDevice& dev, ValidateOptions opts) {
         }
         uint32_t crc = entry_checksum(e.source, bs, std::span(data.get(), e.size));
         if (crc != e.checksum) {
-          return Status::Error(EINVAL, fmt::format("log block {} entry {}: checksum mismatch (stored 0x{:08x}, "
-                                                   "computed 0x{:08x}) over {} bytes saved at sector {} (read "
-                                                   "from sector {})",
-                                                   seq, i, e.checksum, crc, e.size, e.dest, rel.lookup(e.dest)));
+          return Status::Error(EINVAL,
+                               fmt::format("log block {} entry {}: checksum mismatch (stored 0x{:08x}, "
+                                           "computed 0x{:08x}) over {} bytes saved at sector {} (read "
+                                           "from sector {})",
+                                           seq, i, e.checksum, crc, e.size, e.dest, rel.lookup(e.dest)));
         }
       }
       rel.relocate(e.source, e.dest, e.size / 512);
     }
-    chain.blocks[static_cast<size_t>(seq)] = std::move(lb);
+    newest_first.push_back(std::move(lb));
   }
+  chain.blocks.assign(std::make_move_iterator(newest_first.rbegin()),
+                      std::make_move_iterator(newest_first.rend()));
   return chain;
 }
 
