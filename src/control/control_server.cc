@@ -184,7 +184,10 @@ std::optional<std::string> answer_control_line(std::string_view line, const Cont
       reply = error_reply(std::string("internal error: ") + e.what());
     }
   }
-  return reply.dump();
+  // Replacing invalid UTF-8 (with U+FFFD) rather than throwing: a handler
+  // may put bytes that are not UTF-8 in a reply (an image path is any
+  // bytes), and an exception here would end the server.
+  return reply.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 Result<nlohmann::json> control_request(const std::string& path, const nlohmann::json& request,
