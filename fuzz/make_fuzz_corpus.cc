@@ -96,6 +96,9 @@ BowImage make_checkpoint(uint64_t size, uint32_t bs, int free_percent, int write
     const uint64_t block = 1 + (static_cast<uint64_t>(w) * stride) % (first_free - len);
     std::memset(data.data(), 0xa0 + w % 16, data.size());
     must(bow->write(block * bs, data, 0), "write");
+    // One write per committer batch: otherwise how writes are grouped into
+    // log commits depends on timing, and so would the image.
+    must(bow->flush(), "flush");
   }
   // A write to block 0 (the live copy lives elsewhere) and into free space.
   if (writes > 0) {
