@@ -1,6 +1,7 @@
 #include "control/control_server.h"
 
 #include <poll.h>
+#include <spdlog/spdlog.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -9,7 +10,6 @@
 
 #include <chrono>
 #include <cstring>
-#include <spdlog/spdlog.h>
 
 namespace bowstack {
 
@@ -49,7 +49,8 @@ Result<std::unique_ptr<ControlServer>> ControlServer::open(const std::string& pa
       return Status::Error(EEXIST, "control socket path '" + path + "' exists and is not a socket");
     }
     int probe = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    bool live = probe >= 0 && ::connect(probe, reinterpret_cast<sockaddr*>(&addr.value()), sizeof(sockaddr_un)) == 0;
+    bool live =
+        probe >= 0 && ::connect(probe, reinterpret_cast<sockaddr*>(&addr.value()), sizeof(sockaddr_un)) == 0;
     if (probe >= 0) ::close(probe);
     if (live) return Status::Error(EADDRINUSE, "control socket '" + path + "' is in use by a running server");
     return Status::Error(EEXIST, "stale control socket '" + path +
@@ -85,7 +86,9 @@ ControlServer::~ControlServer() {
   ::close(wake_fd_);
 }
 
-void ControlServer::start() { accept_thread_ = std::thread([this] { accept_loop(); }); }
+void ControlServer::start() {
+  accept_thread_ = std::thread([this] { accept_loop(); });
+}
 
 void ControlServer::stop() {
   if (stopping_.exchange(true)) return;
@@ -152,21 +155,8 @@ void ControlServer::serve_client(int fd) {
     while ((nl = buffer.find('\n')) != std::string::npos) {
       std::string line = buffer.substr(0, nl);
       buffer.erase(0, nl + 1);
-      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-      nlohmann::json reply;
-      nlohmann::json request = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-      if (request.is_discarded()) {
-        reply = error_reply("malformed JSON request");
-      } else if (!request.is_object() || !request.contains("cmd") || !request["cmd"].is_string()) {
-        reply = error_reply("a request must be a JSON object with a string field \"cmd\"");
-      } else {
-        try {
-          reply = handler_(request);
-        } catch (const std::exception& e) {  // a handler bug must not take the socket down
-          reply = error_reply(std::string("internal error: ") + e.what());
-        }
-      }
-      if (!send_all(fd, reply.dump() + "\n")) return;
+      std::optional<std::string> reply = answer_control_line(line, handler_);
+      if (reply && !send_all(fd, *reply + "\n")) return;
     }
     if (buffer.size() > kMaxLine) {
       send_all(fd, error_reply("request line too long").dump() + "\n");
@@ -179,13 +169,36 @@ void ControlServer::serve_client(int fd) {
   }
 }
 
-Result<nlohmann::json> control_request(const std::string& path, const nlohmann::json& request, int timeout_ms) {
+std::optional<std::string> answer_control_line(std::string_view line, const ControlServer::Handler& handler) {
+  if (line.find_first_not_of(" \t\r") == std::string_view::npos) return std::nullopt;
+  nlohmann::json reply;
+  nlohmann::json request = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+  if (request.is_discarded()) {
+    reply = error_reply("malformed JSON request");
+  } else if (!request.is_object() || !request.contains("cmd") || !request["cmd"].is_string()) {
+    reply = error_reply("a request must be a JSON object with a string field \"cmd\"");
+  } else {
+    try {
+      reply = handler(request);
+    } catch (const std::exception& e) {  // a handler bug must not take the socket down
+      reply = error_reply(std::string("internal error: ") + e.what());
+    }
+  }
+  // Replacing invalid UTF-8 (with U+FFFD) rather than throwing: a handler
+  // may put bytes that are not UTF-8 in a reply (an image path is any
+  // bytes), and an exception here would end the server.
+  return reply.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+Result<nlohmann::json> control_request(const std::string& path, const nlohmann::json& request,
+                                       int timeout_ms) {
   auto addr = unix_address(path);
   if (!addr.ok()) return addr.status();
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return Status::Error(errno, "socket");
   if (::connect(fd, reinterpret_cast<sockaddr*>(&addr.value()), sizeof(sockaddr_un)) != 0) {
-    Status s = Status::Error(errno, "cannot connect to control socket '" + path + "' (is bowstack serve running?)");
+    Status s =
+        Status::Error(errno, "cannot connect to control socket '" + path + "' (is bowstack serve running?)");
     ::close(fd);
     return s;
   }
@@ -197,7 +210,8 @@ Result<nlohmann::json> control_request(const std::string& path, const nlohmann::
   char chunk[4096];
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   while (buffer.find('\n') == std::string::npos) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     pollfd p{fd, POLLIN, 0};
     if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) == 0) {
       ::close(fd);
@@ -213,7 +227,8 @@ Result<nlohmann::json> control_request(const std::string& path, const nlohmann::
   }
   ::close(fd);
   nlohmann::json reply = nlohmann::json::parse(buffer.substr(0, buffer.find('\n')), nullptr, false);
-  if (reply.is_discarded() || !reply.is_object()) return Status::Error(EPROTO, "malformed reply from control socket");
+  if (reply.is_discarded() || !reply.is_object())
+    return Status::Error(EPROTO, "malformed reply from control socket");
   return reply;
 }
 

@@ -13,7 +13,9 @@
 #include <list>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 
 #include "core/status.h"
@@ -51,6 +53,14 @@ class ControlServer {
   std::list<std::pair<int, std::thread>> clients_;  // guarded by mu_
   std::atomic<int> active_clients_{0};
 };
+
+// The reply to one request line (without its '\n'), or nullopt for a blank
+// line, which gets no reply. Malformed JSON, a request that is not an object
+// with a string "cmd", and an exception from the handler all become
+// {"ok":false,"error":...}. Strings in the reply that are not UTF-8 have
+// their invalid bytes replaced by U+FFFD. Never throws. This is what a
+// control client's connection runs for each line it sends.
+std::optional<std::string> answer_control_line(std::string_view line, const ControlServer::Handler& handler);
 
 // Sends one request to the control socket at `path` and returns the reply.
 // Errors: the socket is absent or nobody listens, the reply is not JSON, or

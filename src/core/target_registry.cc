@@ -12,7 +12,8 @@ Result<TargetSpec> parse_target_spec(std::string_view text) {
   TargetSpec spec;
   size_t colon = text.find(':');
   spec.name = std::string(text.substr(0, colon));
-  if (spec.name.empty()) return Status::Error(EINVAL, fmt::format("target spec '{}' has no target name", text));
+  if (spec.name.empty())
+    return Status::Error(EINVAL, fmt::format("target spec '{}' has no target name", text));
   if (colon == std::string_view::npos) return spec;
   std::string_view rest = text.substr(colon + 1);
   while (!rest.empty()) {
@@ -59,7 +60,8 @@ Result<bool> TargetArgs::get_bool(std::string_view key, bool fallback) const {
   if (!v) return fallback;
   if (*v == "1" || *v == "true" || *v == "yes" || *v == "on") return true;
   if (*v == "0" || *v == "false" || *v == "no" || *v == "off") return false;
-  return Status::Error(EINVAL, fmt::format("{} {}: '{}' is not a boolean (use true or false)", spec_.name, key, *v));
+  return Status::Error(EINVAL,
+                       fmt::format("{} {}: '{}' is not a boolean (use true or false)", spec_.name, key, *v));
 }
 
 void TargetRegistry::add(TargetInfo info) {
@@ -92,7 +94,9 @@ Status TargetRegistry::check(const TargetSpec& spec) const {
   if (!info) {
     return Status::Error(EINVAL, fmt::format("unknown target '{}' (valid targets: {})", spec.name, names()));
   }
-  for (const auto& [key, value] : spec.params) {
+  for (const auto& param : spec.params) {
+    // Not a structured binding: clang 14 cannot capture those in a lambda.
+    const std::string& key = param.first;
     bool known = std::any_of(info->params.begin(), info->params.end(),
                              [&](const TargetParamInfo& p) { return p.key == key; });
     if (!known) {

@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <memory>
+#include <vector>
 
 #include "core/aligned_buf.h"
 
@@ -150,10 +152,19 @@ Result<LogChain> read_and_validate(BlockDevice& dev, ValidateOptions opts) {
   }
   const uint32_t bs = newest.block_size;
   if (device_bytes < 2ull * bs) return Status::Error(EINVAL, "device smaller than two log blocks");
+  // Every log block but the newest is saved in a block of its own.
+  if (newest.sequence >= device_bytes / bs) {
+    return Status::Error(EINVAL,
+                         fmt::format("log block {} (block 0): more log blocks than the device has blocks "
+                                     "({})",
+                                     newest.sequence, device_bytes / bs));
+  }
   LogChain chain;
   chain.block_size = bs;
   chain.sector0 = newest.sector0;
-  chain.blocks.resize(static_cast<size_t>(newest.sequence) + 1);
+  // Filled newest first as blocks pass validation, so memory follows what
+  // the device really holds rather than the sequence field.
+  std::vector<LogBlock> newest_first;
 
   RelocationMap rel;
   AlignedBuf block(bs);
@@ -198,8 +209,10 @@ Result<LogChain> read_and_validate(BlockDevice& dev, ValidateOptions opts) {
       }
       rel.relocate(e.source, e.dest, e.size / 512);
     }
-    chain.blocks[static_cast<size_t>(seq)] = std::move(lb);
+    newest_first.push_back(std::move(lb));
   }
+  chain.blocks.assign(std::make_move_iterator(newest_first.rbegin()),
+                      std::make_move_iterator(newest_first.rend()));
   return chain;
 }
 
