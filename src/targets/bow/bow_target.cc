@@ -81,10 +81,11 @@ BowTarget::BowTarget(std::shared_ptr<BlockDevice> lower, BowOptions opts, uint64
       opts_(std::move(opts)),
       env_(opts_.env != nullptr ? opts_.env : Env::posix()),
       bs_(opts_.block_size),
-      pool_(opts_.block_size, std::min<uint64_t>(opts_.max_pending_bytes / opts_.block_size, 4096)),
+      pool_(opts_.block_size, opts_.max_pending_bytes / opts_.block_size + 64),
       spb_(opts_.block_size / 512),
       blocks_(blocks),
-      map_(blocks) {
+      map_(blocks),
+      busy_(blocks) {
   geometry_ = lower_device()->geometry();
   geometry_.size = blocks_ * bs_;
   geometry_.logical_block_size = bs_;
@@ -233,15 +234,12 @@ Status BowTarget::failure() const {
 // ---- Busy set -----------------------------------------------------------
 
 bool BowTarget::overlaps_busy_locked(uint64_t start, uint64_t end) const {
-  auto it = busy_.lower_bound(end);
-  if (it == busy_.begin()) return false;
-  --it;
-  return it->second > start;
+  return busy_.overlaps(start, end);
 }
 
 void BowTarget::release_busy(const Spans& spans) {
   std::lock_guard lock(mu_);
-  for (const auto& [s, e] : spans) busy_.erase(s);
+  for (const auto& [s, e] : spans) busy_.clear(s, e);
   cv_.notify_all();
 }
 
@@ -312,7 +310,7 @@ Status BowTarget::read(uint64_t offset, std::span<std::byte> buf) {
   // Reading block 0 follows the live copy, which a writer may move: hold it.
   const bool hold = s0c != 0 && first == 0;
   if (hold) {
-    for (const auto& [s, e] : spans) busy_.emplace(s, e);
+    for (const auto& [s, e] : spans) busy_.mark(s, e);
   } else {
     ++reads_in_flight_;
   }
@@ -377,7 +375,7 @@ Status BowTarget::write(uint64_t offset, std::span<const std::byte> buf, uint32_
     if (clear) break;
     cv_.wait(lock);
   }
-  for (const auto& [b, e] : spans) busy_.emplace(b, e);
+  for (const auto& [b, e] : spans) busy_.mark(b, e);
   const State st = state_;
   Plan plan;
   std::shared_ptr<ResumeJournal> journal;
@@ -391,7 +389,7 @@ Status BowTarget::write(uint64_t offset, std::span<const std::byte> buf, uint32_
   } else if (st == State::kCheckpoint) {
     Status planned = plan_backups_locked(first, count, &plan);
     if (!planned.ok()) {
-      for (const auto& [b, e] : spans) busy_.erase(b);
+      for (const auto& [b, e] : spans) busy_.clear(b, e);
       cv_.notify_all();
       if (planned.code() != ENOSPC || opts_.auto_commit_below == 0) return planned;
       // Android's commit-on-full: commit, then the write passes through.
@@ -403,7 +401,7 @@ Status BowTarget::write(uint64_t offset, std::span<const std::byte> buf, uint32_
       lock.unlock();
       return write(offset, buf, flags);
     }
-    for (const auto& c : plan.copies) busy_.emplace(c.dest, c.dest + c.count);
+    for (const auto& c : plan.copies) busy_.mark(c.dest, c.dest + c.count);
     journal = journal_;
   }
   lock.unlock();
@@ -419,7 +417,7 @@ Status BowTarget::write(uint64_t offset, std::span<const std::byte> buf, uint32_
       if (st == State::kCheckpoint) {
         std::lock_guard relock(mu_);
         undo_plan_locked(plan);
-        for (const auto& c : plan.copies) busy_.erase(c.dest);
+        for (const auto& c : plan.copies) busy_.clear(c.dest, c.dest + c.count);
       }
       release_busy(spans);
       return s;
@@ -588,8 +586,8 @@ Status BowTarget::write_saving(uint64_t first, std::span<const std::byte> data, 
     if (!s.ok()) {
       std::lock_guard lock(mu_);
       undo_plan_locked(plan);
-      for (const auto& [b, e] : spans) busy_.erase(b);
-      for (const auto& cp : plan.copies) busy_.erase(cp.dest);
+      for (const auto& [b, e] : spans) busy_.clear(b, e);
+      for (const auto& cp : plan.copies) busy_.clear(cp.dest, cp.dest + cp.count);
       cv_.notify_all();
       return s;
     }
@@ -789,25 +787,25 @@ Status BowTarget::commit_batch(std::vector<std::shared_ptr<Pending>>& batch) {
     }
   }
   for (auto& p : batch) {
-    for (const auto& [b, e] : p->busy) busy_.erase(b);
+    for (const auto& [b, e] : p->busy) busy_.clear(b, e);
   }
   cv_.notify_all();
   return s;
 }
 
-Status BowTarget::write_log() { return lower_device()->write(0, log_, kFua); }
+Status BowTarget::write_log() { return lower_device()->write(0, log_.span(), kFua); }
 
 Status BowTarget::rollover_locked_log(uint64_t dest) {
   // Save the full log block, durably, before block 0 is reused.
-  const uint32_t crc = entry_checksum(0, bs_, log_);
-  if (Status s = lower_device()->write(dest * bs_, log_, kFua); !s.ok()) return s;
+  const uint32_t crc = entry_checksum(0, bs_, log_.span());
+  if (Status s = lower_device()->write(dest * bs_, log_.span(), kFua); !s.ok()) return s;
   // The new block's header and entry 0 lie in its first 52 bytes; the rest
   // of block 0 is left as it is on disk, so only the first sector changes.
   LogHeader h = log_header_;
   h.sequence += 1;
   h.count = 1;
-  pack_header(h, log_);
-  pack_entry(LogEntry{0, dest * spb_, bs_, crc}, std::span(log_).subspan(h.header_size, kEntrySize));
+  pack_header(h, log_.span());
+  pack_entry(LogEntry{0, dest * spb_, bs_, crc}, log_.span().subspan(h.header_size, kEntrySize));
   if (Status s = write_log(); !s.ok()) return s;
   log_header_ = h;
   log_blocks_.store(h.sequence + 1);
@@ -849,10 +847,10 @@ Status BowTarget::append_entries(const std::vector<LogEntry>& entries, std::opti
     // Everything fits: the entries go beyond `count` (invisible to readers;
     // the header bytes are unchanged), durable with the saved copies in one
     // barrier; then the header publishes them.
-    pack_entries(log_, h, entries.size());
-    durable.push_back({0, log_});
+    pack_entries(log_.span(), h, entries.size());
+    durable.push_back({0, log_.span()});
     if (Status s = lower_device()->write_batch(durable, kFua); !s.ok()) return s;
-    pack_header(h, log_);
+    pack_header(h, log_.span());
     if (Status s = write_log(); !s.ok()) return s;
     log_header_ = h;
     return Status::Ok();
@@ -908,9 +906,9 @@ Status BowTarget::append_entries(const std::vector<LogEntry>& entries, std::opti
 
   // The rest: beyond `count`, then the header (first sector) publishes them.
   h = log_header_;
-  pack_entries(log_, h, entries.size() - i);
+  pack_entries(log_.span(), h, entries.size() - i);
   if (Status s = write_log(); !s.ok()) return s;
-  pack_header(h, log_);
+  pack_header(h, log_.span());
   if (Status s = write_log(); !s.ok()) return s;
   log_header_ = h;
   return Status::Ok();
@@ -976,10 +974,11 @@ Status BowTarget::checkpoint() {
     if (s.ok()) {
       // Keep block 0's own bytes beyond the header and entry 0, so that a
       // torn write of the log changes only its first sector.
-      log_.assign(b0.span().begin(), b0.span().end());
+      log_ = AlignedBuf(bs_);
+      std::memcpy(log_.data(), b0.data(), bs_);
       log_header_ = LogHeader{kMagic, kHeaderVersion, kHeaderSize, bs_, 1, 0, s0c * spb_};
-      pack_header(log_header_, log_);
-      pack_entry(LogEntry{0, dest * spb_, bs_, crc}, std::span(log_).subspan(kHeaderSize, kEntrySize));
+      pack_header(log_header_, log_.span());
+      pack_entry(LogEntry{0, dest * spb_, bs_, crc}, log_.span().subspan(kHeaderSize, kEntrySize));
       s = write_log();
       if (s.ok()) s = lower_device()->flush();
       if (!s.ok()) {
@@ -1148,7 +1147,7 @@ Status BowTarget::resume_from(const LogChain& chain) {
                                      "replaying the journal and log gives {}",
                                      chain.sector0, s0c * spb_));
   }
-  log_.resize(bs_);
+  log_ = AlignedBuf(bs_);
   AlignedBuf b0(bs_);
   if (Status s = lower_device()->read(0, b0.span()); !s.ok()) return s;
   std::memcpy(log_.data(), b0.span().data(), bs_);

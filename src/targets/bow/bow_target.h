@@ -43,6 +43,7 @@
 #include "core/target_registry.h"
 #include "targets/bow/bow_format.h"
 #include "targets/bow/bow_log.h"
+#include "targets/bow/busy_map.h"
 #include "targets/bow/range_map.h"
 #include "targets/bow/resume_journal.h"
 
@@ -152,8 +153,11 @@ class BowTarget final : public StackedDevice {
   const BowOptions opts_;
   Env* const env_;
   const uint32_t bs_;  // block size
-  // One-block buffers (saved copies, data of small writes). Declared early:
-  // it must outlive every Pending that holds its buffers.
+  // One-block buffers (saved copies, data of small writes). It keeps up to
+  // max_pending_bytes of idle buffers: what a burst of pending overwrites
+  // held at its peak anyway, kept rather than returned to malloc and asked
+  // for again (heap growth showed in profiles as page faults). Declared
+  // early: it must outlive every Pending that holds its buffers.
   BufferPool pool_;
   const uint32_t spb_;  // 512-byte sectors per block
   const uint64_t blocks_;
@@ -163,7 +167,7 @@ class BowTarget final : public StackedDevice {
   std::condition_variable cv_;              // busy_/transition_/reads_ changes
   std::atomic<State> state_{State::kTrim};  // written under mu_
   RangeMap map_;                            // guarded by mu_
-  std::map<uint64_t, uint64_t> busy_;       // guarded by mu_: start -> end (blocks)
+  BusyMap busy_;                            // guarded by mu_
   bool transition_ = false;                 // guarded by mu_
   uint64_t reads_in_flight_ = 0;            // guarded by mu_
   uint64_t s0c_ = 0;                        // guarded by mu_: live block 0 location (block)
@@ -196,7 +200,7 @@ class BowTarget final : public StackedDevice {
   // Log state: only the committer thread and transitions (with the committer
   // idle) touch these.
   std::mutex log_mu_;
-  std::vector<std::byte> log_;  // the current log block, as on disk
+  AlignedBuf log_;  // the current log block, as on disk (aligned: it goes out with direct I/O)
   LogHeader log_header_;
 
   std::shared_ptr<ResumeJournal> journal_;  // guarded by mu_; null without meta_path or a checkpoint

@@ -1,0 +1,65 @@
+#include "targets/bow/busy_map.h"
+
+#include <gtest/gtest.h>
+
+#include <random>
+#include <vector>
+
+namespace bowstack::bow {
+namespace {
+
+TEST(BusyMap, MarkOverlapClear) {
+  BusyMap m(10000);
+  EXPECT_TRUE(m.empty());
+  m.mark(60, 70);  // crosses a word boundary
+  EXPECT_FALSE(m.empty());
+  EXPECT_EQ(m.busy_blocks(), 10u);
+  EXPECT_TRUE(m.overlaps(69, 80));
+  EXPECT_TRUE(m.overlaps(0, 61));
+  EXPECT_FALSE(m.overlaps(0, 60));
+  EXPECT_FALSE(m.overlaps(70, 9999));
+  m.mark(4090, 4100);  // crosses a chunk boundary
+  EXPECT_TRUE(m.overlaps(4099, 4100));
+  EXPECT_FALSE(m.overlaps(4100, 10000));
+  m.clear(60, 70);
+  EXPECT_FALSE(m.overlaps(0, 4090));
+  m.clear(4090, 4100);
+  EXPECT_TRUE(m.empty());
+  m.mark(9999, 10000);  // the last block of a partial last chunk
+  EXPECT_TRUE(m.overlaps(9000, 10000));
+  m.clear(9999, 10000);
+  EXPECT_TRUE(m.empty());
+}
+
+// Disjoint ranges marked and cleared at random, against a flat model.
+TEST(BusyMap, RandomAgainstModel) {
+  const uint64_t n = 3 * BusyMap::kChunkBlocks + 77;
+  BusyMap m(n);
+  std::vector<bool> model(n, false);
+  std::vector<std::pair<uint64_t, uint64_t>> held;
+  std::mt19937_64 rng(11);
+  for (int step = 0; step < 20000; ++step) {
+    if (!held.empty() && rng() % 2) {
+      size_t i = rng() % held.size();
+      auto [s, e] = held[i];
+      m.clear(s, e);
+      for (uint64_t b = s; b < e; ++b) model[b] = false;
+      held.erase(held.begin() + static_cast<ptrdiff_t>(i));
+    } else {
+      uint64_t s = rng() % n, e = std::min<uint64_t>(n, s + 1 + rng() % (rng() % 8 == 0 ? 5000 : 70));
+      bool busy = false;
+      for (uint64_t b = s; b < e; ++b) busy = busy || model[b];
+      ASSERT_EQ(m.overlaps(s, e), busy) << step;
+      if (!busy) {
+        m.mark(s, e);
+        for (uint64_t b = s; b < e; ++b) model[b] = true;
+        held.push_back({s, e});
+      }
+    }
+  }
+  for (auto [s, e] : held) m.clear(s, e);
+  EXPECT_TRUE(m.empty());
+}
+
+}  // namespace
+}  // namespace bowstack::bow
