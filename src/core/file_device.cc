@@ -98,22 +98,7 @@ FileDevice::FileDevice(std::string path, int fd, bool block_device, FileDeviceOp
   caps_.block_status = !block_device;
 }
 
-FileDevice::~FileDevice() {
-  ::close(fd_);
-  if (direct_fd_ >= 0 && direct_fd_ != fd_) ::close(direct_fd_);
-}
-
-int FileDevice::direct_fd() {
-  std::call_once(direct_once_, [this] {
-    if (opts_.read_only) return;
-    if (opts_.direct) {
-      direct_fd_ = fd_;
-      return;
-    }
-    direct_fd_ = ::open(path_.c_str(), O_RDWR | O_DIRECT | O_CLOEXEC);  // -1: not supported here
-  });
-  return direct_fd_;
-}
+FileDevice::~FileDevice() { ::close(fd_); }
 
 Status FileDevice::fdatasync_barrier() {
   if (::fdatasync(fd_) != 0) return errno_status("fdatasync '" + path_ + "'");
@@ -134,13 +119,13 @@ Status FileDevice::read(uint64_t offset, std::span<std::byte> buf) {
   return Status::Ok();
 }
 
-Status FileDevice::write_vector(int fd, uint64_t offset, std::vector<iovec> iov, int rwf) {
+Status FileDevice::write_vector(uint64_t offset, std::vector<iovec> iov, int rwf) {
   size_t first = 0;
   bool progress = false;
   while (first < iov.size()) {
     const int count = static_cast<int>(std::min<size_t>(iov.size() - first, IOV_MAX));
-    ssize_t n = rwf != 0 ? ::pwritev2(fd, &iov[first], count, static_cast<off_t>(offset), rwf)
-                         : ::pwritev(fd, &iov[first], count, static_cast<off_t>(offset));
+    ssize_t n = rwf != 0 ? ::pwritev2(fd_, &iov[first], count, static_cast<off_t>(offset), rwf)
+                         : ::pwritev(fd_, &iov[first], count, static_cast<off_t>(offset));
     if (n < 0) {
       if (errno == EINTR) continue;
       const bool unsupported = (errno == EOPNOTSUPP || errno == ENOSYS) && !progress;
@@ -171,7 +156,7 @@ Status FileDevice::write(uint64_t offset, std::span<const std::byte> buf, uint32
   // which an fdatasync would. Where the kernel lacks it, write then sync.
   const bool dsync = (flags & kFua) && dsync_writes_.load(std::memory_order_relaxed);
   std::vector<iovec> iov{{const_cast<std::byte*>(buf.data()), buf.size()}};
-  Status s = write_vector(fd_, offset, iov, dsync ? RWF_DSYNC : 0);
+  Status s = write_vector(offset, iov, dsync ? RWF_DSYNC : 0);
   if (!s.ok() && dsync && (s.code() == EOPNOTSUPP || s.code() == ENOSYS)) {
     dsync_writes_.store(false);
     return write(offset, buf, flags);
@@ -205,30 +190,11 @@ Status FileDevice::write_batch(std::span<const WriteRef> writes, uint32_t flags)
     ranges.back().iov.push_back({const_cast<std::byte*>(w->data.data()), w->data.size()});
     ranges.back().length += w->data.size();
   }
-  const size_t last = ranges.size() - 1;
-  // Around the page cache when everything is 4 KiB-aligned: all ranges
-  // written directly (on the device, perhaps in its volatile cache, when each
-  // returns), the last with RWF_DSYNC for the one device flush.
-  const bool aligned = std::all_of(ranges.begin(), ranges.end(), [](const Range& r) {
-    return r.offset % 4096 == 0 && std::all_of(r.iov.begin(), r.iov.end(), [](const iovec& v) {
-             return reinterpret_cast<uintptr_t>(v.iov_base) % 4096 == 0 && v.iov_len % 4096 == 0;
-           });
-  });
-  if (aligned && direct_ok_.load(std::memory_order_relaxed)) {
-    if (const int dfd = direct_fd(); dfd >= 0) {
-      Status s;
-      for (size_t i = 0; i <= last && s.ok(); ++i)
-        s = write_vector(dfd, ranges[i].offset, ranges[i].iov, i == last ? RWF_DSYNC : 0);
-      if (s.ok() || (s.code() != EINVAL && s.code() != EOPNOTSUPP)) return s;
-      // Direct I/O refused after all (alignment rules of this filesystem):
-      // from now on, and for this batch, through the cache.
-      direct_ok_.store(false);
-    }
-  }
   // All but the last range: written, then their writeback started together
   // and waited for, so they are on the device (perhaps in its volatile cache).
+  const size_t last = ranges.size() - 1;
   for (size_t i = 0; i < last; ++i) {
-    if (Status s = write_vector(fd_, ranges[i].offset, std::move(ranges[i].iov), 0); !s.ok()) return s;
+    if (Status s = write_vector(ranges[i].offset, std::move(ranges[i].iov), 0); !s.ok()) return s;
   }
   for (unsigned pass = 0; pass < 2; ++pass) {
     const unsigned mode =
@@ -248,18 +214,17 @@ Status FileDevice::write_batch(std::span<const WriteRef> writes, uint32_t flags)
       }
       // Not supported here: the last range goes out plainly and one
       // fdatasync covers everything.
-      if (Status w = write_vector(fd_, ranges[last].offset, std::move(ranges[last].iov), 0); !w.ok())
-        return w;
+      if (Status w = write_vector(ranges[last].offset, std::move(ranges[last].iov), 0); !w.ok()) return w;
       return sync_.sync();
     }
   }
   // The last range with RWF_DSYNC: its own writeback, any metadata the
   // batch allocated (tracked per file), then a device cache flush covering
   // every range above.
-  Status s = write_vector(fd_, ranges[last].offset, ranges[last].iov, RWF_DSYNC);
+  Status s = write_vector(ranges[last].offset, ranges[last].iov, RWF_DSYNC);
   if (!s.ok() && (s.code() == EOPNOTSUPP || s.code() == ENOSYS)) {
     dsync_writes_.store(false);
-    if (Status w = write_vector(fd_, ranges[last].offset, std::move(ranges[last].iov), 0); !w.ok()) return w;
+    if (Status w = write_vector(ranges[last].offset, std::move(ranges[last].iov), 0); !w.ok()) return w;
     return sync_.sync();
   }
   return s;

@@ -4,14 +4,11 @@
 // parallel with no lock on the data path. Flushes go through one GroupSync,
 // so concurrent flushes share an fdatasync. A FUA write is written with
 // RWF_DSYNC: durable on return without forcing out the rest of the file's
-// dirty pages. A FUA batch (write_batch) is written around the page cache
-// with O_DIRECT when every range is 4 KiB-aligned (a batch is data that must
-// reach the disk now and is rarely read back: writing it through the cache
-// only to force it out again cost more CPU than the write), else through
-// the cache, followed by writeback of just its ranges (sync_file_range);
-// either way its last range goes with RWF_DSYNC, whose device cache flush
-// covers the whole batch: one barrier instead of one per range. A failed fdatasync or synchronous write is
-// sticky and fails every later write and flush with EIO.
+// dirty pages. A FUA batch (write_batch) starts writeback of just its own
+// ranges with sync_file_range, waits for it, and writes its last range with
+// RWF_DSYNC: that write's device cache flush covers the whole batch, one
+// barrier instead of one per range. A failed fdatasync or synchronous write is sticky and fails
+// every later write and flush with EIO.
 //
 // Regular files: trim punches holes, write_zeroes punches holes (or zeroes
 // the range when NO_HOLE is asked), block_status reports holes via
@@ -23,7 +20,6 @@
 #include <sys/uio.h>
 
 #include <atomic>
-#include <mutex>
 #include <string>
 #include <vector>
 
@@ -69,10 +65,7 @@ class FileDevice final : public BlockDevice {
   Status write_zero_buffer(uint64_t offset, uint64_t length);
   // Writes the iovecs at `offset`, retrying partial writes; `rwf` as for
   // pwritev2. A failed RWF_DSYNC write poisons the sync state.
-  Status write_vector(int fd, uint64_t offset, std::vector<iovec> iov, int rwf);
-  // A second descriptor opened with O_DIRECT for write_batch, or -1 where
-  // that is not possible (opened on first use).
-  int direct_fd();
+  Status write_vector(uint64_t offset, std::vector<iovec> iov, int rwf);
   Status fdatasync_barrier();
 
   const std::string path_;
@@ -83,9 +76,6 @@ class FileDevice final : public BlockDevice {
   Capabilities caps_;
   GroupSync sync_;
   std::atomic<bool> dsync_writes_{true};  // pwritev2(RWF_DSYNC) works here
-  std::once_flag direct_once_;
-  int direct_fd_ = -1;                 // set once under direct_once_
-  std::atomic<bool> direct_ok_{true};  // direct writes have not failed as unsupported
 };
 
 }  // namespace bowstack
