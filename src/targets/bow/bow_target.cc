@@ -100,7 +100,7 @@ BowTarget::~BowTarget() {
     std::lock_guard lock(q_mu_);
     stop_ = true;
   }
-  q_cv_.notify_all();
+  work_cv_.notify_all();
   if (committer_.joinable()) committer_.join();
 }
 
@@ -613,11 +613,14 @@ Status BowTarget::write_saving(uint64_t first, std::span<const std::byte> data, 
   p->bytes = bytes;
 
   std::unique_lock q(q_mu_);
-  q_cv_.wait(q, [this] { return pending_bytes_ < opts_.max_pending_bytes || queue_.empty() || stop_; });
+  space_cv_.wait(q, [this] { return pending_bytes_ < opts_.max_pending_bytes || queue_.empty() || stop_; });
   pending_bytes_ += bytes;
   queue_.push_back(p);
   ++enqueued_;
-  q_cv_.notify_all();
+  if (committer_waiting_) {
+    committer_waiting_ = false;
+    work_cv_.notify_one();
+  }
   if (!(flags & kFua)) return Status::Ok();  // acknowledged; durable at the next flush
   done_cv_.wait(q, [&] { return p->done; });
   return p->status;
@@ -714,7 +717,11 @@ void BowTarget::committer_loop() {
     std::vector<std::shared_ptr<Pending>> batch;
     {
       std::unique_lock q(q_mu_);
-      q_cv_.wait(q, [this] { return stop_ || !queue_.empty(); });
+      while (!stop_ && queue_.empty()) {
+        committer_waiting_ = true;
+        work_cv_.wait(q);
+      }
+      committer_waiting_ = false;
       if (queue_.empty()) return;  // stopping, and drained
       batch.assign(queue_.begin(), queue_.end());
       queue_.clear();
@@ -730,7 +737,7 @@ void BowTarget::committer_loop() {
       applied_ += batch.size();
     }
     done_cv_.notify_all();
-    q_cv_.notify_all();
+    space_cv_.notify_all();
   }
 }
 

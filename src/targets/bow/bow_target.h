@@ -188,8 +188,13 @@ class BowTarget final : public StackedDevice {
 
   // Committer queue.
   mutable std::mutex q_mu_;
-  std::condition_variable q_cv_;                // queue non-empty / stop / space freed
-  std::condition_variable done_cv_;             // a batch completed
+  std::condition_variable work_cv_;   // committer: queue non-empty / stop
+  std::condition_variable space_cv_;  // writers: pending bytes freed
+  std::condition_variable done_cv_;   // a batch completed
+  // Guarded by q_mu_: the committer waits on work_cv_. The first writer to
+  // find it so clears it and wakes it; the others need not, which saves a
+  // futex call per write (a context switch costs much in a VM).
+  bool committer_waiting_ = false;
   std::deque<std::shared_ptr<Pending>> queue_;  // guarded by q_mu_
   uint64_t pending_bytes_ = 0;                  // guarded by q_mu_
   uint64_t enqueued_ = 0;                       // guarded by q_mu_: writes enqueued so far
