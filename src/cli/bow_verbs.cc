@@ -30,8 +30,9 @@ class ProgressBar {
     if (pct == last_) return;
     last_ = pct;
     int filled = pct / 4;
-    std::fprintf(stderr, "\r[%.*s%*s] %3d%% %llu/%llu entries", filled, "#########################", 25 - filled, "",
-                 pct, static_cast<unsigned long long>(done), static_cast<unsigned long long>(total));
+    std::fprintf(stderr, "\r[%.*s%*s] %3d%% %llu/%llu entries", filled, "#########################",
+                 25 - filled, "", pct, static_cast<unsigned long long>(done),
+                 static_cast<unsigned long long>(total));
     std::fflush(stderr);
   }
   ~ProgressBar() {
@@ -67,14 +68,16 @@ int run_restore(const RestoreCliOptions& opts) {
       return 0;
     case O::kValidated:
       if (r->continued_interrupted) {
-        std::printf("%s holds an interrupted restore (block size %u, about %llu entries left); running restore "
-                    "will finish it\n",
-                    opts.image.c_str(), r->block_size, static_cast<unsigned long long>(r->entries));
+        std::printf(
+            "%s holds an interrupted restore (block size %u, about %llu entries left); running restore "
+            "will finish it\n",
+            opts.image.c_str(), r->block_size, static_cast<unsigned long long>(r->entries));
       } else {
-        std::printf("checkpoint log on %s is valid: block size %u, %llu log blocks, %llu entries, %s saved; "
-                    "nothing written\n",
-                    opts.image.c_str(), r->block_size, static_cast<unsigned long long>(r->log_blocks),
-                    static_cast<unsigned long long>(r->entries), format_size(r->bytes).c_str());
+        std::printf(
+            "checkpoint log on %s is valid: block size %u, %llu log blocks, %llu entries, %s saved; "
+            "nothing written\n",
+            opts.image.c_str(), r->block_size, static_cast<unsigned long long>(r->log_blocks),
+            static_cast<unsigned long long>(r->entries), format_size(r->bytes).c_str());
       }
       return 0;
     case O::kRestored:
@@ -84,8 +87,9 @@ int run_restore(const RestoreCliOptions& opts) {
                   r->continued_interrupted ? ", finishing an interrupted restore" : "");
       return 0;
     case O::kRolledForward:
-      std::printf("%s: the checkpoint log is invalid (%s); rolled forward: all changes kept, block 0 put back\n",
-                  opts.image.c_str(), r->validation_error.c_str());
+      std::printf(
+          "%s: the checkpoint log is invalid (%s); rolled forward: all changes kept, block 0 put back\n",
+          opts.image.c_str(), r->validation_error.c_str());
       return 0;
   }
   return 1;
@@ -133,7 +137,9 @@ int run_inspect(const std::string& image, bool json) {
   blocks = nlohmann::json::array();
   uint64_t entries = 0, bytes = 0;
   for (const auto& b : chain->blocks) {
-    nlohmann::json jb{{"sequence", b.header.sequence}, {"count", b.header.count}, {"sector0", b.header.sector0},
+    nlohmann::json jb{{"sequence", b.header.sequence},
+                      {"count", b.header.count},
+                      {"sector0", b.header.sector0},
                       {"header_size", b.header.header_size}};
     auto& je = jb["entries"];
     je = nlohmann::json::array();
@@ -150,8 +156,8 @@ int run_inspect(const std::string& image, bool json) {
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   }
-  std::printf("%s: checkpoint log, block size %u, live block 0 at sector %llu\n", image.c_str(), chain->block_size,
-              static_cast<unsigned long long>(chain->sector0));
+  std::printf("%s: checkpoint log, block size %u, live block 0 at sector %llu\n", image.c_str(),
+              chain->block_size, static_cast<unsigned long long>(chain->sector0));
   std::printf("%zu log blocks, %llu entries, %s saved; checksums verified\n", chain->blocks.size(),
               static_cast<unsigned long long>(entries), format_size(bytes).c_str());
   for (auto it = chain->blocks.rbegin(); it != chain->blocks.rend(); ++it) {
@@ -161,7 +167,8 @@ int run_inspect(const std::string& image, bool json) {
       const auto& e = it->entries[i];
       std::printf("  %4zu  source %12llu  dest %12llu  size %8u  checksum %08x%s\n", i,
                   static_cast<unsigned long long>(e.source), static_cast<unsigned long long>(e.dest), e.size,
-                  e.checksum, i == 0 ? (it->header.sequence == 0 ? "  (block 0)" : "  (previous log block)") : "");
+                  e.checksum,
+                  i == 0 ? (it->header.sequence == 0 ? "  (block 0)" : "  (previous log block)") : "");
     }
   }
   return 0;

@@ -52,12 +52,14 @@ void print_status_text(const nlohmann::json& s) {
     const auto& st = s["stats"];
     std::printf("requests:    %llu reads (%s), %llu writes (%s), %llu flushes\n",
                 static_cast<unsigned long long>(u64(st, "reads")), format_size(u64(st, "bytes_read")).c_str(),
-                static_cast<unsigned long long>(u64(st, "writes")), format_size(u64(st, "bytes_written")).c_str(),
+                static_cast<unsigned long long>(u64(st, "writes")),
+                format_size(u64(st, "bytes_written")).c_str(),
                 static_cast<unsigned long long>(u64(st, "flushes")));
-    std::printf("             %llu trims (%s), %llu write-zeroes (%s), %llu errors\n",
-                static_cast<unsigned long long>(u64(st, "trims")), format_size(u64(st, "bytes_trimmed")).c_str(),
-                static_cast<unsigned long long>(u64(st, "write_zeroes")),
-                format_size(u64(st, "bytes_zeroed")).c_str(), static_cast<unsigned long long>(u64(st, "errors")));
+    std::printf(
+        "             %llu trims (%s), %llu write-zeroes (%s), %llu errors\n",
+        static_cast<unsigned long long>(u64(st, "trims")), format_size(u64(st, "bytes_trimmed")).c_str(),
+        static_cast<unsigned long long>(u64(st, "write_zeroes")),
+        format_size(u64(st, "bytes_zeroed")).c_str(), static_cast<unsigned long long>(u64(st, "errors")));
   }
   if (s.contains("layers")) {
     std::printf("stack (top first):\n");

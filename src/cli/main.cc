@@ -8,8 +8,7 @@
 namespace {
 
 void add_client_options(CLI::App* verb, bowstack::cli::ClientOptions* opts) {
-  verb->add_option("--control", opts->control, "control socket of the running server")
-      ->capture_default_str();
+  verb->add_option("--control", opts->control, "control socket of the running server")->capture_default_str();
   verb->add_flag("--json", opts->json, "print the reply as JSON");
 }
 
@@ -21,7 +20,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.footer(
       "Examples:\n"
-      "  bowstack serve                               # serve ./bowstack.img (created, 1 GiB) on 127.0.0.1:10809\n"
+      "  bowstack serve                               # serve ./bowstack.img (created, 1 GiB) on "
+      "127.0.0.1:10809\n"
       "  bowstack serve disk.img --unix /tmp/nbd.sock --target linear:offset=1M\n"
       "  bowstack status\n"
       "Run 'bowstack VERB --help' for a verb's options.");
@@ -32,8 +32,9 @@ int main(int argc, char** argv) {
                         "image file or block device (default: ./bowstack.img, created with 1 GiB if absent)");
   serve_cmd->add_option("--create", serve.create_size,
                         "create IMAGE with SIZE bytes (K/M/G/T suffixes) if it does not exist");
-  serve_cmd->add_option("--listen", serve.listen, "TCP HOST:PORT to listen on (default 127.0.0.1:10809 "
-                                                  "unless --unix is given; repeatable)");
+  serve_cmd->add_option("--listen", serve.listen,
+                        "TCP HOST:PORT to listen on (default 127.0.0.1:10809 "
+                        "unless --unix is given; repeatable)");
   serve_cmd->add_option("--unix", serve.unix_path, "Unix socket path to listen on");
   serve_cmd->add_option("--control", serve.control, "control socket path")->capture_default_str();
   serve_cmd->add_option("--target", serve.targets,
@@ -41,7 +42,8 @@ int main(int argc, char** argv) {
   serve_cmd->add_option("--export-name", serve.export_name, "NBD export name")->capture_default_str();
   serve_cmd->add_flag("--read-only", serve.read_only, "export read-only; open the image read-only");
   serve_cmd->add_flag("--direct", serve.direct, "open the image with O_DIRECT (bypass the page cache)");
-  serve_cmd->add_option("--threads", serve.threads, "worker threads per NBD connection")->capture_default_str();
+  serve_cmd->add_option("--threads", serve.threads, "worker threads per NBD connection")
+      ->capture_default_str();
   serve_cmd->add_option("--log-level", serve.log_level, "trace, debug, info, warn, error")
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
@@ -65,7 +67,8 @@ int main(int argc, char** argv) {
       "  bowstack status --control /run/sdb.ctl --json");
 
   std::string message_text, message_target;
-  CLI::App* message_cmd = app.add_subcommand("message", "send a target-specific message (like dmsetup message)");
+  CLI::App* message_cmd =
+      app.add_subcommand("message", "send a target-specific message (like dmsetup message)");
   message_cmd->add_option("TEXT", message_text, "the message")->required();
   message_cmd->add_option("--target", message_target, "deliver to the topmost layer of this kind");
   add_client_options(message_cmd, &client);
@@ -76,7 +79,8 @@ int main(int argc, char** argv) {
 
   CLI::App* suspend_cmd = app.add_subcommand("suspend", "stop new I/O and wait until in-flight I/O drains");
   add_client_options(suspend_cmd, &client);
-  suspend_cmd->footer("Example:\n  bowstack suspend && cp --sparse=always disk.img backup.img && bowstack resume");
+  suspend_cmd->footer(
+      "Example:\n  bowstack suspend && cp --sparse=always disk.img backup.img && bowstack resume");
   CLI::App* resume_cmd = app.add_subcommand("resume", "let I/O flow again after suspend");
   add_client_options(resume_cmd, &client);
   resume_cmd->footer("Example:\n  bowstack resume --control /run/sdb.ctl");
@@ -101,7 +105,8 @@ int main(int argc, char** argv) {
                         "if the log is invalid, keep all changes and put block 0 back (Android's fallback)");
   restore_cmd->add_option("--stop-after-writes", restore.stop_after_writes)->group("");  // test hook
   restore_cmd->footer(
-      "Validates everything first (bounds, sizes, sequence numbers, counts, checksums); if anything is wrong it\n"
+      "Validates everything first (bounds, sizes, sequence numbers, counts, checksums); if anything is wrong "
+      "it\n"
       "writes nothing and says what. Safe to re-run after an interruption: it continues where it stopped.\n"
       "Examples:\n"
       "  bowstack restore --dry-run disk.img\n"
@@ -112,7 +117,8 @@ int main(int argc, char** argv) {
   CLI::App* inspect_cmd = app.add_subcommand("inspect", "bow: print an image's checkpoint log chain");
   inspect_cmd->add_option("IMAGE", inspect_image, "image file or block device")->required();
   inspect_cmd->add_flag("--json", inspect_json, "print JSON");
-  inspect_cmd->footer("Examples:\n  bowstack inspect disk.img\n  bowstack inspect --json disk.img | jq .entries");
+  inspect_cmd->footer(
+      "Examples:\n  bowstack inspect disk.img\n  bowstack inspect --json disk.img | jq .entries");
 
   EraCliOptions era;
   CLI::App* era_cmd =

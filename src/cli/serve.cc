@@ -44,7 +44,8 @@ Result<HostPort> parse_listen(const std::string& text) {
   if (hp.host.empty()) return Status::Error(EINVAL, "--listen '" + text + "': empty host");
   unsigned long port = 0;
   for (size_t i = colon + 1; i < text.size(); ++i) {
-    if (text[i] < '0' || text[i] > '9' || (port = port * 10 + static_cast<unsigned long>(text[i] - '0')) > 65535) {
+    if (text[i] < '0' || text[i] > '9' ||
+        (port = port * 10 + static_cast<unsigned long>(text[i] - '0')) > 65535) {
       return Status::Error(EINVAL, "--listen '" + text + "': port must be a number from 0 to 65535");
     }
   }
@@ -67,9 +68,10 @@ Result<std::shared_ptr<FileDevice>> open_image(const ServeOptions& opts, std::st
     }
     if (exists) {
       if (S_ISREG(st.st_mode) && static_cast<uint64_t>(st.st_size) != *size && !opts.create_size.empty()) {
-        return Status::Error(EEXIST, fmt::format("image '{}' exists with size {}, not the {} asked by --create; "
-                                                 "refusing to resize it",
-                                                 *image, st.st_size, *size));
+        return Status::Error(EEXIST,
+                             fmt::format("image '{}' exists with size {}, not the {} asked by --create; "
+                                         "refusing to resize it",
+                                         *image, st.st_size, *size));
       }
     } else {
       if (Status s = FileDevice::create(*image, *size); !s.ok()) return s;
@@ -118,7 +120,8 @@ int run_serve(const ServeOptions& opts) {
   if (!base.ok()) return fail(base.status().message());
   auto top = registry.build(base.value(), specs);
   // Target errors carry a complete sentence; strerror would only repeat "Invalid argument".
-  if (!top.ok()) return fail(top.status().context().empty() ? top.status().message() : top.status().context());
+  if (!top.ok())
+    return fail(top.status().context().empty() ? top.status().message() : top.status().context());
   Volume volume(top.value());
 
   // Signals are taken synchronously by this thread only; every other thread
@@ -137,7 +140,8 @@ int run_serve(const ServeOptions& opts) {
   for (const auto& hp : listens) {
     if (Status s = server.listen_tcp(hp.host, hp.port); !s.ok()) return fail(s.message());
     bool v6 = hp.host.find(':') != std::string::npos;
-    endpoints.push_back(fmt::format("nbd://{}{}{}:{}", v6 ? "[" : "", hp.host, v6 ? "]" : "", server.tcp_port()));
+    endpoints.push_back(
+        fmt::format("nbd://{}{}{}:{}", v6 ? "[" : "", hp.host, v6 ? "]" : "", server.tcp_port()));
   }
   if (!opts.unix_path.empty()) {
     if (Status s = server.listen_unix(opts.unix_path); !s.ok()) return fail(s.message());

@@ -15,8 +15,8 @@ inline constexpr const char* kDefaultListen = "127.0.0.1:10809";
 inline constexpr const char* kDefaultImageSize = "1G";
 
 struct ServeOptions {
-  std::string image;              // empty: kDefaultImage, created if absent
-  std::string create_size;        // --create SIZE
+  std::string image;                // empty: kDefaultImage, created if absent
+  std::string create_size;          // --create SIZE
   std::vector<std::string> listen;  // HOST:PORT, may be empty
   std::string unix_path;
   std::string control = kDefaultControl;

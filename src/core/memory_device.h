@@ -43,11 +43,11 @@ class MemoryDevice final : public BlockDevice {
 
   Geometry geometry_;
   mutable std::mutex mu_;
-  std::vector<std::byte> data_;   // guarded by mu_
-  int64_t writes_left_ = -1;      // guarded by mu_
-  bool fail_flush_ = false;       // guarded by mu_
-  bool flush_failed_ = false;     // guarded by mu_
-  uint64_t flushes_ = 0;          // guarded by mu_
+  std::vector<std::byte> data_;  // guarded by mu_
+  int64_t writes_left_ = -1;     // guarded by mu_
+  bool fail_flush_ = false;      // guarded by mu_
+  bool flush_failed_ = false;    // guarded by mu_
+  uint64_t flushes_ = 0;         // guarded by mu_
 };
 
 }  // namespace bowstack

@@ -72,7 +72,8 @@ class TargetRegistry {
   Status check(const TargetSpec& spec) const;
   // Builds one layer: checks the name and keys (errors list the valid ones),
   // then calls the factory.
-  Result<std::shared_ptr<BlockDevice>> create(std::shared_ptr<BlockDevice> lower, const TargetSpec& spec) const;
+  Result<std::shared_ptr<BlockDevice>> create(std::shared_ptr<BlockDevice> lower,
+                                              const TargetSpec& spec) const;
   // Builds the stack bottom-up: specs[0] sits directly on `base`.
   Result<std::shared_ptr<BlockDevice>> build(std::shared_ptr<BlockDevice> base,
                                              const std::vector<TargetSpec>& specs) const;

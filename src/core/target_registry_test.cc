@@ -45,8 +45,11 @@ class Passthrough final : public StackedDevice {
 
 TargetRegistry test_registry() {
   TargetRegistry r;
-  r.add({"pass", "test", {{"mode", "a mode"}}, [](std::shared_ptr<BlockDevice> lower, const TargetArgs& args)
-                                                     -> Result<std::shared_ptr<BlockDevice>> {
+  r.add({"pass",
+         "test",
+         {{"mode", "a mode"}},
+         [](std::shared_ptr<BlockDevice> lower,
+            const TargetArgs& args) -> Result<std::shared_ptr<BlockDevice>> {
            if (args.get_string("mode") == "fail") return Status::Error(EINVAL, "pass: asked to fail");
            return std::shared_ptr<BlockDevice>(std::make_shared<Passthrough>(std::move(lower)));
          }});
@@ -68,7 +71,8 @@ TEST(TargetRegistry, UnknownKeyListsValidOnes) {
   EXPECT_EQ(s.code(), EINVAL);
   EXPECT_NE(s.context().find("no key 'colour'"), std::string::npos);
   EXPECT_NE(s.context().find("valid keys: mode"), std::string::npos);
-  EXPECT_NE(r.check(parse_target_spec("other:x=1").value()).context().find("valid keys: none"), std::string::npos);
+  EXPECT_NE(r.check(parse_target_spec("other:x=1").value()).context().find("valid keys: none"),
+            std::string::npos);
 }
 
 TEST(TargetRegistry, BuildsBottomUpAndPropagatesErrors) {

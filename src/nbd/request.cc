@@ -86,7 +86,8 @@ Verdict validate_request(const Request& req, const ExportInfo& exp, const Sessio
       return {kEnospc, "request beyond end of export"};
     return {kEinval, "request beyond end of export"};
   }
-  if (exp.align_required && exp.min_block > 1 && (req.offset % exp.min_block != 0 || req.length % exp.min_block != 0)) {
+  if (exp.align_required && exp.min_block > 1 &&
+      (req.offset % exp.min_block != 0 || req.length % exp.min_block != 0)) {
     return {kEinval, "request not aligned to the minimum block size"};
   }
   // A structured read chunk carries 8 bytes of offset in a 32-bit length.

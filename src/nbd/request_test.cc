@@ -125,7 +125,7 @@ TEST(ExportInfoTest, BlockSizesAreSane) {
   EXPECT_EQ(e.min_block, 4096u);
   EXPECT_EQ(e.preferred_block, 4096u);
   EXPECT_EQ(e.max_block, 1u << 20);  // rounded down to a multiple of min
-  g.accepts_unaligned = true;  // still advertises its logical block size
+  g.accepts_unaligned = true;        // still advertises its logical block size
   g.logical_block_size = 512;
   g.preferred_block_size = 256;  // raised to at least 512 and min
   e = make_export_info(g, {}, "x", "", false);

@@ -17,8 +17,9 @@ Result<std::shared_ptr<BlockDevice>> LinearTarget::create(std::shared_ptr<BlockD
   auto offset = args.get_size("offset", 0);
   if (!offset.ok()) return offset.status();
   if (*offset >= lg.size) {
-    return Status::Error(EINVAL, fmt::format("linear: offset {} is beyond the end of the device below ({} bytes)",
-                                             *offset, lg.size));
+    return Status::Error(
+        EINVAL,
+        fmt::format("linear: offset {} is beyond the end of the device below ({} bytes)", *offset, lg.size));
   }
   auto length = args.get_size("length", lg.size - *offset);
   if (!length.ok()) return length.status();
@@ -28,9 +29,10 @@ Result<std::shared_ptr<BlockDevice>> LinearTarget::create(std::shared_ptr<BlockD
                                              lg.logical_block_size));
   }
   if (!range_in_bounds(*offset, *length, lg.size)) {
-    return Status::Error(EINVAL, fmt::format("linear: the device below is too small: the slice needs {} bytes, "
-                                             "it has {}",
-                                             *offset + *length, lg.size));
+    return Status::Error(EINVAL,
+                         fmt::format("linear: the device below is too small: the slice needs {} bytes, "
+                                     "it has {}",
+                                     *offset + *length, lg.size));
   }
   return std::shared_ptr<BlockDevice>(std::make_shared<LinearTarget>(std::move(lower), *offset, *length));
 }
@@ -65,13 +67,17 @@ Status LinearTarget::block_status(uint64_t offset, uint64_t length, std::vector<
   return lower_device()->block_status(offset_ + offset, length, out);
 }
 
-Status LinearTarget::cache(uint64_t offset, uint64_t length) { return lower_device()->cache(offset_ + offset, length); }
+Status LinearTarget::cache(uint64_t offset, uint64_t length) {
+  return lower_device()->cache(offset_ + offset, length);
+}
 
 void LinearTarget::describe(nlohmann::json* out) const {
   (*out)["offset"] = offset_;
   (*out)["length"] = geometry_.size;
 }
 
-std::string LinearTarget::status_line() const { return fmt::format("offset {} length {}", offset_, geometry_.size); }
+std::string LinearTarget::status_line() const {
+  return fmt::format("offset {} length {}", offset_, geometry_.size);
+}
 
 }  // namespace bowstack

@@ -33,7 +33,9 @@ TEST(Linear, DefaultLengthIsRestOfDevice) {
 
 TEST(Linear, RejectsBadSlices) {
   auto mem = std::make_shared<MemoryDevice>(4 << 20);
-  auto create = [&](const char* spec) { return LinearTarget::create(mem, TargetArgs(parse_target_spec(spec).value())); };
+  auto create = [&](const char* spec) {
+    return LinearTarget::create(mem, TargetArgs(parse_target_spec(spec).value()));
+  };
   auto too_big = create("linear:offset=1M,length=4M");
   ASSERT_FALSE(too_big.ok());
   EXPECT_NE(too_big.status().context().find("too small"), std::string::npos);
