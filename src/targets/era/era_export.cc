@@ -10,18 +10,12 @@
 #include <cstring>
 #include <memory>
 
+#include "core/endian.h"
+
 namespace bowstack::era {
 
 namespace {
 
-void put(std::byte* out, size_t at, uint64_t v, int bytes) {
-  for (int i = 0; i < bytes; ++i) out[at + i] = std::byte(static_cast<unsigned char>(v >> (8 * i)));
-}
-uint64_t get(const std::byte* in, size_t at, int bytes) {
-  uint64_t v = 0;
-  for (int i = bytes - 1; i >= 0; --i) v = (v << 8) | std::to_integer<uint64_t>(in[at + i]);
-  return v;
-}
 uint32_t crc(uint32_t seed, const std::byte* p, size_t n) {
   uLong c = seed;
   while (n > 0) {
@@ -106,15 +100,15 @@ Result<ExportStats> export_changes(EraSource& src, BlockDevice& image, uint32_t 
 
   std::byte hdr[kExportHeaderSize] = {};
   std::memcpy(hdr, kExportMagic, 8);
-  put(hdr, 8, kExportVersion, 4);
-  put(hdr, 12, kExportHeaderSize, 4);
-  put(hdr, 16, bs, 4);
-  put(hdr, 20, since, 4);
-  put(hdr, 24, size, 8);
-  put(hdr, 32, nr, 8);
-  put(hdr, 40, src.current_era, 4);
+  store_le(hdr, 8, kExportVersion, 4);
+  store_le(hdr, 12, kExportHeaderSize, 4);
+  store_le(hdr, 16, bs, 4);
+  store_le(hdr, 20, since, 4);
+  store_le(hdr, 24, size, 8);
+  store_le(hdr, 32, nr, 8);
+  store_le(hdr, 40, src.current_era, 4);
   std::memcpy(hdr + 44, src.sb.uuid.data(), 16);
-  put(hdr, 60, crc(0, hdr, 60), 4);
+  store_le(hdr, 60, crc(0, hdr, 60), 4);
   if (!w.write(hdr, sizeof hdr)) return fail(Status::Error(EIO, fmt::format("cannot write '{}'", tmp)));
 
   const uint64_t per_record = std::max<uint64_t>(1, kMaxRecordBytes / bs);
@@ -128,12 +122,12 @@ Result<ExportStats> export_changes(EraSource& src, BlockDevice& image, uint32_t 
                                                         first + count - 1, s.message())));
       }
       std::byte rh[kRecordHeaderSize] = {};
-      put(rh, 0, kRecordMagic, 4);
-      put(rh, 4, count, 4);
-      put(rh, 8, first, 8);
-      put(rh, 16, length, 4);
-      put(rh, 20, crc(0, buf.get(), length), 4);
-      put(rh, 28, crc(0, rh, 28), 4);
+      store_le(rh, 0, kRecordMagic, 4);
+      store_le(rh, 4, count, 4);
+      store_le(rh, 8, first, 8);
+      store_le(rh, 16, length, 4);
+      store_le(rh, 20, crc(0, buf.get(), length), 4);
+      store_le(rh, 28, crc(0, rh, 28), 4);
       if (!w.write(rh, sizeof rh) || !w.write(buf.get(), length)) {
         return fail(Status::Error(EIO, fmt::format("cannot write '{}'", tmp)));
       }
@@ -143,11 +137,11 @@ Result<ExportStats> export_changes(EraSource& src, BlockDevice& image, uint32_t 
     }
   }
   std::byte tr[kTrailerSize] = {};
-  put(tr, 0, kTrailerMagic, 4);
-  put(tr, 8, st.records, 8);
-  put(tr, 16, st.bytes, 8);
-  put(tr, 24, w.crc_so_far(), 4);
-  put(tr, 28, crc(0, tr, 28), 4);
+  store_le(tr, 0, kTrailerMagic, 4);
+  store_le(tr, 8, st.records, 8);
+  store_le(tr, 16, st.bytes, 8);
+  store_le(tr, 24, w.crc_so_far(), 4);
+  store_le(tr, 28, crc(0, tr, 28), 4);
   if (!w.write(tr, sizeof tr) || std::fflush(f.get()) != 0 || ::fsync(::fileno(f.get())) != 0) {
     return fail(Status::Error(EIO, fmt::format("cannot write '{}'", tmp)));
   }
@@ -179,17 +173,17 @@ Result<ExportStats> scan_export(const std::string& path, BlockDevice* target, ui
   std::byte hdr[kExportHeaderSize];
   if (!read_exact(hdr, sizeof hdr)) return corrupt(path, "shorter than its header");
   if (std::memcmp(hdr, kExportMagic, 8) != 0) return corrupt(path, "bad magic (not an era export file)");
-  if (static_cast<uint32_t>(get(hdr, 60, 4)) != crc(0, hdr, 60))
+  if (static_cast<uint32_t>(load_le(hdr, 60, 4)) != crc(0, hdr, 60))
     return corrupt(path, "header checksum mismatch");
-  if (get(hdr, 8, 4) != kExportVersion)
-    return corrupt(path, fmt::format("unknown version {}", get(hdr, 8, 4)));
-  if (get(hdr, 12, 4) != kExportHeaderSize) return corrupt(path, "unexpected header size");
+  if (load_le(hdr, 8, 4) != kExportVersion)
+    return corrupt(path, fmt::format("unknown version {}", load_le(hdr, 8, 4)));
+  if (load_le(hdr, 12, 4) != kExportHeaderSize) return corrupt(path, "unexpected header size");
   Header h;
-  h.block_size = static_cast<uint32_t>(get(hdr, 16, 4));
-  h.since = static_cast<uint32_t>(get(hdr, 20, 4));
-  h.device_size = get(hdr, 24, 8);
-  h.nr_blocks = get(hdr, 32, 8);
-  h.current_era = static_cast<uint32_t>(get(hdr, 40, 4));
+  h.block_size = static_cast<uint32_t>(load_le(hdr, 16, 4));
+  h.since = static_cast<uint32_t>(load_le(hdr, 20, 4));
+  h.device_size = load_le(hdr, 24, 8);
+  h.nr_blocks = load_le(hdr, 32, 8);
+  h.current_era = static_cast<uint32_t>(load_le(hdr, 40, 4));
   const uint32_t bs = h.block_size;
   if (bs < 512 || (bs & (bs - 1)) != 0) return corrupt(path, fmt::format("block size {}", bs));
   if (h.device_size == 0 || (h.device_size + bs - 1) / bs != h.nr_blocks) {
@@ -213,21 +207,21 @@ Result<ExportStats> scan_export(const std::string& path, BlockDevice* target, ui
     std::byte rh[kRecordHeaderSize];
     const uint32_t before = running;
     if (!read_exact(rh, sizeof rh)) return corrupt(path, "truncated (no trailer)");
-    if (static_cast<uint32_t>(get(rh, 28, 4)) != crc(0, rh, 28)) {
+    if (static_cast<uint32_t>(load_le(rh, 28, 4)) != crc(0, rh, 28)) {
       return corrupt(path, fmt::format("record {}: header checksum mismatch", st.records));
     }
-    const uint32_t magic = static_cast<uint32_t>(get(rh, 0, 4));
+    const uint32_t magic = static_cast<uint32_t>(load_le(rh, 0, 4));
     if (magic == kTrailerMagic) {
-      if (get(rh, 8, 8) != st.records || get(rh, 16, 8) != st.bytes) {
-        return corrupt(path, fmt::format("trailer counts {} records / {} bytes, found {} / {}", get(rh, 8, 8),
-                                         get(rh, 16, 8), st.records, st.bytes));
+      if (load_le(rh, 8, 8) != st.records || load_le(rh, 16, 8) != st.bytes) {
+        return corrupt(path, fmt::format("trailer counts {} records / {} bytes, found {} / {}",
+                                         load_le(rh, 8, 8), load_le(rh, 16, 8), st.records, st.bytes));
       }
-      if (static_cast<uint32_t>(get(rh, 24, 4)) != before) return corrupt(path, "file checksum mismatch");
+      if (static_cast<uint32_t>(load_le(rh, 24, 4)) != before) return corrupt(path, "file checksum mismatch");
       if (std::fgetc(f.get()) != EOF) return corrupt(path, "data after the trailer");
       return st;
     }
     if (magic != kRecordMagic) return corrupt(path, fmt::format("record {}: bad magic", st.records));
-    const uint64_t count = get(rh, 4, 4), first = get(rh, 8, 8), length = get(rh, 16, 4);
+    const uint64_t count = load_le(rh, 4, 4), first = load_le(rh, 8, 8), length = load_le(rh, 16, 4);
     if (count == 0 || count > per_record || first < next_free || first >= h.nr_blocks ||
         count > h.nr_blocks - first) {
       return corrupt(path, fmt::format("record {}: blocks {}+{} out of order or beyond the device",
@@ -239,7 +233,7 @@ Result<ExportStats> scan_export(const std::string& path, BlockDevice* target, ui
     }
     if (!read_exact(buf.get(), length))
       return corrupt(path, fmt::format("record {}: truncated data", st.records));
-    if (static_cast<uint32_t>(get(rh, 20, 4)) != crc(0, buf.get(), length)) {
+    if (static_cast<uint32_t>(load_le(rh, 20, 4)) != crc(0, buf.get(), length)) {
       return corrupt(path, fmt::format("record {} (blocks {}..{}): data checksum mismatch", st.records, first,
                                        first + count - 1));
     }

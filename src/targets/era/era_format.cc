@@ -6,18 +6,11 @@
 #include <algorithm>
 #include <random>
 
+#include "core/endian.h"
+
 namespace bowstack::era {
 
 namespace {
-
-void put(std::span<std::byte> out, size_t at, uint64_t v, int bytes) {
-  for (int i = 0; i < bytes; ++i) out[at + i] = std::byte(static_cast<unsigned char>(v >> (8 * i)));
-}
-uint64_t get(std::span<const std::byte> in, size_t at, int bytes) {
-  uint64_t v = 0;
-  for (int i = bytes - 1; i >= 0; --i) v = (v << 8) | std::to_integer<uint64_t>(in[at + i]);
-  return v;
-}
 
 uint64_t div_up(uint64_t a, uint64_t b) { return (a + b - 1) / b; }
 
@@ -62,27 +55,27 @@ Uuid random_uuid() {
 }
 
 void pack_header(const BlockHeader& h, std::span<std::byte> block) {
-  put(block, 0, h.crc, 4);
-  put(block, 4, h.magic, 4);
-  put(block, 8, h.location, 8);
-  put(block, 16, h.generation, 8);
-  put(block, 24, h.era, 4);
-  put(block, 28, h.version, 4);
+  store_le(block, 0, h.crc, 4);
+  store_le(block, 4, h.magic, 4);
+  store_le(block, 8, h.location, 8);
+  store_le(block, 16, h.generation, 8);
+  store_le(block, 24, h.era, 4);
+  store_le(block, 28, h.version, 4);
   for (size_t i = 0; i < 16; ++i) block[32 + i] = std::byte(h.uuid[i]);
-  put(block, 48, h.index, 8);
-  put(block, 56, 0, 8);
+  store_le(block, 48, h.index, 8);
+  store_le(block, 56, 0, 8);
 }
 
 BlockHeader unpack_header(std::span<const std::byte> block) {
   BlockHeader h;
-  h.crc = static_cast<uint32_t>(get(block, 0, 4));
-  h.magic = static_cast<uint32_t>(get(block, 4, 4));
-  h.location = get(block, 8, 8);
-  h.generation = get(block, 16, 8);
-  h.era = static_cast<uint32_t>(get(block, 24, 4));
-  h.version = static_cast<uint32_t>(get(block, 28, 4));
+  h.crc = static_cast<uint32_t>(load_le(block, 0, 4));
+  h.magic = static_cast<uint32_t>(load_le(block, 4, 4));
+  h.location = load_le(block, 8, 8);
+  h.generation = load_le(block, 16, 8);
+  h.era = static_cast<uint32_t>(load_le(block, 24, 4));
+  h.version = static_cast<uint32_t>(load_le(block, 28, 4));
   for (size_t i = 0; i < 16; ++i) h.uuid[i] = std::to_integer<uint8_t>(block[32 + i]);
-  h.index = get(block, 48, 8);
+  h.index = load_le(block, 48, 8);
   return h;
 }
 
@@ -103,21 +96,21 @@ void pack_superblock(const Superblock& sb, std::span<std::byte> block) {
   h.era = sb.current_era;
   h.uuid = sb.uuid;
   pack_header(h, block);
-  put(block, 64, kFormatVersion, 4);
-  put(block, 68, sb.data_block_size, 4);
-  put(block, 72, sb.nr_blocks, 8);
-  put(block, 80, sb.origin_size, 8);
-  put(block, 88, sb.current_era, 4);
-  put(block, 92, sb.fold_era, 4);
-  put(block, 96, sb.total_blocks, 8);
-  put(block, 104, sb.ws_blocks, 8);
-  put(block, 112, sb.array_blocks, 8);
-  put(block, 120, sb.snap_held ? 1 : 0, 4);
-  put(block, 124, sb.snap_era, 4);
-  put(block, 128, sb.snap_id, 8);
-  put(block, 136, sb.created, 8);
-  put(block, 144, kBitsPerWritesetBlock, 4);
-  put(block, 148, kEntriesPerArrayBlock, 4);
+  store_le(block, 64, kFormatVersion, 4);
+  store_le(block, 68, sb.data_block_size, 4);
+  store_le(block, 72, sb.nr_blocks, 8);
+  store_le(block, 80, sb.origin_size, 8);
+  store_le(block, 88, sb.current_era, 4);
+  store_le(block, 92, sb.fold_era, 4);
+  store_le(block, 96, sb.total_blocks, 8);
+  store_le(block, 104, sb.ws_blocks, 8);
+  store_le(block, 112, sb.array_blocks, 8);
+  store_le(block, 120, sb.snap_held ? 1 : 0, 4);
+  store_le(block, 124, sb.snap_era, 4);
+  store_le(block, 128, sb.snap_id, 8);
+  store_le(block, 136, sb.created, 8);
+  store_le(block, 144, kBitsPerWritesetBlock, 4);
+  store_le(block, 148, kEntriesPerArrayBlock, 4);
 }
 
 Superblock unpack_superblock(std::span<const std::byte> block) {
@@ -125,18 +118,18 @@ Superblock unpack_superblock(std::span<const std::byte> block) {
   Superblock sb;
   sb.generation = h.generation;
   sb.uuid = h.uuid;
-  sb.data_block_size = static_cast<uint32_t>(get(block, 68, 4));
-  sb.nr_blocks = get(block, 72, 8);
-  sb.origin_size = get(block, 80, 8);
-  sb.current_era = static_cast<uint32_t>(get(block, 88, 4));
-  sb.fold_era = static_cast<uint32_t>(get(block, 92, 4));
-  sb.total_blocks = get(block, 96, 8);
-  sb.ws_blocks = get(block, 104, 8);
-  sb.array_blocks = get(block, 112, 8);
-  sb.snap_held = get(block, 120, 4) != 0;
-  sb.snap_era = static_cast<uint32_t>(get(block, 124, 4));
-  sb.snap_id = get(block, 128, 8);
-  sb.created = get(block, 136, 8);
+  sb.data_block_size = static_cast<uint32_t>(load_le(block, 68, 4));
+  sb.nr_blocks = load_le(block, 72, 8);
+  sb.origin_size = load_le(block, 80, 8);
+  sb.current_era = static_cast<uint32_t>(load_le(block, 88, 4));
+  sb.fold_era = static_cast<uint32_t>(load_le(block, 92, 4));
+  sb.total_blocks = load_le(block, 96, 8);
+  sb.ws_blocks = load_le(block, 104, 8);
+  sb.array_blocks = load_le(block, 112, 8);
+  sb.snap_held = load_le(block, 120, 4) != 0;
+  sb.snap_era = static_cast<uint32_t>(load_le(block, 124, 4));
+  sb.snap_id = load_le(block, 128, 8);
+  sb.created = load_le(block, 136, 8);
   return sb;
 }
 
@@ -173,12 +166,18 @@ Status validate_superblock(const Superblock& sb, uint64_t device_blocks) {
   return Status::Ok();
 }
 
-uint64_t get_word(std::span<const std::byte> block, uint32_t w) { return get(block, kHeaderSize + 8 * w, 8); }
-void put_word(std::span<std::byte> block, uint32_t w, uint64_t v) { put(block, kHeaderSize + 8 * w, v, 8); }
-uint32_t get_entry(std::span<const std::byte> block, uint32_t e) {
-  return static_cast<uint32_t>(get(block, kHeaderSize + 4 * e, 4));
+uint64_t get_word(std::span<const std::byte> block, uint32_t w) {
+  return load_le(block, kHeaderSize + 8 * w, 8);
 }
-void put_entry(std::span<std::byte> block, uint32_t e, uint32_t v) { put(block, kHeaderSize + 4 * e, v, 4); }
+void put_word(std::span<std::byte> block, uint32_t w, uint64_t v) {
+  store_le(block, kHeaderSize + 8 * w, v, 8);
+}
+uint32_t get_entry(std::span<const std::byte> block, uint32_t e) {
+  return static_cast<uint32_t>(load_le(block, kHeaderSize + 4 * e, 4));
+}
+void put_entry(std::span<std::byte> block, uint32_t e, uint32_t v) {
+  store_le(block, kHeaderSize + 4 * e, v, 4);
+}
 
 uint32_t block_crc(std::span<const std::byte> block) {
   return static_cast<uint32_t>(
@@ -190,13 +189,13 @@ bool all_zero(std::span<const std::byte> data) {
 }
 
 void EraValidator::prepare_for_write(std::span<std::byte> data, uint64_t block) const {
-  put(data, 4, static_cast<uint32_t>(kind_), 4);
-  put(data, 8, block, 8);
-  put(data, 28, kFormatVersion, 4);
+  store_le(data, 4, static_cast<uint32_t>(kind_), 4);
+  store_le(data, 8, block, 8);
+  store_le(data, 28, kFormatVersion, 4);
   if (check_uuid_) {
     for (size_t i = 0; i < 16; ++i) data[32 + i] = std::byte(uuid_[i]);
   }
-  put(data, 0, block_crc(data), 4);
+  store_le(data, 0, block_crc(data), 4);
 }
 
 Status EraValidator::check(std::span<const std::byte> data, uint64_t block) const {
