@@ -419,36 +419,28 @@ Status EraTarget::write(uint64_t offset, std::span<const std::byte> buf, uint32_
 }
 
 Status EraTarget::trim(uint64_t offset, uint64_t length, uint32_t flags) {
-  if (failed_flag_.load(std::memory_order_acquire)) return Status::Error(EIO, "era: metadata failed earlier");
-  const auto [first, end] = block_range(offset, length);
-  gate_enter();
-  if (all_marked(first, end)) {
-    Status s = lower_device()->trim(offset, length, flags);
-    gate_leave();
-    return s;
-  }
-  auto op = std::make_shared<Op>();
-  op->type = Op::kTrim;
-  op->offset = offset;
-  op->length = length;
-  op->flags = flags;
-  op->first = first;
-  op->end = end;
-  op->waited = true;
-  return submit(std::move(op));
+  return range_op(/*zeroes=*/false, offset, length, flags);
 }
 
 Status EraTarget::write_zeroes(uint64_t offset, uint64_t length, uint32_t flags) {
+  return range_op(/*zeroes=*/true, offset, length, flags);
+}
+
+// Trim and write-zeroes change what their blocks read back: like a write,
+// a range with blocks not yet marked in this era goes through the queue
+// (bits committed before it is applied), and the caller waits for it.
+Status EraTarget::range_op(bool zeroes, uint64_t offset, uint64_t length, uint32_t flags) {
   if (failed_flag_.load(std::memory_order_acquire)) return Status::Error(EIO, "era: metadata failed earlier");
   const auto [first, end] = block_range(offset, length);
   gate_enter();
   if (all_marked(first, end)) {
-    Status s = lower_device()->write_zeroes(offset, length, flags);
+    Status s = zeroes ? lower_device()->write_zeroes(offset, length, flags)
+                      : lower_device()->trim(offset, length, flags);
     gate_leave();
     return s;
   }
   auto op = std::make_shared<Op>();
-  op->type = Op::kZeroes;
+  op->type = zeroes ? Op::kZeroes : Op::kTrim;
   op->offset = offset;
   op->length = length;
   op->flags = flags;

@@ -118,6 +118,7 @@ class EraTarget final : public StackedDevice {
   void set_marked(uint64_t b);
   void clear_marked(uint64_t b);
   Status submit(std::shared_ptr<Op> op);
+  Status range_op(bool zeroes, uint64_t offset, uint64_t length, uint32_t flags);
   // Waits until no acknowledged write to [offset, offset+length) is queued.
   void wait_not_pending(uint64_t offset, uint64_t length);
 
