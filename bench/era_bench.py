@@ -16,61 +16,13 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
+
+from benchlib import Server, fio, sh
 
 GiB = 1 << 30
-
-
-def sh(cmd, **kw):
-    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
-
-
-def wait_sock(path, proc):
-    for _ in range(400):
-        if os.path.exists(path):
-            if subprocess.run(["nbdinfo", "--size", f"nbd+unix:///?socket={path}"],
-                              capture_output=True).returncode == 0:
-                return
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited: {proc.args}")
-        time.sleep(0.05)
-    raise SystemExit(f"server did not start: {proc.args}")
-
-
-class Server:
-    def __init__(self, argv, sock, log):
-        if os.path.exists(sock):
-            os.unlink(sock)
-        self.sock = sock
-        self.proc = subprocess.Popen(argv, stdout=log, stderr=log)
-        wait_sock(sock, self.proc)
-
-    @property
-    def uri(self):
-        return f"nbd+unix:///?socket={self.sock}"
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
-def fio(uri, rw, bs, qd, size, runtime):
-    subprocess.run(["sync"], check=True)
-    cmd = ["fio", "--name=b", "--ioengine=nbd", f"--uri={uri}", f"--rw={rw}", f"--bs={bs}",
-           f"--iodepth={qd}", "--offset=0", f"--size={size}", f"--runtime={runtime}",
-           "--randrepeat=0", "--output-format=json"]
-    out = sh(cmd).stdout
-    job = json.loads(out[out.index("{"):])["jobs"][0]["write"]
-    return job["iops"]
 
 
 def main():
@@ -106,18 +58,18 @@ def main():
         # The region written once (allocated in the file; marked in era 1 under era).
         fresh()
         s = serve(*targets)
-        fio(s.uri, "write", "1M", 4, a.size, 600)
+        fio(s.uri, "write", "1M", 4, 0, a.size, 600)
         return s
 
     era = f"era:block_size={a.block_size}"
     res = {k: [] for k in ["pt", "marked", "first"]}
     try:
         for r in range(a.rounds):
-            s = prepared(); res["pt"].append(fio(s.uri, "randwrite", "4k", 16, a.size, a.runtime)); s.stop()
-            s = prepared(era); res["marked"].append(fio(s.uri, "randwrite", "4k", 16, a.size, a.runtime)); s.stop()
+            s = prepared(); res["pt"].append(fio(s.uri, "randwrite", "4k", 16, 0, a.size, a.runtime)[0]); s.stop()
+            s = prepared(era); res["marked"].append(fio(s.uri, "randwrite", "4k", 16, 0, a.size, a.runtime)[0]); s.stop()
             s = prepared(era)
             sh([a.bowstack, "era", "checkpoint", "--control", ctl])
-            res["first"].append(fio(s.uri, "randwrite", "4k", 16, a.size, a.runtime))
+            res["first"].append(fio(s.uri, "randwrite", "4k", 16, 0, a.size, a.runtime)[0])
             s.stop()
             print(f"round {r + 1}: " + ", ".join(f"{k}={v[-1]:.0f}" for k, v in res.items()),
                   file=sys.stderr, flush=True)

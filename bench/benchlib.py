@@ -1,0 +1,55 @@
+"""Helpers shared by the benchmarks: run a command, start and stop an NBD
+server on a Unix socket, run one fio job with ioengine=nbd."""
+import json
+import os
+import signal
+import subprocess
+import time
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
+
+
+def wait_sock(path, proc):
+    for _ in range(400):
+        if os.path.exists(path):
+            if subprocess.run(["nbdinfo", "--size", f"nbd+unix:///?socket={path}"],
+                              capture_output=True).returncode == 0:
+                return
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited: {proc.args}")
+        time.sleep(0.05)
+    raise SystemExit(f"server did not start: {proc.args}")
+
+
+class Server:
+    def __init__(self, argv, sock, log):
+        if os.path.exists(sock):
+            os.unlink(sock)
+        self.sock = sock
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=log)
+        wait_sock(sock, self.proc)
+
+    @property
+    def uri(self):
+        return f"nbd+unix:///?socket={self.sock}"
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def fio(uri, rw, bs, qd, offset, size, runtime):
+    # Start each measurement with no writeback of earlier steps in flight.
+    subprocess.run(["sync"], check=True)
+    cmd = ["fio", "--name=b", "--ioengine=nbd", f"--uri={uri}", f"--rw={rw}", f"--bs={bs}",
+           f"--iodepth={qd}", f"--offset={offset}", f"--size={size}", f"--runtime={runtime}",
+           "--randrepeat=0", "--output-format=json"]
+    out = sh(cmd).stdout
+    job = json.loads(out[out.index("{"):])["jobs"][0]["write"]
+    return job["iops"], job["bw_bytes"]
