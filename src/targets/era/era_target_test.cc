@@ -13,20 +13,15 @@
 #include <thread>
 
 #include "core/memory_device.h"
+#include "targets/era/era_test_util.h"
 #include "targets/era/era_tools.h"
 
 namespace bowstack::era {
 namespace {
 
-using Bytes = std::vector<std::byte>;
+using test_util::Bytes;
+using test_util::pattern;
 constexpr uint32_t kBs = 4096;
-
-Bytes pattern(uint64_t seed, size_t n) {
-  Bytes b(n);
-  std::mt19937_64 rng(seed);
-  for (auto& x : b) x = std::byte(static_cast<unsigned char>(rng()));
-  return b;
-}
 
 // A memory device that logs its writes and flushes, and can slow down flushes.
 class LoggedDevice final : public StackedDevice {
