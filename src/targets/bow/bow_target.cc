@@ -44,7 +44,7 @@ struct BowTarget::Pending {
     uint64_t dest = 0;  // block
     AlignedBuf data;    // the checkpoint data to save there
   };
-  std::vector<Saved> saved;  // written by the committer, before the log
+  std::vector<Saved> saved;  // written by the committer, before the log; dropped once written
   std::vector<LogEntry> entries;
   Spans sources;           // ranges that become kChanged once durable (blocks)
   bool moves_s0c = false;  // this write moved the live block 0
@@ -53,7 +53,7 @@ struct BowTarget::Pending {
   uint64_t first = 0;  // logical block of `data`
   AlignedBuf data;
   uint32_t flags = 0;
-  uint64_t bytes = 0;       // memory held: data + saved copies
+  uint64_t bytes = 0;       // guarded by q_mu_ once queued: memory held (data + saved copies)
   bool has_claims = false;  // FUA must also make the journal durable
   bool done = false;        // guarded by q_mu_
   Status status;            // guarded by q_mu_
@@ -102,6 +102,13 @@ BowTarget::~BowTarget() {
   }
   work_cv_.notify_all();
   if (committer_.joinable()) committer_.join();
+  {
+    // The committer has drained its queue into logged_: the applier may stop once that is empty.
+    std::lock_guard lock(q_mu_);
+    applier_stop_ = true;
+  }
+  logged_cv_.notify_all();
+  if (applier_.joinable()) applier_.join();
 }
 
 Result<std::shared_ptr<BowTarget>> BowTarget::open(std::shared_ptr<BlockDevice> lower, BowOptions opts) {
@@ -214,6 +221,7 @@ Capabilities BowTarget::capabilities() const {
 
 void BowTarget::start_committer() {
   committer_ = std::thread([this] { committer_loop(); });
+  applier_ = std::thread([this] { applier_loop(); });
 }
 
 Status BowTarget::fail(Status s) {
@@ -613,7 +621,9 @@ Status BowTarget::write_saving(uint64_t first, std::span<const std::byte> data, 
   p->bytes = bytes;
 
   std::unique_lock q(q_mu_);
-  space_cv_.wait(q, [this] { return pending_bytes_ < opts_.max_pending_bytes || queue_.empty() || stop_; });
+  // With nothing pending at all a write larger than the limit still goes.
+  space_cv_.wait(q,
+                 [this] { return pending_bytes_ < opts_.max_pending_bytes || pending_bytes_ == 0 || stop_; });
   pending_bytes_ += bytes;
   queue_.push_back(p);
   ++enqueued_;
@@ -726,54 +736,98 @@ void BowTarget::committer_loop() {
       batch.assign(queue_.begin(), queue_.end());
       queue_.clear();
     }
-    Status s = commit_batch(batch);
+    uint64_t new_s0c = 0;
+    Status s = log_batch(batch, &new_s0c);
+    // The saved copies are on disk (or failed): their memory can go now.
+    uint64_t freed = 0;
     {
       std::lock_guard q(q_mu_);
       for (auto& p : batch) {
-        p->done = true;
-        p->status = s;
-        pending_bytes_ -= p->bytes;
+        uint64_t n = 0;
+        for (const auto& sv : p->saved) n += sv.data.size();
+        p->saved.clear();
+        p->bytes -= n;
+        freed += n;
       }
-      applied_ += batch.size();
+      pending_bytes_ -= freed;
+      logged_.push_back(Logged{std::move(batch), std::move(s), new_s0c});
+      if (applier_waiting_) {
+        applier_waiting_ = false;
+        logged_cv_.notify_one();
+      }
     }
-    done_cv_.notify_all();
-    space_cv_.notify_all();
+    if (freed > 0) space_cv_.notify_all();
   }
 }
 
-Status BowTarget::commit_batch(std::vector<std::shared_ptr<Pending>>& batch) {
+Status BowTarget::log_batch(std::vector<std::shared_ptr<Pending>>& batch, uint64_t* new_s0c) {
   Status s = failure();
+  if (!s.ok()) return s;
   std::vector<LogEntry> entries;
   std::optional<size_t> move;
-  uint64_t new_s0c = 0;
-  bool fua = false, claims = false;
   for (auto& p : batch) {
     for (size_t i = 0; i < p->entries.size(); ++i) {
       // A write that moves the live block 0 has that entry first.
       if (p->moves_s0c && i == 0) move = entries.size();
       entries.push_back(p->entries[i]);
     }
-    if (p->moves_s0c) new_s0c = p->new_s0c;
-    fua = fua || (p->flags & kFua);
-    claims = claims || p->has_claims;
+    if (p->moves_s0c) *new_s0c = p->new_s0c;
   }
-  if (s.ok()) {
-    // The saved copies become durable together with the log writes that
-    // must precede the new header (append_entries decides the grouping).
-    std::vector<WriteRef> saved;
-    for (auto& p : batch) {
-      for (auto& sv : p->saved) saved.push_back({sv.dest * bs_, sv.data.span()});
+  // The saved copies become durable together with the log writes that
+  // must precede the new header (append_entries decides the grouping).
+  std::vector<WriteRef> saved;
+  for (auto& p : batch) {
+    for (auto& sv : p->saved) saved.push_back({sv.dest * bs_, sv.data.span()});
+  }
+  std::lock_guard log_lock(log_mu_);
+  return append_entries(entries, move, std::move(saved));
+}
+
+void BowTarget::applier_loop() {
+  for (;;) {
+    Logged next;
+    {
+      std::unique_lock q(q_mu_);
+      while (!applier_stop_ && logged_.empty()) {
+        applier_waiting_ = true;
+        logged_cv_.wait(q);
+      }
+      applier_waiting_ = false;
+      if (logged_.empty()) return;  // stopping, and drained
+      next = std::move(logged_.front());
+      logged_.pop_front();
     }
-    std::lock_guard log_lock(log_mu_);
-    s = append_entries(entries, move, std::move(saved));
+    Status s = apply_batch(next.batch, std::move(next.status), next.new_s0c);
+    {
+      std::lock_guard q(q_mu_);
+      for (auto& p : next.batch) {
+        p->done = true;
+        p->status = s;
+        pending_bytes_ -= p->bytes;
+      }
+      applied_ += next.batch.size();
+    }
+    done_cv_.notify_all();
+    space_cv_.notify_all();
   }
-  // The log now covers every saved copy of this batch: the overwrites may go.
+}
+
+Status BowTarget::apply_batch(std::vector<std::shared_ptr<Pending>>& batch, Status s, uint64_t new_s0c) {
+  // The log covers every saved copy of this batch: the overwrites may go.
+  // Batches are applied in log order, so s0c_ already reflects every
+  // earlier move of the live block 0.
   uint64_t s0c;
   std::shared_ptr<ResumeJournal> journal;
   {
     std::lock_guard lock(mu_);
     s0c = new_s0c != 0 ? new_s0c : s0c_;
     journal = journal_;
+    if (s.ok() && !failed_.ok()) s = Status::Error(EIO, "bow: device failed earlier");
+  }
+  bool fua = false, claims = false;
+  for (auto& p : batch) {
+    fua = fua || (p->flags & kFua);
+    claims = claims || p->has_claims;
   }
   for (auto& p : batch) {
     if (!s.ok()) break;

@@ -17,10 +17,13 @@
 //    the saved copies and the new log entries (beyond `count`) durable behind
 //    one barrier (BlockDevice::write_batch: on a file, writeback of just
 //    those ranges and one device flush, not an fdatasync of the whole image),
-//    then publishes the entries with a FUA write of the header, and only then
-//    writes the batch's overwrites: the saved copy and its log entry are
-//    stable before the overwrite can reach the backing store. The blocks stay
-//    busy until then, so reads of them wait for the new data.
+//    then publishes the entries with a FUA write of the header. Only then does
+//    it pass the batch to the applier thread, which writes the batch's
+//    overwrites and updates the map: the saved copy and its log entry are
+//    stable before the overwrite can reach the backing store. The applier
+//    works on one batch while the committer waits for the next one's
+//    barriers. The blocks stay busy until applied, so reads of them wait
+//    for the new data.
 //  * flush() waits until every write acknowledged before it is applied, makes
 //    the resume journal durable, then flushes the device below.
 #pragma once
@@ -133,9 +136,15 @@ class BowTarget final : public StackedDevice {
   Status plan_backups_locked(uint64_t first, uint64_t count, Plan* plan);
   void undo_plan_locked(const Plan& plan);
 
-  // Committer thread.
+  // Committer thread: makes a batch's saved copies and log entries durable
+  // and publishes them, then hands the batch to the applier thread.
   void committer_loop();
-  Status commit_batch(std::vector<std::shared_ptr<Pending>>& batch);
+  Status log_batch(std::vector<std::shared_ptr<Pending>>& batch, uint64_t* new_s0c);
+  // Applier thread: writes the overwrites of logged batches, in order, and
+  // updates the map. It runs beside the committer, so the next batch's
+  // barrier waits for the device while this one's data is written.
+  void applier_loop();
+  Status apply_batch(std::vector<std::shared_ptr<Pending>>& batch, Status logged, uint64_t new_s0c);
   // Appends a batch's entries to the log. `durable` (the batch's saved
   // copies) is made durable together with the log writes that must precede
   // the header that publishes the entries. REQUIRES: log_mu_ held.
@@ -196,11 +205,25 @@ class BowTarget final : public StackedDevice {
   // futex call per write (a context switch costs much in a VM).
   bool committer_waiting_ = false;
   std::deque<std::shared_ptr<Pending>> queue_;  // guarded by q_mu_
-  uint64_t pending_bytes_ = 0;                  // guarded by q_mu_
-  uint64_t enqueued_ = 0;                       // guarded by q_mu_: writes enqueued so far
-  uint64_t applied_ = 0;                        // guarded by q_mu_: writes applied (or failed) so far
-  bool stop_ = false;                           // guarded by q_mu_
+  // Logged batches for the applier, in log order: each with the status of
+  // its logging and where it moved the live block 0 (0: it did not).
+  struct Logged {
+    std::vector<std::shared_ptr<Pending>> batch;
+    Status status;
+    uint64_t new_s0c = 0;
+  };
+  std::deque<Logged> logged_;          // guarded by q_mu_
+  std::condition_variable logged_cv_;  // applier: logged_ non-empty / stop
+  bool applier_waiting_ = false;       // guarded by q_mu_ (as committer_waiting_)
+  bool applier_stop_ = false;          // guarded by q_mu_: set once the committer has stopped
+  // Guarded by q_mu_: memory held by acknowledged writes not yet applied
+  // (new data, and saved copies until they are written).
+  uint64_t pending_bytes_ = 0;
+  uint64_t enqueued_ = 0;  // guarded by q_mu_: writes enqueued so far
+  uint64_t applied_ = 0;   // guarded by q_mu_: writes applied (or failed) so far
+  bool stop_ = false;      // guarded by q_mu_
   std::thread committer_;
+  std::thread applier_;
 
   // Log state: only the committer thread and transitions (with the committer
   // idle) touch these.
