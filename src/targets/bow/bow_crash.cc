@@ -5,7 +5,9 @@
 // trims and flushes until free space runs short, and in half the runs a
 // commit followed by more writes. One client thread, so the oracle is
 // exact; bow's committer still batches behind it. Variants by seed: block
-// size 512 or 4096, commit or not.
+// size 512 or 4096, commit or not; and block size 1024 with free space in
+// single blocks and some long writes, whose batches overflow the log block
+// (log blocks saved partly filled).
 //
 // Marks: "op <i> W|T|F <offset> <length> <fua>" before op i (a write's
 // mark carries its data), "ack <i>" / "fail <i> <errno>" after it,
@@ -65,11 +67,16 @@ struct Variant {
   uint32_t block_size;
   uint64_t size;
   bool commit;
+  // Free space in single blocks (upper three quarters) and some long writes
+  // to checkpoint data (first quarter): a write saves one copy per block, so batches overflow the log block
+  // by more than fits in its first sector and bow saves log blocks partly filled.
+  bool fragmented;
 };
 
 Variant variant(uint64_t seed) {
-  const uint32_t bs = seed % 2 == 1 ? 512 : 4096;
-  return Variant{bs, bs == 512 ? uint64_t{1} << 20 : uint64_t{2} << 20, (seed / 2) % 2 == 1};
+  const bool fragmented = seed % 2 == 0 && (seed / 4) % 2 == 1;
+  const uint32_t bs = seed % 2 == 1 ? 512 : fragmented ? 1024 : 4096;
+  return Variant{bs, bs == 512 ? uint64_t{1} << 20 : uint64_t{2} << 20, (seed / 2) % 2 == 1, fragmented};
 }
 
 uint64_t sector_hash(std::span<const std::byte> s) { return crc32(0, s); }
@@ -105,6 +112,13 @@ class Driver {
     const uint64_t i = next_++;
     rec_.mark(fmt::format("op {} F 0 0 0", i));
     return finish(i, t_.flush());
+  }
+  // A long aligned write of 16 to 40 blocks in the first quarter (checkpoint
+  // data in the fragmented variant), sometimes FUA.
+  Status long_write() {
+    const uint64_t len = (16 + rng_() % 25) * bs_;
+    const uint64_t off = rng_() % (size_ / 4 / bs_ - len / bs_ + 1) * bs_;
+    return write(off, len, rng_() % 10 == 0);
   }
   // A random write: aligned or not, up to three blocks, sometimes FUA.
   Status random_write() {
@@ -160,10 +174,13 @@ Result<Recording> record_bow(uint64_t seed) {
     // TRIM: free space in random runs (about half the device), a few writes
     // (some into what was just trimmed), a flush.
     const uint64_t blocks = v.size / v.block_size;
-    for (int i = 0; i < 24; ++i) {
+    for (int i = 0; i < 24 && !v.fragmented; ++i) {
       const uint64_t n = 1 + rng() % (blocks / 24);
       const uint64_t b = rng() % (blocks - n);
       if (Status s = d.trim(b * v.block_size, n * v.block_size); !s.ok()) return s;
+    }
+    for (uint64_t b = blocks / 4; b < blocks && v.fragmented; b += 2) {
+      if (Status s = d.trim(b * v.block_size, v.block_size); !s.ok()) return s;
     }
     for (int i = 0; i < 8; ++i) {
       if (Status s = d.random_write(); !s.ok()) return s;
@@ -186,7 +203,9 @@ Result<Recording> record_bow(uint64_t seed) {
     for (int i = 0; i < ops; ++i) {
       const uint64_t r = rng() % 20;
       Status s;
-      if (r < 15) {
+      if (r < 8 && v.fragmented) {
+        s = d.long_write();
+      } else if (r < 15) {
         s = d.random_write();
       } else if (r < 17) {
         const uint64_t len = (1 + rng() % 4) * v.block_size;

@@ -925,6 +925,21 @@ Status BowTarget::append_entries(const std::vector<LogEntry>& entries, std::opti
   std::vector<AlignedBuf> saved_logs;
   AlignedBuf blk(bs_);
   std::memcpy(blk.span().data(), log_.data(), bs_);
+  // Saves `blk` (header packed) to `dest` within the barrier and starts the
+  // next log block in `blk`, with entry 0 pointing at it.
+  auto save_block = [&](uint64_t dest) {
+    const uint32_t crc = entry_checksum(0, bs_, blk.span());
+    AlignedBuf full(bs_);
+    std::memcpy(full.span().data(), blk.span().data(), bs_);
+    durable.push_back({dest * bs_, full.span()});
+    saved_logs.push_back(std::move(full));
+    h.sequence += 1;
+    h.count = 0;
+    pack_entry(LogEntry{0, dest * spb_, bs_, crc}, blk.span().subspan(h.header_size, kEntrySize));
+    h.count = 1;
+    log_entries_.fetch_add(1);
+    backed_up_bytes_.fetch_add(bs_);
+  };
   while (entries.size() - i > cap - h.count) {
     pack_entries(blk.span(), h, cap - h.count);
     pack_header(h, blk.span());
@@ -937,20 +952,35 @@ Status BowTarget::append_entries(const std::vector<LogEntry>& entries, std::opti
       rollover_blocks_.erase(rollover_blocks_.begin());
       log_saving_.insert(dest);
     }
-    const uint32_t crc = entry_checksum(0, bs_, blk.span());
-    AlignedBuf full(bs_);
-    std::memcpy(full.span().data(), blk.span().data(), bs_);
-    durable.push_back({dest * bs_, full.span()});
-    saved_logs.push_back(std::move(full));
-    h.sequence += 1;
-    h.count = 0;
-    pack_entry(LogEntry{0, dest * spb_, bs_, crc}, blk.span().subspan(h.header_size, kEntrySize));
-    h.count = 1;
-    log_entries_.fetch_add(1);
-    backed_up_bytes_.fetch_add(bs_);
+    save_block(dest);
+  }
+  // Block 0 switches by rewriting only its first sector. Entries beyond it
+  // would need two more barriers (appended beyond `count`, then published).
+  // Instead the last block is saved too, partly filled (readers go by
+  // `count`), into one more free block when there is one, so that the new
+  // block 0 holds just its entry 0: two barriers per batch in all.
+  const size_t in_sector = (first_sector - h.header_size) / kEntrySize;
+  const size_t rest = entries.size() - i;
+  if (rest > (in_sector > h.count ? in_sector - h.count : 0)) {
+    std::optional<uint64_t> extra;
+    {
+      std::lock_guard lock(mu_);
+      if (map_.count(BlockType::kFree) > kCommitSpare) {
+        extra = map_.first_free(1)->start;
+        map_.set(*extra, 1, BlockType::kBackup);
+        log_saving_.insert(*extra);
+        // The new block 0 has room for `rest` more entries than the
+        // reservations assumed (they counted on it holding them).
+        log_slots_ += static_cast<int64_t>(rest);
+      }
+    }
+    if (extra) {
+      pack_entries(blk.span(), h, rest);
+      pack_header(h, blk.span());
+      save_block(*extra);
+    }
   }
   // Whatever else fits in the first sector goes with the switch.
-  const size_t in_sector = (first_sector - h.header_size) / kEntrySize;
   pack_entries(blk.span(), h, std::min(entries.size() - i, in_sector > h.count ? in_sector - h.count : 0));
   pack_header(h, blk.span());
   if (Status s = lower_device()->write_batch(durable, kFua); !s.ok()) return s;

@@ -17,7 +17,9 @@
 //    the saved copies and the new log entries (beyond `count`) durable behind
 //    one barrier (BlockDevice::write_batch: on a file, writeback of just
 //    those ranges and one device flush, not an fdatasync of the whole image),
-//    then publishes the entries with a FUA write of the header. Only then does
+//    then publishes the entries with a FUA write of the header: two barriers
+//    per batch, also when the batch overflows the log block (while a free
+//    block is left for a partly filled log block). Only then does
 //    it pass the batch to the applier thread, which writes the batch's
 //    overwrites and updates the map: the saved copy and its log entry are
 //    stable before the overwrite can reach the backing store. The applier

@@ -7,8 +7,11 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <filesystem>
+#include <mutex>
 #include <random>
 #include <thread>
 
@@ -337,6 +340,106 @@ TEST(Bow, ConcurrentWritersBatchAndStayCorrect) {
       if (HasFatalFailure()) return;
     }
   }
+}
+
+// Counts barriers (flushes and FUA writes) and can hold flushes until
+// released, so that a test can pile writes up behind one batch.
+class BarrierGate final : public StackedDevice {
+ public:
+  using StackedDevice::StackedDevice;
+  std::string_view kind() const override { return "barrier-gate"; }
+  Status write(uint64_t offset, std::span<const std::byte> buf, uint32_t flags) override {
+    if (flags & kFua) ++barriers;
+    return StackedDevice::write(offset, buf, flags);
+  }
+  Status flush() override {
+    ++barriers;
+    std::unique_lock lock(mu_);
+    ++held_;
+    cv_.notify_all();
+    cv_.wait(lock, [this] { return !hold_; });
+    --held_;
+    return StackedDevice::flush();
+  }
+  void hold() {
+    std::lock_guard lock(mu_);
+    hold_ = true;
+  }
+  bool wait_held() {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, std::chrono::seconds(10), [this] { return held_ > 0; });
+  }
+  void release() {
+    std::lock_guard lock(mu_);
+    hold_ = false;
+    cv_.notify_all();
+  }
+  std::atomic<int> barriers{0};
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool hold_ = false;
+  int held_ = 0;
+};
+
+// A batch of first overwrites larger than the room in the log block is
+// logged behind two barriers (saved copies and log blocks, then block 0's
+// first sector), with the last log block saved partly filled; restore and
+// commit still give the checkpoint and the new data.
+TEST(Bow, OverflowingBatchTakesTwoBarriersAndSavesPartlyFilledLogBlock) {
+  const uint32_t bs = 4096;
+  const uint64_t size = 8u << 20, blocks = size / bs;
+  std::mt19937_64 rng(7);
+  Bytes initial = random_bytes(rng, size);
+  auto mem = memory_with(initial);
+  auto gate = std::make_shared<BarrierGate>(mem);
+  auto bow = BowTarget::open(gate, BowOptions{.block_size = bs}).value();
+  ASSERT_TRUE(bow->trim(size / 2, size / 2, 0).ok());
+  ASSERT_TRUE(bow->checkpoint().ok());
+
+  Bytes expect = initial;
+  auto overwrite = [&](uint64_t block) {
+    Bytes d = random_bytes(rng, bs);
+    ASSERT_TRUE(bow->write(block * bs, d, 0).ok());
+    std::memcpy(expect.data() + block * bs, d.data(), bs);
+  };
+  gate->hold();
+  overwrite(1);  // its batch waits in the barrier...
+  ASSERT_TRUE(gate->wait_held());
+  const uint64_t kBig = 400;  // ...while these queue up as the next batch
+  for (uint64_t b = 2; b < 2 + kBig; ++b) overwrite(b);
+  const int before = gate->barriers.load();
+  gate->release();
+  ASSERT_TRUE(bow->flush().ok());
+  // The first batch's header, two for the big batch, the flush's own.
+  EXPECT_EQ(gate->barriers.load() - before, 4);
+
+  auto chain = read_and_validate(*mem);
+  ASSERT_TRUE(chain.ok()) << chain.status().message();
+  const uint32_t cap = log_capacity(bs, kHeaderSize);
+  const auto& logs = chain->blocks;
+  ASSERT_GE(logs.size(), 3u);
+  EXPECT_EQ(logs.back().header.count, 1u);  // block 0 holds just the pointer to its predecessor
+  bool partial = false;
+  uint64_t entries = 0;
+  for (size_t i = 0; i + 1 < logs.size(); ++i) {
+    partial = partial || logs[i].header.count < cap;
+    entries += logs[i].header.count;
+  }
+  EXPECT_TRUE(partial);
+  // Every block's entry 0 (the original block 0, then each predecessor),
+  // the first batch's entry and the big batch's.
+  EXPECT_EQ(entries + 1, logs.size() + 1 + kBig);
+
+  Bytes restored = restored_copy(*mem);
+  for (uint64_t b = 0; b < blocks / 2; ++b) {
+    ASSERT_EQ(std::memcmp(restored.data() + b * bs, initial.data() + b * bs, bs), 0) << "block " << b;
+  }
+  ASSERT_TRUE(bow->commit().ok());
+  Bytes now(size);
+  ASSERT_TRUE(bow->read(0, now).ok());
+  EXPECT_EQ(std::memcmp(now.data(), expect.data(), size / 2), 0);
 }
 
 class BowResumeTest : public ::testing::Test {
