@@ -116,24 +116,35 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
 
     m = {k: statistics.median(v) if v else float("nan") for k, v in res.items()}
+
+    # Each ratio is the median of per-round ratios: a round measures bow and
+    # its peer back to back, so a slow spell of the shared host hits both.
+    def ratio(a, b):
+        rs = [x / y for x, y in zip(res[a], res[b])]
+        return (statistics.median(rs) if rs else float("nan")), rs
+
     rows = [
         ("writes into free space, 4k QD16", f"{m['free_bow']:.0f} IOPS", f"passthrough {m['free_pt']:.0f} IOPS",
-         m["free_bow"] / m["free_pt"], 0.95),
+         ratio("free_bow", "free_pt"), 0.95),
         ("first overwrites, 4k QD16", f"{m['ow_bow']:.0f} IOPS", f"passthrough {m['ow_pt']:.0f} IOPS",
-         m["ow_bow"] / m["ow_pt"], 0.5),
+         ratio("ow_bow", "ow_pt"), 0.5),
         ("first overwrites, 4k QD16", f"{m['ow_bow']:.0f} IOPS", f"qemu-nbd qcow2 overlay {m['ow_qcow2']:.0f} IOPS",
-         m["ow_bow"] / m["ow_qcow2"], 1.0),
+         ratio("ow_bow", "ow_qcow2"), 1.0),
         ("restore 1 GiB of changes", f"{m['restore'] / (1 << 20):.0f} MiB/s",
-         f"dd seq write {m['seqwrite'] / (1 << 20):.0f} MiB/s", m["restore"] / m["seqwrite"], 0.5),
+         f"dd seq write {m['seqwrite'] / (1 << 20):.0f} MiB/s", ratio("restore", "seqwrite"), 0.5),
     ]
-    print("| benchmark | bow | peer (same run) | ratio | must |")
+    print("| benchmark | bow (median) | peer (same run, median) | ratio: median (per round) | must |")
     print("|---|---|---|---|---|")
     failed = False
-    for name, b, p, ratio, need in rows:
-        ok = ratio >= need if need != 1.0 else ratio > 1.0
+    for name, b, p, (r, rounds), need in rows:
+        if not rounds:
+            continue  # not run (--only)
+        ok = r >= need if need != 1.0 else r > 1.0
         failed |= not ok
-        print(f"| {name} | {b} | {p} | {ratio:.2f} | {'>' if need == 1.0 else '>='} {need} {'ok' if ok else 'FAIL'} |")
-    print(f"\n(median of {a.rounds} rounds, fio runtime {a.runtime} s, fio ioengine=nbd over Unix sockets)")
+        per = ", ".join(f"{x:.2f}" for x in rounds)
+        print(f"| {name} | {b} | {p} | {r:.2f} ({per}) | {'>' if need == 1.0 else '>='} {need} "
+              f"{'ok' if ok else 'FAIL'} |")
+    print(f"\n({a.rounds} rounds, fio runtime {a.runtime} s, fio ioengine=nbd over Unix sockets)")
     if a.json:
         json.dump({"median": m, "raw": res}, open(a.json, "w"), indent=2)
     return 1 if failed else 0
