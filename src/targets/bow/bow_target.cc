@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdlib>
 #include <cstring>
 #include <nlohmann/json.hpp>
@@ -245,7 +246,7 @@ bool BowTarget::overlaps_busy_locked(uint64_t start, uint64_t end) const {
   return busy_.overlaps(start, end);
 }
 
-void BowTarget::release_busy(const Spans& spans) {
+void BowTarget::release_busy(SpanList spans) {
   std::lock_guard lock(mu_);
   for (const auto& [s, e] : spans) busy_.clear(s, e);
   cv_.notify_all();
@@ -258,16 +259,28 @@ void BowTarget::wait_quiescent_locked(std::unique_lock<std::mutex>& lock) {
 namespace {
 // The busy spans an operation on logical blocks [first, end) needs while the
 // live block 0 is at `s0c` (0: not redirected): its own blocks, plus block 0
-// and the live copy when either is involved, since they move together.
-Spans spans_for(uint64_t first, uint64_t end, uint64_t s0c) {
-  Spans spans{{first, end}};
+// and the live copy when either is involved, since they move together. At
+// most two, sorted, held inline: every write and read in TRIM and
+// CHECKPOINT builds one, and a heap allocation would cost more than the rest
+// of the bookkeeping of a write into free space.
+struct OpSpans {
+  std::array<std::pair<uint64_t, uint64_t>, 2> v{};
+  size_t n = 0;
+  const std::pair<uint64_t, uint64_t>* begin() const { return v.data(); }
+  const std::pair<uint64_t, uint64_t>* end() const { return v.data() + n; }
+  operator std::span<const std::pair<uint64_t, uint64_t>>() const { return {v.data(), n}; }
+};
+
+OpSpans spans_for(uint64_t first, uint64_t end, uint64_t s0c) {
+  OpSpans spans;
+  spans.v[spans.n++] = {first, end};
   if (s0c != 0) {
     bool has0 = first == 0;
     bool has_live = s0c >= first && s0c < end;
-    if (has0 && !has_live) spans.emplace_back(s0c, s0c + 1);
-    if (has_live && !has0) spans.emplace_back(0, 1);
+    if (has0 && !has_live) spans.v[spans.n++] = {s0c, s0c + 1};
+    if (has_live && !has0) spans.v[spans.n++] = {0, 1};
   }
-  std::sort(spans.begin(), spans.end());
+  if (spans.n == 2 && spans.v[1] < spans.v[0]) std::swap(spans.v[0], spans.v[1]);
   return spans;
 }
 }  // namespace
@@ -305,7 +318,7 @@ Status BowTarget::read(uint64_t offset, std::span<std::byte> buf) {
   if (!failed_.ok()) return Status::Error(EIO, "bow: device failed earlier");
   // Wait until the blocks hold their newest data (no overwrite pending) and
   // no state change is running.
-  Spans spans;
+  OpSpans spans;
   uint64_t s0c;
   for (;;) {
     s0c = state_ == State::kCheckpoint ? s0c_ : 0;
@@ -369,7 +382,7 @@ Status BowTarget::write(uint64_t offset, std::span<const std::byte> buf, uint32_
   // allocated-but-not-busy (which another writer could read half written).
   std::unique_lock lock(mu_);
   if (!failed_.ok()) return Status::Error(EIO, "bow: device failed earlier");
-  Spans spans;
+  OpSpans spans;
   uint64_t s0c;
   for (;;) {  // the live block 0 may move while we wait: recompute each time
     s0c = state_ == State::kCheckpoint ? s0c_ : 0;
@@ -446,7 +459,7 @@ Status BowTarget::write(uint64_t offset, std::span<const std::byte> buf, uint32_
 }
 
 Status BowTarget::write_direct(uint64_t first, std::span<const std::byte> data, uint32_t flags, uint64_t s0c,
-                               const Spans& spans, const Spans& claims, ResumeJournal* journal) {
+                               SpanList spans, SpanList claims, ResumeJournal* journal) {
   if (journal) {
     for (const auto& [b, e] : claims) journal->append(JournalRecord::kClaim, b, e - b);
   }
@@ -582,7 +595,7 @@ void BowTarget::start_auto_commit() {
 }
 
 Status BowTarget::write_saving(uint64_t first, std::span<const std::byte> data, uint32_t flags,
-                               const Spans& spans, const Plan& plan, ResumeJournal* journal) {
+                               SpanList spans, const Plan& plan, ResumeJournal* journal) {
   // Read the checkpoint data to save, in this thread (in parallel with other
   // writers); the committer writes it, batched, before the log.
   auto p = std::make_shared<Pending>();
@@ -610,7 +623,7 @@ Status BowTarget::write_saving(uint64_t first, std::span<const std::byte> data, 
   p->moves_s0c = plan.moves_s0c;
   p->old_s0c = plan.old_s0c;
   p->new_s0c = plan.new_s0c;
-  p->busy = spans;
+  p->busy.assign(spans.begin(), spans.end());
   for (const auto& c : plan.copies) p->busy.emplace_back(c.dest, c.dest + c.count);  // marked when planned
   p->first = first;
   p->data = pool_.get(data.size());

@@ -4,7 +4,7 @@
 // destination while it is being filled.
 //
 // One bit per block in chunks of kChunkBlocks, allocated while the chunk has
-// a busy block and freed when it has none, plus a count per chunk. Costs:
+// a busy block and given back when it has none, plus a count per chunk. Costs:
 // O(blocks touched) for mark, clear and overlaps, however many operations
 // are in flight (a tree of ranges cost a cache miss per level once
 // thousands of acknowledged overwrites were waiting for their commit).
@@ -38,6 +38,11 @@ class BusyMap {
     std::unique_ptr<uint64_t[]> bits;  // kChunkBlocks bits; null when none is busy
     uint32_t count = 0;
   };
+  // Zeroed bitmaps of chunks that went idle, reused rather than freed and
+  // allocated again: with few writes in flight, every write would otherwise
+  // allocate and free one (a bitmap is 512 bytes; at most kMaxSpare kept).
+  static constexpr size_t kMaxSpare = 64;
+  std::vector<std::unique_ptr<uint64_t[]>> spare_;
   std::vector<Chunk> chunks_;
   uint64_t busy_ = 0;
 };
