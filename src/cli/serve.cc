@@ -4,8 +4,10 @@
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "cli/verbs.h"
 #include "control/commands.h"
@@ -90,6 +92,11 @@ sigset_t stop_signals() {
 }
 
 }  // namespace
+
+unsigned default_serve_threads() {
+  const unsigned cpus = std::max(1u, std::thread::hardware_concurrency());
+  return std::clamp(2 * cpus, 4u, 16u);
+}
 
 int run_serve(const ServeOptions& opts) {
   spdlog::set_default_logger(spdlog::stderr_color_mt("bowstack"));
