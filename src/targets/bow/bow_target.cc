@@ -69,7 +69,7 @@ struct BowTarget::Plan {
     bool s0c_move = false;
   };
   std::vector<Copy> copies;
-  Spans claims;                      // free -> changed
+  SpanList claims;                   // free -> changed
   Spans sources;                     // saved ranges (logical == physical; never block 0)
   std::vector<uint64_t> unreserved;  // log rollover reservations taken back (now claimed)
   bool moves_s0c = false;
@@ -246,7 +246,7 @@ bool BowTarget::overlaps_busy_locked(uint64_t start, uint64_t end) const {
   return busy_.overlaps(start, end);
 }
 
-void BowTarget::release_busy(SpanList spans) {
+void BowTarget::release_busy(SpanRefs spans) {
   std::lock_guard lock(mu_);
   for (const auto& [s, e] : spans) busy_.clear(s, e);
   cv_.notify_all();
@@ -260,27 +260,17 @@ namespace {
 // The busy spans an operation on logical blocks [first, end) needs while the
 // live block 0 is at `s0c` (0: not redirected): its own blocks, plus block 0
 // and the live copy when either is involved, since they move together. At
-// most two, sorted, held inline: every write and read in TRIM and
-// CHECKPOINT builds one, and a heap allocation would cost more than the rest
-// of the bookkeeping of a write into free space.
-struct OpSpans {
-  std::array<std::pair<uint64_t, uint64_t>, 2> v{};
-  size_t n = 0;
-  const std::pair<uint64_t, uint64_t>* begin() const { return v.data(); }
-  const std::pair<uint64_t, uint64_t>* end() const { return v.data() + n; }
-  operator std::span<const std::pair<uint64_t, uint64_t>>() const { return {v.data(), n}; }
-};
-
-OpSpans spans_for(uint64_t first, uint64_t end, uint64_t s0c) {
-  OpSpans spans;
-  spans.v[spans.n++] = {first, end};
+// most two, sorted.
+SpanList spans_for(uint64_t first, uint64_t end, uint64_t s0c) {
+  SpanList spans;
+  spans.emplace_back(first, end);
   if (s0c != 0) {
     bool has0 = first == 0;
     bool has_live = s0c >= first && s0c < end;
-    if (has0 && !has_live) spans.v[spans.n++] = {s0c, s0c + 1};
-    if (has_live && !has0) spans.v[spans.n++] = {0, 1};
+    if (has0 && !has_live) spans.emplace_back(s0c, s0c + 1);
+    if (has_live && !has0) spans.emplace_back(0, 1);
   }
-  if (spans.n == 2 && spans.v[1] < spans.v[0]) std::swap(spans.v[0], spans.v[1]);
+  if (spans.size() == 2 && spans.data()[1] < spans.data()[0]) std::swap(spans.data()[0], spans.data()[1]);
   return spans;
 }
 }  // namespace
@@ -318,7 +308,7 @@ Status BowTarget::read(uint64_t offset, std::span<std::byte> buf) {
   if (!failed_.ok()) return Status::Error(EIO, "bow: device failed earlier");
   // Wait until the blocks hold their newest data (no overwrite pending) and
   // no state change is running.
-  OpSpans spans;
+  SpanList spans;
   uint64_t s0c;
   for (;;) {
     s0c = state_ == State::kCheckpoint ? s0c_ : 0;
@@ -382,7 +372,7 @@ Status BowTarget::write(uint64_t offset, std::span<const std::byte> buf, uint32_
   // allocated-but-not-busy (which another writer could read half written).
   std::unique_lock lock(mu_);
   if (!failed_.ok()) return Status::Error(EIO, "bow: device failed earlier");
-  OpSpans spans;
+  SpanList spans;
   uint64_t s0c;
   for (;;) {  // the live block 0 may move while we wait: recompute each time
     s0c = state_ == State::kCheckpoint ? s0c_ : 0;
@@ -399,7 +389,10 @@ Status BowTarget::write(uint64_t offset, std::span<const std::byte> buf, uint32_
   for (const auto& [b, e] : spans) busy_.mark(b, e);
   const State st = state_;
   Plan plan;
-  std::shared_ptr<ResumeJournal> journal;
+  // Not a counted reference (an atomic round trip per write on one shared
+  // line): the journal outlives this write, because commit() drops it only
+  // once no block is busy, and this write holds its blocks until it is done.
+  ResumeJournal* journal = nullptr;
   if (st == State::kTrim) {
     // The blocks hold data again: they must not be used as free space.
     std::vector<BlockRun> taken;
@@ -423,7 +416,7 @@ Status BowTarget::write(uint64_t offset, std::span<const std::byte> buf, uint32_
       return write(offset, buf, flags);
     }
     for (const auto& c : plan.copies) busy_.mark(c.dest, c.dest + c.count);
-    journal = journal_;
+    journal = journal_.get();
   }
   lock.unlock();
   if (st == State::kCheckpoint) maybe_auto_commit();
@@ -453,13 +446,13 @@ Status BowTarget::write(uint64_t offset, std::span<const std::byte> buf, uint32_
   }
   if (plan.copies.empty()) {
     // Nothing to save: free or already-changed blocks, or block 0's live copy.
-    return write_direct(first, data, flags, s0c, spans, plan.claims, journal.get());
+    return write_direct(first, data, flags, s0c, spans, plan.claims, journal);
   }
-  return write_saving(first, data, flags, spans, plan, journal.get());
+  return write_saving(first, data, flags, spans, plan, journal);
 }
 
 Status BowTarget::write_direct(uint64_t first, std::span<const std::byte> data, uint32_t flags, uint64_t s0c,
-                               SpanList spans, SpanList claims, ResumeJournal* journal) {
+                               SpanRefs spans, SpanRefs claims, ResumeJournal* journal) {
   if (journal) {
     for (const auto& [b, e] : claims) journal->append(JournalRecord::kClaim, b, e - b);
   }
@@ -595,7 +588,7 @@ void BowTarget::start_auto_commit() {
 }
 
 Status BowTarget::write_saving(uint64_t first, std::span<const std::byte> data, uint32_t flags,
-                               SpanList spans, const Plan& plan, ResumeJournal* journal) {
+                               SpanRefs spans, const Plan& plan, ResumeJournal* journal) {
   // Read the checkpoint data to save, in this thread (in parallel with other
   // writers); the committer writes it, batched, before the log.
   auto p = std::make_shared<Pending>();

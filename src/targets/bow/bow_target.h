@@ -52,6 +52,7 @@
 #include "targets/bow/busy_map.h"
 #include "targets/bow/range_map.h"
 #include "targets/bow/resume_journal.h"
+#include "targets/bow/span_list.h"
 
 namespace bowstack::bow {
 
@@ -120,19 +121,19 @@ class BowTarget final : public StackedDevice {
   BowTarget(std::shared_ptr<BlockDevice> lower, BowOptions opts, uint64_t blocks);
   void start_committer();
 
-  using SpanList = std::span<const std::pair<uint64_t, uint64_t>>;  // [start, end) in blocks
-  void release_busy(SpanList spans);
+  using SpanRefs = std::span<const std::pair<uint64_t, uint64_t>>;  // [start, end) in blocks
+  void release_busy(SpanRefs spans);
   bool overlaps_busy_locked(uint64_t start, uint64_t end) const;
   void wait_quiescent_locked(std::unique_lock<std::mutex>& lock);
 
   // A checkpoint write whose plan saves data: reads it, hands everything
   // to the committer (which releases `spans` and the plan's destinations).
-  Status write_saving(uint64_t first, std::span<const std::byte> data, uint32_t flags, SpanList spans,
+  Status write_saving(uint64_t first, std::span<const std::byte> data, uint32_t flags, SpanRefs spans,
                       const Plan& plan, ResumeJournal* journal);
   // A checkpoint write that saves nothing: claims `claims` (already typed
   // changed in the map) in the journal, writes, releases `spans`.
   Status write_direct(uint64_t first, std::span<const std::byte> data, uint32_t flags, uint64_t s0c,
-                      SpanList spans, SpanList claims, ResumeJournal* journal);
+                      SpanRefs spans, SpanRefs claims, ResumeJournal* journal);
   Status read_blocks_physical(uint64_t first, uint64_t count, std::span<std::byte> out, uint64_t s0c);
   Status write_physical(uint64_t first, std::span<const std::byte> data, uint32_t flags, uint64_t s0c);
   Status plan_backups_locked(uint64_t first, uint64_t count, Plan* plan);

@@ -31,6 +31,28 @@ TEST(BusyMap, MarkOverlapClear) {
   EXPECT_TRUE(m.empty());
 }
 
+// A chunk that goes idle gives its bitmap to the next chunk that needs one:
+// the bitmap must arrive with no block of the old chunk's marked.
+TEST(BusyMap, ReusedBitmapStartsClear) {
+  const uint64_t c = BusyMap::kChunkBlocks;
+  BusyMap m(4 * c);
+  m.mark(0, c);  // every bit of chunk 0
+  m.clear(0, c);
+  EXPECT_TRUE(m.empty());
+  m.mark(2 * c + 5, 2 * c + 6);
+  EXPECT_EQ(m.busy_blocks(), 1u);
+  EXPECT_FALSE(m.overlaps(2 * c, 2 * c + 5));
+  EXPECT_FALSE(m.overlaps(2 * c + 6, 3 * c));
+  EXPECT_FALSE(m.overlaps(0, c));
+  // Chunk 0 needs a bitmap again while chunk 2 holds the reused one.
+  m.mark(7, 8);
+  EXPECT_FALSE(m.overlaps(0, 7));
+  EXPECT_FALSE(m.overlaps(8, c));
+  m.clear(7, 8);
+  m.clear(2 * c + 5, 2 * c + 6);
+  EXPECT_TRUE(m.empty());
+}
+
 // Disjoint ranges marked and cleared at random, against a flat model.
 TEST(BusyMap, RandomAgainstModel) {
   const uint64_t n = 3 * BusyMap::kChunkBlocks + 77;
