@@ -37,7 +37,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bowstack", required=True)
     ap.add_argument("--runtime", type=int, default=8)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--dir", default=None)
     ap.add_argument("--json", default=None)
     ap.add_argument("--only", default="free,overwrite,restore", help="comma list: free, overwrite, restore")
@@ -81,13 +81,20 @@ def main():
     res = {k: [] for k in ["free_pt", "free_bow", "ow_pt", "ow_bow", "ow_qcow2", "restore", "seqwrite"]}
     try:
         for r in range(a.rounds):
+            # bow and passthrough run back to back, in alternating order from
+            # round to round, so that neither always gets the first (or the
+            # second) slot of a pair on a host whose speed drifts.
+            def pair(key, offset):
+                runs = [("pt", serve), ("bow", bow_checkpointed)]
+                for kind, start in (runs if r % 2 == 0 else runs[::-1]):
+                    fresh(); s = start()
+                    res[f"{key}_{kind}"].append(fio(s.uri, "randwrite", "4k", 16, offset, GiB, a.runtime)[0])
+                    s.stop()
             if "free" in only:
-                fresh(); s = serve(); res["free_pt"].append(fio(s.uri, "randwrite", "4k", 16, GiB, GiB, a.runtime)[0]); s.stop()
-                fresh(); s = bow_checkpointed(); res["free_bow"].append(fio(s.uri, "randwrite", "4k", 16, GiB, GiB, a.runtime)[0]); s.stop()
+                pair("free", GiB)
             if "overwrite" in only:
                 # 2. first overwrites of pre-checkpoint data
-                fresh(); s = serve(); res["ow_pt"].append(fio(s.uri, "randwrite", "4k", 16, 0, GiB, a.runtime)[0]); s.stop()
-                fresh(); s = bow_checkpointed(); res["ow_bow"].append(fio(s.uri, "randwrite", "4k", 16, 0, GiB, a.runtime)[0]); s.stop()
+                pair("ow", 0)
                 fresh()
                 overlay = os.path.join(work, "overlay.qcow2")
                 if os.path.exists(overlay):
