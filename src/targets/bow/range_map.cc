@@ -91,6 +91,25 @@ void RangeMap::set_in_chunk(uint64_t c, uint64_t lo, uint64_t hi, BlockType type
 }
 
 void RangeMap::set(uint64_t start, uint64_t count, BlockType type) {
+  if (count == 1) {
+    // The common case (a 4 KiB write claiming one block): the run count
+    // changes only at the block's two borders, so compare with the two
+    // neighbours instead of walking runs before and after.
+    const BlockType old = type_at(start);
+    if (old == type) return;
+    int64_t delta = 0;
+    if (start > 0) {
+      const BlockType left = type_at(start - 1);
+      delta += static_cast<int64_t>(left != type) - static_cast<int64_t>(left != old);
+    }
+    if (start + 1 < blocks_) {
+      const BlockType right = type_at(start + 1);
+      delta += static_cast<int64_t>(right != type) - static_cast<int64_t>(right != old);
+    }
+    set_in_chunk(start >> kChunkShift, start, start + 1, type);
+    runs_ = static_cast<uint64_t>(static_cast<int64_t>(runs_) + delta);
+    return;
+  }
   const uint64_t end = start + count;
   // Runs change only at the edges of [start, end) and inside it.
   const uint64_t lo = start > 0 ? start - 1 : 0, hi = std::min(end + 1, blocks_);

@@ -137,6 +137,27 @@ TEST(RangeMap, RandomAgainstModelManyChunks) {
 
 // A fully fragmented map costs about a byte per block, and collapses back
 // to almost nothing once the chunks are uniform again.
+// set() counts runs for one block from its neighbours: check the count after
+// every step on a small map, so the first and last blocks (one neighbour
+// each) and no-op sets come up often.
+TEST(RangeMap, SingleBlockSetsKeepTheRunCount) {
+  const uint64_t n = 9;
+  RangeMap m(n);
+  std::vector<BlockType> model(n, BlockType::kUnchanged);
+  std::mt19937_64 rng(5);
+  for (int step = 0; step < 5000; ++step) {
+    const uint64_t b = rng() % n;
+    const auto type = static_cast<BlockType>(rng() % 3);
+    m.set(b, 1, type);
+    model[b] = type;
+    uint64_t runs = 1;
+    for (uint64_t i = 1; i < n; ++i) runs += model[i] != model[i - 1] ? 1 : 0;
+    ASSERT_EQ(m.run_count(), runs) << step;
+    ASSERT_EQ(m.type_at(b), type);
+  }
+  EXPECT_TRUE(m.check_invariants());
+}
+
 TEST(RangeMap, MemoryFollowsFragmentation) {
   const uint64_t n = 64 * RangeMap::kChunkBlocks;
   RangeMap m(n);
