@@ -178,7 +178,7 @@ class BowTarget final : public StackedDevice {
   mutable std::mutex mu_;
   std::condition_variable cv_;              // busy_/transition_/reads_ changes
   std::atomic<State> state_{State::kTrim};  // written under mu_
-  RangeMap map_;                            // guarded by mu_
+  RangeMap map_;                            // guarded by mu_ (but prefetch())
   BusyMap busy_;                            // guarded by mu_
   bool transition_ = false;                 // guarded by mu_
   uint64_t reads_in_flight_ = 0;            // guarded by mu_

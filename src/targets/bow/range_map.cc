@@ -26,6 +26,8 @@ std::string_view block_type_name(BlockType t) {
 RangeMap::RangeMap(uint64_t blocks, BlockType initial) : blocks_(blocks) {
   const uint64_t nchunks = (blocks_ + kChunkBlocks - 1) >> kChunkShift;
   chunks_.resize(nchunks);
+  prefetch_.reset(new std::atomic<const BlockType*>[nchunks]);
+  for (uint64_t c = 0; c < nchunks; ++c) prefetch_[c].store(nullptr, std::memory_order_relaxed);
   free_l0_.assign((nchunks + 63) / 64, 0);
   free_l1_.assign((free_l0_.size() + 63) / 64, 0);
   for (uint64_t c = 0; c < nchunks; ++c) {
@@ -55,6 +57,11 @@ void RangeMap::index_free(uint64_t c) {
   }
 }
 
+void RangeMap::set_types(uint64_t c, std::unique_ptr<BlockType[]> types) {
+  chunks_[c].types = std::move(types);
+  prefetch_[c].store(chunks_[c].types.get(), std::memory_order_relaxed);
+}
+
 void RangeMap::set_in_chunk(uint64_t c, uint64_t lo, uint64_t hi, BlockType type) {
   Chunk& ch = chunks_[c];
   const uint64_t base = chunk_base(c), len = chunk_len(c), n = hi - lo;
@@ -65,12 +72,12 @@ void RangeMap::set_in_chunk(uint64_t c, uint64_t lo, uint64_t hi, BlockType type
       counts_[i] -= ch.counts[i];
       ch.counts[i] = 0;
     }
-    ch.types.reset();
+    set_types(c, nullptr);
     ch.uniform = type;
   } else {
     if (!ch.types) {
       if (ch.uniform == type) return;
-      ch.types.reset(new BlockType[kChunkBlocks]);
+      set_types(c, std::unique_ptr<BlockType[]>(new BlockType[kChunkBlocks]));
       std::memset(ch.types.get(), static_cast<int>(ch.uniform), len);
     }
     BlockType* t = ch.types.get() + (lo - base);
@@ -84,7 +91,7 @@ void RangeMap::set_in_chunk(uint64_t c, uint64_t lo, uint64_t hi, BlockType type
   ch.counts[ti] = static_cast<uint16_t>(ch.counts[ti] + n);
   counts_[ti] += n;
   if (ch.types && ch.counts[ti] == len) {
-    ch.types.reset();  // uniform again: give the bytes back
+    set_types(c, nullptr);  // uniform again: give the bytes back
     ch.uniform = type;
   }
   index_free(c);

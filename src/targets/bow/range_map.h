@@ -15,6 +15,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -49,6 +50,17 @@ class RangeMap {
   explicit RangeMap(uint64_t blocks, BlockType initial = BlockType::kUnchanged);
 
   uint64_t blocks() const { return blocks_; }
+  // Starts loading the cache line that holds `block`'s type. A hint only:
+  // unlike everything else here it may be called without the owner's lock
+  // (it reads nothing the owner writes but an atomic per chunk), and may
+  // fetch a line the map has just given back, which is harmless. The bow
+  // target calls it before taking its lock, so that the miss on a random
+  // block's type is not paid inside the critical section.
+  void prefetch(uint64_t block) const {
+    if (block >= blocks_) return;
+    const BlockType* t = prefetch_[block >> kChunkShift].load(std::memory_order_relaxed);
+    if (t != nullptr) __builtin_prefetch(t + (block & (kChunkBlocks - 1)));
+  }
   BlockType type_at(uint64_t block) const {
     const Chunk& c = chunks_[block >> kChunkShift];
     return c.types ? c.types[block & (kChunkBlocks - 1)] : c.uniform;
@@ -87,8 +99,13 @@ class RangeMap {
   void set_in_chunk(uint64_t c, uint64_t lo, uint64_t hi, BlockType type);
   void index_free(uint64_t c);
 
+  // Sets a chunk's types array and publishes it for prefetch().
+  void set_types(uint64_t c, std::unique_ptr<BlockType[]> types);
+
   uint64_t blocks_;
   std::vector<Chunk> chunks_;
+  // chunks_[c].types.get() for each chunk, readable without the lock.
+  std::unique_ptr<std::atomic<const BlockType*>[]> prefetch_;
   std::vector<uint64_t> free_l0_;   // bit per chunk: it holds free blocks
   std::vector<uint64_t> free_l1_;   // bit per free_l0_ word: it is non-zero
   mutable uint64_t free_hint_ = 0;  // no chunk below this one holds free blocks

@@ -2,7 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <random>
+#include <thread>
 #include <vector>
 
 namespace bowstack::bow {
@@ -155,6 +157,29 @@ TEST(RangeMap, SingleBlockSetsKeepTheRunCount) {
     ASSERT_EQ(m.run_count(), runs) << step;
     ASSERT_EQ(m.type_at(b), type);
   }
+  EXPECT_TRUE(m.check_invariants());
+}
+
+// prefetch() is the one call that needs no lock: run it from another thread
+// while the owner keeps turning chunks mixed and uniform again (the
+// ThreadSanitizer build checks that the two never race).
+TEST(RangeMap, PrefetchRunsBesideTheOwner) {
+  const uint64_t n = 4 * RangeMap::kChunkBlocks + 3;
+  RangeMap m(n);
+  std::atomic<bool> stop{false};
+  std::thread hinter([&] {
+    std::mt19937_64 rng(3);
+    while (!stop.load()) m.prefetch(rng() % (n + 10));  // out of range too
+  });
+  std::mt19937_64 rng(4);
+  for (int step = 0; step < 20000; ++step) {
+    const uint64_t c = rng() % 5;
+    const uint64_t start = std::min(n - 1, c * RangeMap::kChunkBlocks + rng() % 16);
+    const uint64_t count = rng() % 4 == 0 ? std::min<uint64_t>(RangeMap::kChunkBlocks, n - start) : 1;
+    m.set(start, count, static_cast<BlockType>(rng() % 3));
+  }
+  stop = true;
+  hinter.join();
   EXPECT_TRUE(m.check_invariants());
 }
 
