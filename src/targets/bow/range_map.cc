@@ -168,7 +168,8 @@ std::optional<BlockRun> RangeMap::first_free(uint64_t max) const {
 }
 
 uint64_t RangeMap::memory_bytes() const {
-  uint64_t bytes = chunks_.capacity() * sizeof(Chunk) + (free_l0_.capacity() + free_l1_.capacity()) * 8;
+  uint64_t bytes = chunks_.capacity() * (sizeof(Chunk) + sizeof(prefetch_[0])) +
+                   (free_l0_.capacity() + free_l1_.capacity()) * 8;
   for (const Chunk& c : chunks_) {
     if (c.types) bytes += kChunkBlocks;
   }

@@ -8,7 +8,7 @@
 //
 // Costs: type_at O(1); set and for_each O(blocks touched) (a whole uniform
 // chunk counts as one); first_free O(1) amortized (bitmap words, then one
-// chunk). Memory: ~24 bytes per chunk plus kChunkBlocks bytes per mixed chunk,
+// chunk). Memory: ~32 bytes per chunk plus kChunkBlocks bytes per mixed chunk,
 // so at most ~1 byte per block however fragmented the map gets (the old
 // tree of runs needed ~48 bytes per run and a cache miss per tree level).
 // Thread-safety: none; the owner serialises access (BowTarget::mu_).
