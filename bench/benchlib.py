@@ -45,6 +45,9 @@ class Server:
 
 
 def fio(uri, rw, bs, qd, offset, size, runtime):
+    """Returns (IOPS, bytes/s, seconds the job ran). Without time_based a
+    random job ends once it has written every block of its region, which
+    may be long before `runtime`."""
     # Start each measurement with no writeback of earlier steps in flight.
     subprocess.run(["sync"], check=True)
     cmd = ["fio", "--name=b", "--ioengine=nbd", f"--uri={uri}", f"--rw={rw}", f"--bs={bs}",
@@ -52,4 +55,4 @@ def fio(uri, rw, bs, qd, offset, size, runtime):
            "--randrepeat=0", "--output-format=json"]
     out = sh(cmd).stdout
     job = json.loads(out[out.index("{"):])["jobs"][0]["write"]
-    return job["iops"], job["bw_bytes"]
+    return job["iops"], job["bw_bytes"], job["runtime"] / 1000
