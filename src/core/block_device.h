@@ -104,6 +104,18 @@ class BlockDevice {
   virtual Status block_status(uint64_t offset, uint64_t length, std::vector<Extent>* out);
   // Prefetch hint. The default does nothing.
   virtual Status cache(uint64_t offset, uint64_t length);
+  // A hint from a front end that a write of this range is about to arrive
+  // (NBD calls it once a write's header is parsed, before its payload is
+  // read off the socket). A layer may start loading the metadata that
+  // write() will consult, so that the write does not stall on a cache miss
+  // later, possibly inside a lock. Contract: cheap, never blocks, takes no
+  // lock, fails silently; the write may never come, and the range is not
+  // validated against the geometry (a layer must bounds-check what it
+  // touches). The default does nothing.
+  virtual void will_write(uint64_t offset, uint64_t length) noexcept {
+    (void)offset;
+    (void)length;
+  }
 
   // Target-specific text command (like `dmsetup message`). On success returns
   // the reply text (possibly empty). ENOTSUP means "not a message of mine".
@@ -145,6 +157,9 @@ class StackedDevice : public BlockDevice {
     return lower_->block_status(offset, length, out);
   }
   Status cache(uint64_t offset, uint64_t length) override { return lower_->cache(offset, length); }
+  // Forwarded unchanged; a layer that moves data to other offsets overrides
+  // it (or hints nothing: a wrong hint costs a wasted prefetch, no more).
+  void will_write(uint64_t offset, uint64_t length) noexcept override { lower_->will_write(offset, length); }
   BlockDevice* lower() const override { return lower_.get(); }
 
  protected:

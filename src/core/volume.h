@@ -45,6 +45,9 @@ class Volume {
   Status write_zeroes(uint64_t offset, uint64_t length, uint32_t flags);
   Status block_status(uint64_t offset, uint64_t length, std::vector<Extent>* out);
   Status cache(uint64_t offset, uint64_t length);
+  // BlockDevice::will_write for the top layer: a hint, not admitted (it may
+  // run while suspended) and not counted.
+  void will_write(uint64_t offset, uint64_t length) noexcept { top_->will_write(offset, length); }
 
   // Stops admitting new I/O, waits until none is in flight, then flushes
   // the stack, like dm's suspend: layers that acknowledge writes before

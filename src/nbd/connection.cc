@@ -163,6 +163,9 @@ bool Connection::read_request(Request* req, Verdict* verdict, AlignedBuffer* buf
 
   // The payload is on the wire whatever the verdict; keep the stream framed.
   if (verdict->error == 0 && !buf->resize(req->length)) *verdict = {kEnomem, "out of memory"};
+  // Reading the payload takes a while: long enough for the layers to load
+  // the metadata this write will need, if they are told now.
+  if (verdict->error == 0) volume_.will_write(req->offset, req->length);
   Status s = verdict->error == 0 ? reader_.read_exact(buf->span()) : reader_.skip(req->length);
   if (!s.ok()) {
     spdlog::debug("nbd[{}]: reading write payload failed: {}", id_, s.message());

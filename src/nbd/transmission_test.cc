@@ -99,6 +99,41 @@ TEST_F(TransmissionTest, TrimAndWriteZeroes) {
   EXPECT_EQ(c.command(wire::kCmdCache, 0, uint32_t(kSize)), 0u);
 }
 
+TEST_F(TransmissionTest, WritesAreHintedBeforeTheyArrive) {
+  // Records the hints and, for each write, whether its hint came first.
+  class Hinted : public TweakDevice {
+   public:
+    using TweakDevice::TweakDevice;
+    void will_write(uint64_t offset, uint64_t length) noexcept override {
+      std::lock_guard lock(mu);
+      hints.emplace_back(offset, length);
+    }
+    Status write(uint64_t offset, std::span<const std::byte> buf, uint32_t flags) override {
+      {
+        std::lock_guard lock(mu);
+        hinted_first.push_back(!hints.empty() &&
+                               hints.back() == std::pair<uint64_t, uint64_t>(offset, buf.size()));
+      }
+      return TweakDevice::write(offset, buf, flags);
+    }
+    std::mutex mu;
+    std::vector<std::pair<uint64_t, uint64_t>> hints;
+    std::vector<bool> hinted_first;
+  };
+  auto dev = std::make_shared<Hinted>(mem);
+  make_server({}, dev);
+  RawClient c = session();
+  ASSERT_EQ(c.write(8192, pattern(4096, 4)), 0u);
+  // A rejected write (out of range) is not hinted; reads and trims never are.
+  EXPECT_EQ(c.write(kSize, pattern(4096, 5)), wire::kEnospc);
+  Bytes back;
+  ASSERT_EQ(c.read(0, 4096, &back), 0u);
+  EXPECT_EQ(c.command(wire::kCmdTrim, 0, 4096), 0u);
+  std::lock_guard lock(dev->mu);
+  EXPECT_EQ(dev->hints, (std::vector<std::pair<uint64_t, uint64_t>>{{8192, 4096}}));
+  EXPECT_EQ(dev->hinted_first, std::vector<bool>{true});
+}
+
 TEST_F(TransmissionTest, UnadvertisedCommandsAndFlagsAreInvalid) {
   tweak->caps_.trim = tweak->caps_.write_zeroes = tweak->caps_.fast_zero = tweak->caps_.flush = false;
   RawClient c = session();

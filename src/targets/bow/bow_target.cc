@@ -358,6 +358,12 @@ Status BowTarget::block_status(uint64_t offset, uint64_t length, std::vector<Ext
 
 // ---- Writes ---------------------------------------------------------------
 
+void BowTarget::will_write(uint64_t offset, uint64_t length) noexcept {
+  (void)length;
+  // RangeMap::prefetch bounds-checks the block and needs no lock.
+  if (state() == State::kCheckpoint) map_.prefetch(offset / bs_);
+}
+
 Status BowTarget::write(uint64_t offset, std::span<const std::byte> buf, uint32_t flags) {
   const bool aligned = offset % bs_ == 0 && buf.size() % bs_ == 0;
   if (state() == State::kCommitted && aligned) return lower_device()->write(offset, buf, flags);

@@ -88,6 +88,9 @@ class BowTarget final : public StackedDevice {
   Status write_zeroes(uint64_t offset, uint64_t length, uint32_t flags) override;
   Status block_status(uint64_t offset, uint64_t length, std::vector<Extent>* out) override;
   Status cache(uint64_t offset, uint64_t length) override;
+  // In CHECKPOINT, prefetches the first block's map type (the line
+  // write() plans with; a miss on a random block of a big map). Lock-free.
+  void will_write(uint64_t offset, uint64_t length) noexcept override;
   Result<std::string> message(std::string_view text) override;
   void describe(nlohmann::json* out) const override;
   std::string status_line() const override;

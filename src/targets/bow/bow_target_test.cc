@@ -210,6 +210,34 @@ TEST(Bow, BadBlockSizes) {
   EXPECT_EQ(BowTarget::open(tiny, BowOptions{.block_size = 4096}).status().code(), EINVAL);
 }
 
+TEST(Bow, WriteHintsAreHarmlessInEveryState) {
+  // will_write is a hint a front end sends before validating much: any
+  // offset, in any state, must neither fail nor change what is stored.
+  std::mt19937_64 rng(9);
+  const uint32_t bs = 4096;
+  Bytes initial = random_bytes(rng, 1 << 20);
+  auto mem = memory_with(initial);
+  auto bow = BowTarget::open(mem, BowOptions{.block_size = bs}).value();
+  auto hint_everywhere = [&] {
+    for (uint64_t off : {uint64_t{0}, uint64_t{bs} * 7 + 100, uint64_t{1} << 20, ~uint64_t{0}})
+      bow->will_write(off, bs);
+  };
+  hint_everywhere();
+  ASSERT_TRUE(bow->trim(128 * bs, 64 * bs, 0).ok());
+  ASSERT_TRUE(bow->checkpoint().ok());
+  hint_everywhere();
+  Bytes d = random_bytes(rng, bs);
+  ASSERT_TRUE(bow->write(130 * bs, d, 0).ok());  // into free space, hinted or not
+  hint_everywhere();
+  ASSERT_TRUE(bow->commit().ok());
+  hint_everywhere();
+  Bytes back(bs);
+  ASSERT_TRUE(bow->read(130 * bs, back).ok());
+  EXPECT_EQ(back, d);
+  ASSERT_TRUE(bow->read(0, back).ok());
+  EXPECT_EQ(std::memcmp(back.data(), initial.data(), bs), 0);
+}
+
 TEST(Bow, OutOfSpaceFailsWritesAndKeepsCheckpoint) {
   std::mt19937_64 rng(5);
   const uint32_t bs = 4096;

@@ -71,6 +71,10 @@ Status LinearTarget::cache(uint64_t offset, uint64_t length) {
   return lower_device()->cache(offset_ + offset, length);
 }
 
+void LinearTarget::will_write(uint64_t offset, uint64_t length) noexcept {
+  lower_device()->will_write(offset_ + offset, length);
+}
+
 void LinearTarget::describe(nlohmann::json* out) const {
   (*out)["offset"] = offset_;
   (*out)["length"] = geometry_.size;

@@ -24,6 +24,23 @@ TEST(Linear, MapsOffsets) {
   EXPECT_EQ(mem->contents()[(1 << 20) + 4096], std::byte{0});
 }
 
+TEST(Linear, WriteHintsAreMappedLikeWrites) {
+  class HintLog : public StackedDevice {
+   public:
+    using StackedDevice::StackedDevice;
+    std::string_view kind() const override { return "hintlog"; }
+    void will_write(uint64_t offset, uint64_t length) noexcept override {
+      hints.emplace_back(offset, length);
+    }
+    std::vector<std::pair<uint64_t, uint64_t>> hints;  // test is single-threaded
+  };
+  auto mem = std::make_shared<HintLog>(std::make_shared<MemoryDevice>(4 << 20));
+  auto top = LinearTarget::create(mem, TargetArgs(parse_target_spec("linear:offset=1M").value()));
+  ASSERT_TRUE(top.ok());
+  (*top)->will_write(8192, 4096);
+  EXPECT_EQ(mem->hints, (std::vector<std::pair<uint64_t, uint64_t>>{{(1 << 20) + 8192, 4096}}));
+}
+
 TEST(Linear, DefaultLengthIsRestOfDevice) {
   auto mem = std::make_shared<MemoryDevice>(4 << 20);
   auto top = LinearTarget::create(mem, TargetArgs(parse_target_spec("linear:offset=3M").value()));
