@@ -372,8 +372,10 @@ Status BowTarget::write(uint64_t offset, std::span<const std::byte> buf, uint32_
   const uint64_t count = end - first;
 
   // The first block's type is a likely cache miss (a random block of a big
-  // map); start it before the lock rather than inside the critical section.
-  if (state() == State::kCheckpoint) map_.prefetch(first);
+  // map); start it before the lock rather than inside the critical section,
+  // for callers that sent no hint earlier (for those that did, the line is
+  // already on its way and this costs one instruction).
+  will_write(offset, buf.size());
   // One critical section marks the blocks busy and, in CHECKPOINT, claims
   // free ones, allocates saved-copy space and marks it busy too: no block
   // is ever busy-but-unclaimed (which the allocator could hand out) or
