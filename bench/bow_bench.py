@@ -75,8 +75,10 @@ def main():
     os.unlink(base)
     sock = os.path.join(work, "s.sock")
     ctl = os.path.join(work, "ctl")
-    data, free = (0, 2 * GiB), (2 * GiB, 3 * GiB)
-    region = 2 * GiB
+    region = 2 * GiB              # what every run writes
+    data = 0                      # first overwrites: [0,2G)
+    free = (2 * GiB, 3 * GiB)     # trimmed before the checkpoint: [2G,5G)
+    free_writes = 3 * GiB         # free-space writes: [3G,5G)
 
     def serve(*targets):
         args = [a.bowstack, "serve", img, "--unix", sock, "--control", ctl, "--log-level", "warn"]
@@ -114,17 +116,17 @@ def main():
                     secs[f"{key}_{kind}"].append(t)
                     stop(s)
             if "free" in only:
-                pair("free", 3 * GiB)
+                pair("free", free_writes)
             if "overwrite" in only:
                 # 2. first overwrites of pre-checkpoint data
-                pair("ow", data[0])
+                pair("ow", data)
                 overlay = os.path.join(work, "overlay.qcow2")
                 if os.path.exists(overlay):
                     os.unlink(overlay)
                 sh(["qemu-img", "create", "-q", "-f", "qcow2", "-b", img, "-F", "raw", overlay])
                 q = Server(["qemu-nbd", "-f", "qcow2", "-t", "-k", sock, "--cache=writeback", "--aio=threads",
                             overlay], sock, log)
-                iops, _, t = fio(q.uri, "randwrite", "4k", 16, data[0], region, a.runtime)
+                iops, _, t = fio(q.uri, "randwrite", "4k", 16, data, region, a.runtime)
                 res["ow_qcow2"].append(iops)
                 secs["ow_qcow2"].append(t)
                 q.stop()
