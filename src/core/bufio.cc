@@ -148,7 +148,15 @@ void BufferCache::make_room_locked(std::unique_lock<std::mutex>& lock) {
       ++stats_.evictions;
       continue;
     }
-    if (dirty_lru_.empty() || !failed_.ok()) return;  // all held or unwritable: exceed the bound
+    if (!failed_.ok()) return;  // unwritable: exceed the bound rather than lose data
+    if (dirty_lru_.empty()) {
+      // Buffers the background thread (or another evictor) is writing are on
+      // neither list, but come back clean: wait for them rather than exceed
+      // the bound. Only buffers held by callers may push past it.
+      if (writes_in_flight_ == 0) return;
+      cv_.wait(lock);
+      continue;
+    }
     Buf* b = dirty_lru_.front();
     take_locked(b);
     b->state = State::kWriting;
