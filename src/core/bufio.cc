@@ -250,6 +250,10 @@ void BufferCache::release(Buf* b) {
     return;
   }
   lru_add_locked(b);
+  shed_locked();
+}
+
+void BufferCache::shed_locked() {
   // Held buffers may have pushed the cache over its bound; shed clean ones.
   while (map_.size() > max_buffers_ && !clean_lru_.empty()) {
     free_locked(clean_lru_.front());
@@ -324,6 +328,7 @@ void BufferCache::write_bufs(std::unique_lock<std::mutex>& lock, std::vector<Buf
     }
     if (--b->holds == 0) lru_add_locked(b);
   }
+  shed_locked();  // dirty buffers released over the bound are clean now
   cv_.notify_all();
 }
 

@@ -182,6 +182,7 @@ class BufferCache {
   void make_room_locked(std::unique_lock<std::mutex>& lock);
   void lru_remove_locked(Buf* b);
   void lru_add_locked(Buf* b);
+  void shed_locked();  // frees clean unheld buffers while over the bound
   void take_locked(Buf* b);
   void release(Buf* b);
   void mark_dirty(Buf* b);

@@ -285,8 +285,34 @@ TEST(BufioTest, HeldBuffersMayExceedTheBoundButAreNotWritten) {
   held.clear();
   EXPECT_LE(cache->stats().buffers, 12u);
   ASSERT_TRUE(cache->write_dirty_buffers().ok());
-  EXPECT_EQ(std::to_integer<int>(dev->block_bytes(11)[0]), 0x5a);
-  EXPECT_EQ(dev->writes.load(), 1u) << "twelve adjacent blocks are one merged write";
+  // Once released, the twelve are over the bound, so background write-back
+  // may take some of them before write_dirty_buffers() does: how many writes
+  // that makes is timing, that every block lands is not.
+  for (uint64_t blk = 0; blk < 12; ++blk)
+    EXPECT_EQ(std::to_integer<int>(dev->block_bytes(blk)[0]), 0x5a) << blk;
+  EXPECT_EQ(cache->stats().dirty, 0u);
+  EXPECT_LE(cache->stats().buffers, 8u) << "released buffers are shed back to the bound";
+}
+
+TEST(BufioTest, AdjacentDirtyBlocksAreOneMergedWrite) {
+  auto dev = std::make_shared<FaultDevice>(64 * kBs);
+  auto cache = make_cache(dev, 64);  // no pressure: the background thread stays out of it
+  for (uint64_t blk = 4; blk < 16; ++blk) {
+    auto b = cache->new_block(blk, nullptr);
+    ASSERT_TRUE(b.ok());
+    std::memset(b->data().data(), static_cast<int>(blk), kBs);
+    b->mark_dirty();
+  }
+  auto far = cache->new_block(40, nullptr);
+  ASSERT_TRUE(far.ok());
+  std::memset(far->data().data(), 40, kBs);
+  far->mark_dirty();
+  far->release();
+  ASSERT_TRUE(cache->write_dirty_buffers().ok());
+  EXPECT_EQ(dev->writes.load(), 2u) << "twelve adjacent blocks are one write, the distant one another";
+  for (uint64_t blk = 4; blk < 16; ++blk)
+    EXPECT_EQ(std::to_integer<uint64_t>(dev->block_bytes(blk)[kBs - 1]), blk);
+  EXPECT_EQ(std::to_integer<int>(dev->block_bytes(40)[0]), 40);
 }
 
 TEST(BufioTest, BackgroundWritebackWritesOldDirtyBuffersWithoutFlushing) {
