@@ -11,6 +11,8 @@
 #include <chrono>
 #include <cstring>
 
+#include "core/thread_name.h"
+
 namespace bowstack {
 
 namespace {
@@ -87,7 +89,10 @@ ControlServer::~ControlServer() {
 }
 
 void ControlServer::start() {
-  accept_thread_ = std::thread([this] { accept_loop(); });
+  accept_thread_ = std::thread([this] {
+    set_thread_name("ctl-accept");
+    accept_loop();
+  });
 }
 
 void ControlServer::stop() {
@@ -138,6 +143,7 @@ void ControlServer::accept_loop() {
     clients_.emplace_back(fd, std::thread());
     auto* entry = &clients_.back();
     entry->second = std::thread([this, fd, entry] {
+      set_thread_name("ctl-client");
       serve_client(fd);
       std::lock_guard inner(mu_);
       ::close(fd);

@@ -7,6 +7,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "core/thread_name.h"
+
 namespace bowstack {
 
 namespace bufio_detail {
@@ -86,7 +88,10 @@ BufferCache::BufferCache(std::shared_ptr<BlockDevice> dev, BufioOptions opts, ui
       opts_(opts),
       blocks_(blocks),
       max_buffers_(std::max<uint64_t>(8, opts.max_bytes / opts.block_size)) {
-  background_ = std::thread([this] { background_loop(); });
+  background_ = std::thread([this] {
+    set_thread_name("bufio-wb");
+    background_loop();
+  });
 }
 
 BufferCache::~BufferCache() {

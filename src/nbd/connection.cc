@@ -11,6 +11,7 @@
 #include <array>
 #include <system_error>
 
+#include "core/thread_name.h"
 #include "nbd/error_map.h"
 #include "nbd/handshake.h"
 #include "nbd/protocol.h"
@@ -116,7 +117,10 @@ void Connection::maybe_spawn_worker() {
   // while this one is starting.
   waiting_readers_.fetch_add(1);
   try {
-    workers_.emplace_back([this] { worker_loop(true); });
+    workers_.emplace_back([this] {
+      set_thread_name("nbd-worker");
+      worker_loop(true);
+    });
     ++nworkers_;
   } catch (const std::system_error& e) {
     waiting_readers_.fetch_sub(1);

@@ -17,6 +17,7 @@
 #include <cstring>
 #include <system_error>
 
+#include "core/thread_name.h"
 #include "nbd/connection.h"
 
 namespace bowstack::nbd {
@@ -128,7 +129,10 @@ void Server::start() {
     spdlog::error("nbd: cannot create wake-up pipe: {}", std::strerror(errno));
     return;
   }
-  accept_thread_ = std::thread([this] { accept_loop(); });
+  accept_thread_ = std::thread([this] {
+    set_thread_name("nbd-accept");
+    accept_loop();
+  });
 }
 
 void Server::accept_loop() {
@@ -206,6 +210,7 @@ void Server::serve_fd(int fd) {
       auto it = conns_.insert(conns_.end(), Entry{std::move(conn), {}, false});
       try {
         it->thread = std::thread([this, raw, it] {
+          set_thread_name("nbd-conn");
           raw->run();
           {
             std::lock_guard done_lock(mu_);

@@ -11,6 +11,7 @@
 #include "core/aligned_buf.h"
 #include "core/file_device.h"
 #include "core/parse.h"
+#include "core/thread_name.h"
 #include "targets/bow/bow_log.h"
 
 namespace bowstack::bow {
@@ -220,8 +221,14 @@ Capabilities BowTarget::capabilities() const {
 }
 
 void BowTarget::start_committer() {
-  committer_ = std::thread([this] { committer_loop(); });
-  applier_ = std::thread([this] { applier_loop(); });
+  committer_ = std::thread([this] {
+    set_thread_name("bow-commit");
+    committer_loop();
+  });
+  applier_ = std::thread([this] {
+    set_thread_name("bow-apply");
+    applier_loop();
+  });
 }
 
 Status BowTarget::fail(Status s) {

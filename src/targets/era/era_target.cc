@@ -14,6 +14,7 @@
 
 #include "core/file_device.h"
 #include "core/parse.h"
+#include "core/thread_name.h"
 
 namespace bowstack::era {
 
@@ -126,7 +127,10 @@ Result<std::shared_ptr<EraTarget>> EraTarget::open(std::shared_ptr<BlockDevice> 
   if (Status s = t->recover(); !s.ok()) {
     return Status::Error(s.code(), "era: cannot use the metadata: " + why(s) + " (see 'bowstack era check')");
   }
-  t->committer_ = std::thread([p = t.get()] { p->committer_loop(); });
+  t->committer_ = std::thread([p = t.get()] {
+    set_thread_name("era-commit");
+    p->committer_loop();
+  });
   return t;
 }
 
