@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <nlohmann/json.hpp>
@@ -24,6 +25,9 @@ constexpr uint64_t kZeroChunk = 1u << 20;
 // The planner never hands out the last free blocks: commit needs one for an
 // atomic final log rollover (see commit()).
 constexpr uint64_t kCommitSpare = 1;
+// Writes that make a batch worth committing without gathering more: the two
+// barriers then cost little per write.
+constexpr size_t kGatherWrites = 64;
 
 }  // namespace
 
@@ -188,6 +192,12 @@ Result<std::shared_ptr<BlockDevice>> BowTarget::create(std::shared_ptr<BlockDevi
   auto below = args.get_size("auto_commit_below", 0);
   if (!below.ok()) return below.status();
   o.auto_commit_below = *below;
+  auto gather = args.get_size("gather_us", o.gather_us);
+  if (!gather.ok()) return gather.status();
+  if (*gather > 100000) {
+    return Status::Error(EINVAL, fmt::format("bow: gather_us {} must be at most 100000 (0.1 s)", *gather));
+  }
+  o.gather_us = static_cast<uint32_t>(*gather);
   o.meta_path = args.get_string("meta", default_meta_path(*lower));
   if (o.meta_path == "none") o.meta_path.clear();
   auto t = open(std::move(lower), std::move(o));
@@ -207,6 +217,9 @@ TargetInfo BowTarget::info() {
        {"auto_commit_below",
         "commit automatically when free space falls below this many bytes (default: "
         "never; writes fail with ENOSPC instead)"},
+       {"gather_us",
+        "microseconds the committer waits to gather acknowledged overwrites into one log commit "
+        "(default 500; 0: commit at once; flushes and FUA writes never wait)"},
        {"meta", "resume journal path (default IMAGE.bowmeta for a file image; 'none' to disable)"}},
       &BowTarget::create,
   };
@@ -650,8 +663,12 @@ Status BowTarget::write_saving(uint64_t first, std::span<const std::byte> data, 
   pending_bytes_ += bytes;
   queue_.push_back(p);
   ++enqueued_;
+  if (flags & kFua) commit_now_ = true;  // its writer waits for the batch: no gathering
   if (committer_waiting_) {
     committer_waiting_ = false;
+    work_cv_.notify_one();
+  } else if (committer_gathering_ && (commit_now_ || batch_full_locked())) {
+    committer_gathering_ = false;  // one wake-up is enough
     work_cv_.notify_one();
   }
   if (!(flags & kFua)) return Status::Ok();  // acknowledged; durable at the next flush
@@ -729,6 +746,13 @@ Status BowTarget::flush() {
     // Every write acknowledged before this flush must be applied first.
     std::unique_lock q(q_mu_);
     const uint64_t target = enqueued_;
+    if (target > applied_) {
+      commit_now_ = true;  // the committer must not gather while a flush waits
+      if (committer_gathering_) {
+        committer_gathering_ = false;
+        work_cv_.notify_one();
+      }
+    }
     done_cv_.wait(q, [&] { return applied_ >= target; });
   }
   std::shared_ptr<ResumeJournal> journal;
@@ -745,6 +769,10 @@ Status BowTarget::flush() {
 
 // ---- Committer ------------------------------------------------------------
 
+bool BowTarget::batch_full_locked() const {
+  return queue_.size() >= kGatherWrites || pending_bytes_ >= opts_.max_pending_bytes / 2;
+}
+
 void BowTarget::committer_loop() {
   for (;;) {
     std::vector<std::shared_ptr<Pending>> batch;
@@ -756,6 +784,19 @@ void BowTarget::committer_loop() {
       }
       committer_waiting_ = false;
       if (queue_.empty()) return;  // stopping, and drained
+      // Group commit, gathered: a batch costs two barriers however many
+      // writes it holds, and these writes are acknowledged already, so
+      // waiting briefly for more costs no client anything, while waking
+      // per handful of writes cost a context switch and two barriers each
+      // (docs/performance.md, run 9). A flush or FUA write, a full batch,
+      // pressure on the pending memory or stopping ends the wait at once.
+      if (opts_.gather_us > 0 && !stop_ && !commit_now_ && !batch_full_locked()) {
+        committer_gathering_ = true;
+        work_cv_.wait_for(q, std::chrono::microseconds(opts_.gather_us),
+                          [this] { return stop_ || commit_now_ || batch_full_locked(); });
+        committer_gathering_ = false;
+      }
+      commit_now_ = false;
       batch.assign(queue_.begin(), queue_.end());
       queue_.clear();
     }

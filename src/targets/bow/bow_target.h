@@ -13,10 +13,13 @@
 //    duration; overlapping operations wait, others run in parallel.
 //  * A write that must save checkpoint data reads it in its own thread, then
 //    hands the saved copy, its log entries and its new data to the committer
-//    thread and returns (unless FUA). For a whole batch the committer makes
-//    the saved copies and the new log entries (beyond `count`) durable behind
-//    one barrier (BlockDevice::write_batch: on a file, writeback of just
-//    those ranges and one device flush, not an fdatasync of the whole image),
+//    thread and returns (unless FUA). The committer gathers: with fewer
+//    than a full batch queued it waits up to gather_us for more (the writes
+//    are acknowledged; flushes and FUA writes end the wait). For a whole
+//    batch the committer makes the saved copies and the new log entries
+//    (beyond `count`) durable behind one barrier (BlockDevice::write_batch:
+//    on a file, writeback of just those ranges and one device flush, not an
+//    fdatasync of the whole image),
 //    then publishes the entries with a FUA write of the header: two barriers
 //    per batch, also when the batch overflows the log block (while a free
 //    block is left for a partly filled log block). Only then does
@@ -65,7 +68,10 @@ struct BowOptions {
   uint64_t auto_commit_below = 0;          // bytes of free space; 0 = never commit automatically
   std::string meta_path;                   // resume journal; empty = a crash cannot be resumed
   uint64_t max_pending_bytes = 64u << 20;  // acknowledged overwrites waiting for their log commit
-  Env* env = nullptr;                      // where the resume journal lives; null = the real filesystem
+  // How long the committer waits for more acknowledged writes before it
+  // commits a small batch (flushes and FUA writes never wait); 0 = never.
+  uint32_t gather_us = 500;
+  Env* env = nullptr;  // where the resume journal lives; null = the real filesystem
 };
 
 class BowTarget final : public StackedDevice {
@@ -145,6 +151,8 @@ class BowTarget final : public StackedDevice {
   // Committer thread: makes a batch's saved copies and log entries durable
   // and publishes them, then hands the batch to the applier thread.
   void committer_loop();
+  // Whether the queue is worth committing at once. REQUIRES: q_mu_ held.
+  bool batch_full_locked() const;
   Status log_batch(std::vector<std::shared_ptr<Pending>>& batch, uint64_t* new_s0c);
   // Applier thread: writes the overwrites of logged batches, in order, and
   // updates the map. It runs beside the committer, so the next batch's
@@ -210,6 +218,12 @@ class BowTarget final : public StackedDevice {
   // find it so clears it and wakes it; the others need not, which saves a
   // futex call per write (a context switch costs much in a VM).
   bool committer_waiting_ = false;
+  // Guarded by q_mu_: the committer has a batch and waits (at most
+  // gather_us) for a fuller one; a writer that fills it wakes it.
+  bool committer_gathering_ = false;
+  // Guarded by q_mu_: a flush or FUA write waits for the queue: the next
+  // batch goes without gathering.
+  bool commit_now_ = false;
   std::deque<std::shared_ptr<Pending>> queue_;  // guarded by q_mu_
   // Logged batches for the applier, in log order: each with the status of
   // its logging and where it moved the live block 0 (0: it did not).

@@ -470,6 +470,56 @@ TEST(Bow, OverflowingBatchTakesTwoBarriersAndSavesPartlyFilledLogBlock) {
   EXPECT_EQ(std::memcmp(now.data(), expect.data(), size / 2), 0);
 }
 
+// The committer gathers acknowledged overwrites into bigger batches, but a
+// flush, a FUA write, a full batch or the target's destruction never waits
+// for the gathering window (here 10 s, so that a wait would show).
+TEST(Bow, GatheringNeverDelaysFlushesFuaOrFullBatches) {
+  const uint32_t bs = 4096;
+  const uint64_t size = 4u << 20;
+  std::mt19937_64 rng(11);
+  Bytes initial = random_bytes(rng, size);
+  auto mem = memory_with(initial);
+  auto bow = BowTarget::open(mem, BowOptions{.block_size = bs, .gather_us = 10'000'000}).value();
+  ASSERT_TRUE(bow->trim(size / 2, size / 2, 0).ok());
+  ASSERT_TRUE(bow->checkpoint().ok());
+  using Clock = std::chrono::steady_clock;
+  const auto quick = std::chrono::seconds(5);
+  Bytes d = random_bytes(rng, bs);
+  const uint64_t entries0 = bow->stats().log_entries;
+
+  auto t0 = Clock::now();
+  ASSERT_TRUE(bow->write(1 * bs, d, 0).ok());
+  ASSERT_TRUE(bow->flush().ok());
+  EXPECT_LT(Clock::now() - t0, quick);
+  EXPECT_EQ(bow->stats().log_entries, entries0 + 1);
+
+  t0 = Clock::now();
+  ASSERT_TRUE(bow->write(2 * bs, d, kFua).ok());
+  EXPECT_LT(Clock::now() - t0, quick);
+  EXPECT_EQ(bow->stats().log_entries, entries0 + 2);
+
+  // A full batch (64 writes) is committed without a flush.
+  t0 = Clock::now();
+  for (uint64_t b = 3; b < 3 + 64; ++b) ASSERT_TRUE(bow->write(b * bs, d, 0).ok());
+  while (bow->stats().log_entries < entries0 + 2 + 64 && Clock::now() - t0 < quick) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_GE(bow->stats().log_entries, entries0 + 2 + 64);
+
+  // A write still gathering when the target goes is committed on the way out.
+  ASSERT_TRUE(bow->write(100 * bs, d, 0).ok());
+  t0 = Clock::now();
+  bow.reset();
+  EXPECT_LT(Clock::now() - t0, quick);
+  auto chain = read_and_validate(*mem);
+  ASSERT_TRUE(chain.ok()) << chain.status().message();
+  uint64_t entries = 0;
+  for (const auto& lb : chain->blocks) entries += lb.entries.size();
+  EXPECT_EQ(entries, entries0 + 2 + 64 + 1 + (chain->blocks.size() - 1));
+  Bytes restored = restored_copy(*mem);
+  EXPECT_EQ(std::memcmp(restored.data(), initial.data(), size / 2), 0);
+}
+
 class BowResumeTest : public ::testing::Test {
  protected:
   void SetUp() override {
