@@ -1256,11 +1256,13 @@ Status BowTarget::resume_from(const LogChain& chain) {
   const LogEntry& e0 = chain.blocks.front().entries.front();
   if (h.block_size != bs_ || h.blocks != blocks_ || h.log0_dest != e0.dest || h.log0_crc != e0.checksum ||
       h.s0c_initial == 0 || h.s0c_initial >= blocks_) {
-    return Status::Error(EINVAL,
-                         fmt::format("bow: resume journal '{}' belongs to another checkpoint or device "
-                                     "(block size {}/{}, blocks {}/{}, first entry dest {}/{}); restore "
-                                     "with 'bowstack restore IMAGE'",
-                                     path, h.block_size, bs_, h.blocks, blocks_, h.log0_dest, e0.dest));
+    return Status::Error(
+        EINVAL, fmt::format("bow: resume journal '{}' belongs to another checkpoint or device "
+                            "(journal/log: block size {}/{}, blocks {}/{}, first entry dest "
+                            "{}/{}, checksum {:#010x}/{:#010x}); restore with 'bowstack restore "
+                            "IMAGE'",
+                            path, h.block_size, bs_, h.blocks, blocks_, h.log0_dest, e0.dest, h.log0_crc,
+                            e0.checksum));
   }
   for (const JournalExtent& x : j->extents) {
     if (x.count == 0 || x.start == 0 || x.start >= blocks_ || x.count > blocks_ - x.start) {

@@ -97,6 +97,8 @@ Result<JournalContents> ResumeJournal::load(Env* env, const std::string& path) {
     auto n = (*f)->read(index * kRecord, std::as_writable_bytes(std::span(r)));
     if (!n.ok()) return Status::Error(n.status().code(), "resume journal: " + n.status().context());
     if (*n < kRecord) {
+      // An empty or cut first record is no journal; later ones are a torn tail.
+      if (index == 0) return Status::Error(EINVAL, "resume journal '" + path + "' has no valid header");
       c.torn_tail = *n > 0;
       break;
     }

@@ -1,0 +1,84 @@
+// ResumeJournal::load on what a crash or a damaged disk can leave: an empty
+// or cut header is no journal; after a valid header, reading stops at the
+// first record that is cut or fails its CRC (a torn tail), and what came
+// before it is kept.
+#include "targets/bow/resume_journal.h"
+
+#include <gtest/gtest.h>
+
+#include <vector>
+
+namespace bowstack::bow {
+namespace {
+
+constexpr const char* kPath = "j";
+
+void put(MemEnv& env, const std::vector<unsigned char>& bytes) {
+  auto f = env.open(kPath, OpenMode::kCreateTruncate);
+  ASSERT_TRUE(f.ok());
+  ASSERT_TRUE((*f)->write(0, std::as_bytes(std::span(bytes))).ok());
+}
+
+std::vector<unsigned char> journal(size_t extents) {
+  std::vector<unsigned char> b(64 * (1 + extents));
+  JournalHeader h{.block_size = 4096, .blocks = 1000, .s0c_initial = 7, .log0_dest = 56, .log0_crc = 0x1234};
+  encode_record(JournalRecord::kHeader, &h, nullptr, b.data());
+  for (size_t i = 0; i < extents; ++i) {
+    JournalExtent x{i % 2 ? JournalRecord::kClaim : JournalRecord::kFree, 10 + 10 * i, 5};
+    encode_record(x.type, nullptr, &x, b.data() + 64 * (1 + i));
+  }
+  return b;
+}
+
+TEST(ResumeJournal, EmptyOrCutHeaderIsNoJournal) {
+  MemEnv env;
+  EXPECT_EQ(ResumeJournal::load(&env, kPath).status().code(), ENOENT);
+  put(env, {});
+  auto empty = ResumeJournal::load(&env, kPath);
+  ASSERT_FALSE(empty.ok());
+  EXPECT_EQ(empty.status().code(), EINVAL);
+  EXPECT_NE(empty.status().message().find("no valid header"), std::string::npos) << empty.status().message();
+  auto cut = journal(0);
+  cut.resize(40);
+  put(env, cut);
+  EXPECT_EQ(ResumeJournal::load(&env, kPath).status().code(), EINVAL);
+  auto bad = journal(0);
+  bad[20] ^= 1;  // the CRC no longer matches
+  put(env, bad);
+  EXPECT_EQ(ResumeJournal::load(&env, kPath).status().code(), EINVAL);
+}
+
+TEST(ResumeJournal, ReadingStopsAtATornOrCorruptRecord) {
+  MemEnv env;
+  put(env, journal(3));
+  auto whole = ResumeJournal::load(&env, kPath);
+  ASSERT_TRUE(whole.ok()) << whole.status().message();
+  EXPECT_FALSE(whole->torn_tail);
+  EXPECT_EQ(whole->valid_records, 4u);
+  ASSERT_EQ(whole->extents.size(), 3u);
+  EXPECT_EQ(whole->extents[1].type, JournalRecord::kClaim);
+  EXPECT_EQ(whole->extents[2].start, 30u);
+  EXPECT_EQ(whole->header.s0c_initial, 7u);
+  EXPECT_EQ(whole->header.log0_crc, 0x1234u);
+
+  auto cut = journal(3);
+  cut.resize(cut.size() - 10);  // the last record half written
+  put(env, cut);
+  auto torn = ResumeJournal::load(&env, kPath);
+  ASSERT_TRUE(torn.ok());
+  EXPECT_TRUE(torn->torn_tail);
+  EXPECT_EQ(torn->valid_records, 3u);
+  EXPECT_EQ(torn->extents.size(), 2u);
+
+  auto bad = journal(3);
+  bad[64 * 2 + 17] ^= 1;  // the second extent's start: its CRC fails
+  put(env, bad);
+  auto corrupt = ResumeJournal::load(&env, kPath);
+  ASSERT_TRUE(corrupt.ok());
+  EXPECT_TRUE(corrupt->torn_tail);
+  EXPECT_EQ(corrupt->valid_records, 2u);
+  EXPECT_EQ(corrupt->extents.size(), 1u);
+}
+
+}  // namespace
+}  // namespace bowstack::bow
