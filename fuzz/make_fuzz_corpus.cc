@@ -7,6 +7,9 @@
 //                      memory device (block sizes 512, 1024, 4096; one and
 //                      several log blocks), restores stopped part-way (WOB),
 //                      and images whose validation fails (roll-forward)
+//  fuzz_bow_resume     checkpoints left by a crash (image and resume
+//                      journal; block sizes 512 to 4096, one and several
+//                      log blocks), torn and foreign journals
 //  fuzz_nbd_handshake  option sequences: GO, EXPORT_NAME, INFO, LIST, meta
 //                      contexts, unsupported and oversized options, ABORT
 //  fuzz_nbd_request    one config byte (fuzz_nbd_request.cc) and a stream of
@@ -22,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "core/env.h"
 #include "core/memory_device.h"
 #include "nbd/handshake.h"
 #include "nbd/protocol.h"
@@ -161,6 +165,85 @@ void bow_corpus() {
   bow::pack_header(h, std::span(bad_seq.data(), bow::kHeaderSize));
   save(f, "invalid-sequence", bad_seq);
   save(f, "no-checkpoint", patterned(4096, 512, 9));
+}
+
+// ---- bow resume ------------------------------------------------------------
+
+// An input of fuzz_bow_resume: flags, image length, image, journal.
+Bytes resume_input(uint8_t flags, const Bytes& image, const Bytes& journal) {
+  Bytes in;
+  in.push_back(std::byte{flags});
+  const auto n = static_cast<uint32_t>(image.size());
+  for (int i = 0; i < 4; ++i) in.push_back(std::byte(static_cast<uint8_t>(n >> (8 * i))));
+  in.insert(in.end(), image.begin(), image.end());
+  in.insert(in.end(), journal.begin(), journal.end());
+  return in;
+}
+
+// A checkpoint served as after a crash: its image and resume journal, with
+// overwrites (log entries), writes into free space (claim records) and
+// discards (release records), flushed, and the server gone without a commit.
+struct Resumable {
+  Bytes image;
+  Bytes journal;
+};
+Resumable make_resumable(uint64_t size, uint32_t bs, int writes, uint8_t salt) {
+  auto mem = std::make_shared<MemoryDevice>(size);
+  must(mem->write(0, patterned(size, bs, salt), 0), "fill");
+  MemEnv env;
+  const std::string meta = "image.bowmeta";  // the name fuzz_bow_resume gives the journal
+  auto opened = bow::BowTarget::open(mem, bow::BowOptions{.block_size = bs, .meta_path = meta, .env = &env});
+  if (!opened.ok()) die("open bow", opened.status());
+  auto bow = opened.value();
+  const uint64_t blocks = size / bs;
+  const uint64_t first_free = blocks / 2;
+  must(bow->trim(first_free * bs, (blocks - first_free) * bs, 0), "trim");
+  must(bow->checkpoint(), "checkpoint");
+  Bytes data(bs);
+  for (int w = 0; w < writes; ++w) {
+    std::memset(data.data(), 0xb0 + w % 16, data.size());
+    must(bow->write((1 + static_cast<uint64_t>(w) % (first_free - 1)) * bs, data, 0), "write");
+    if (w % 5 == 0) must(bow->write((blocks - 1 - w % 8) * bs, data, 0), "write free");
+    if (w % 7 == 0) must(bow->trim((blocks - 9 - w % 4) * bs, bs, 0), "trim free");
+    must(bow->flush(), "flush");  // one write per batch: the image does not depend on timing
+  }
+  Resumable r{mem->contents(), {}};
+  auto j = env.contents(meta);
+  if (!j) die("resume journal", Status::Error(ENOENT, "no journal after the checkpoint"));
+  r.journal = *j;
+  return r;  // `bow` is dropped after the copies: a crash, not a commit
+}
+
+void resume_corpus() {
+  const std::string f = "fuzz_bow_resume";
+  struct Spec {
+    const char* name;
+    uint64_t size;
+    uint32_t bs;
+    int writes;
+  };
+  const Spec specs[] = {
+      {"resume-512-chain", 64 << 10, 512, 40},  // several log blocks
+      {"resume-1024", 64 << 10, 1024, 12},
+      {"resume-4096", 128 << 10, 4096, 10},
+      {"resume-4096-no-writes", 64 << 10, 4096, 0},
+  };
+  uint8_t salt = 11;
+  for (const Spec& s : specs) {
+    Resumable r = make_resumable(s.size, s.bs, s.writes, salt++);
+    save(f, std::string(s.name) + "-restore", resume_input(0, r.image, r.journal));
+    save(f, std::string(s.name) + "-commit", resume_input(2, r.image, r.journal));
+    // A torn last record, and a journal cut to its header.
+    Bytes torn(r.journal.begin(), r.journal.end() - 20);
+    save(f, std::string(s.name) + "-torn", resume_input(1, r.image, torn));
+    Bytes header_only(r.journal.begin(), r.journal.begin() + 64);
+    save(f, std::string(s.name) + "-header-only", resume_input(1, r.image, header_only));
+  }
+  // A journal of another checkpoint, and none at all.
+  Resumable a = make_resumable(64 << 10, 512, 6, 30);
+  Resumable b = make_resumable(64 << 10, 512, 6, 31);
+  save(f, "resume-foreign-journal", resume_input(0, a.image, b.journal));
+  save(f, "resume-no-journal", resume_input(0, a.image, {}));
 }
 
 // ---- NBD handshake --------------------------------------------------------
@@ -351,6 +434,7 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::warn);
   g_out = argv[1];
   bow_corpus();
+  resume_corpus();
   handshake_corpus();
   request_corpus();
   control_corpus();

@@ -1,0 +1,174 @@
+// fuzz_bow_resume: resuming a checkpoint from a device image and its resume
+// journal (docs/format/bow.md section 3), both taken from the input:
+//
+//   byte 0      flags: bit 0 rewrites the CRC of every journal record, so
+//               that mutated fields reach the resume logic instead of
+//               ending the journal as a torn tail; bit 1 commits at the
+//               end instead of restoring
+//   bytes 1..4  little-endian length of the image (cut to what follows
+//               and to a multiple of 512 bytes, at most 256 KiB)
+//   then        the image, then the journal (at most 64 KiB)
+//
+// Contracts checked:
+//  * opening never accesses the device out of bounds or unaligned
+//    (CheckedDevice), and an open that fails writes nothing to the device;
+//  * a resumed target serves writes, trims and flushes without a broken
+//    contract, whatever the journal said;
+//  * whatever the journal said, the log the resumed target keeps stays one
+//    that restore accepts: if the image's log validated (with checksums)
+//    before the open and the target did not fail, a restore afterwards
+//    succeeds (the journal only describes free space; the log's own
+//    blocks and saved copies are never given out), and a commit leaves no
+//    checkpoint behind.
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/crc32.h"
+#include "core/env.h"
+#include "core/memory_device.h"
+#include "fuzz_util.h"
+#include "targets/bow/bow_log.h"
+#include "targets/bow/bow_restore.h"
+#include "targets/bow/bow_target.h"
+
+namespace bowstack::fuzz {
+namespace {
+
+using Bytes = std::vector<std::byte>;
+constexpr size_t kMaxImage = 256 << 10;
+constexpr size_t kMaxJournal = 64 << 10;
+constexpr size_t kRecord = 64;
+constexpr const char* kJournal = "image.bowmeta";
+
+// A small deterministic generator for the operations after a resume.
+struct Rng {
+  uint64_t s;
+  uint64_t next() {
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    return s;
+  }
+  uint64_t below(uint64_t n) { return n == 0 ? 0 : next() % n; }
+};
+
+uint64_t fnv1a(const uint8_t* data, size_t size) {
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < size; ++i) h = (h ^ data[i]) * 1099511628211ull;
+  return h | 1;  // never 0: the generator would stick there
+}
+
+// Rewrites the CRC (bytes 60..63, over bytes 0..59) of every whole record.
+void fix_record_crcs(Bytes* journal) {
+  for (size_t at = 0; at + kRecord <= journal->size(); at += kRecord) {
+    uint32_t crc = crc32(0, journal->data() + at, 60);
+    for (int i = 0; i < 4; ++i) (*journal)[at + 60 + i] = std::byte(static_cast<uint8_t>(crc >> (8 * i)));
+  }
+}
+
+void run(const uint8_t* data, size_t size) {
+  if (size < 5) return;
+  const uint8_t flags = data[0];
+  uint32_t image_len = 0;
+  for (int i = 0; i < 4; ++i) image_len |= static_cast<uint32_t>(data[1 + i]) << (8 * i);
+  const size_t avail = size - 5;
+  size_t n = std::min<size_t>({image_len, avail, kMaxImage}) / 512 * 512;
+  if (n == 0) return;
+  Bytes image(n);
+  std::memcpy(image.data(), data + 5, n);
+  Bytes journal(std::min(avail - n, kMaxJournal));
+  if (!journal.empty()) std::memcpy(journal.data(), data + 5 + n, journal.size());
+  if (flags & 1) fix_record_crcs(&journal);
+
+  auto mem = std::make_shared<MemoryDevice>(image.size());
+  FUZZ_CHECK(mem->write(0, image, 0).ok());
+  auto dev = std::make_shared<CheckedDevice>(mem);
+  MemEnv env;
+  {
+    auto f = env.open(kJournal, OpenMode::kCreateTruncate);
+    FUZZ_CHECK(f.ok());
+    FUZZ_CHECK((*f)->write(0, journal).ok());
+  }
+  // Whether restore would have accepted the image before the resume.
+  const bool valid_before = bow::read_and_validate(*dev).ok();
+
+  auto opened = bow::BowTarget::open(dev, bow::BowOptions{.meta_path = kJournal, .env = &env});
+  if (!opened.ok()) {
+    FUZZ_CHECK_MSG(dev->writes == 0, "a failed open wrote to the device: " + opened.status().message());
+    FUZZ_CHECK(mem->contents() == image);
+    return;
+  }
+  auto t = opened.value();
+  const bool resumed = t->state() == bow::State::kCheckpoint;
+  const uint32_t bs = t->geometry().logical_block_size;
+  const uint64_t blocks = t->geometry().size / bs;
+
+  // A few operations anywhere on the device, some unaligned, as a client
+  // would send them after the restart. Their results may be errors (a full
+  // device); they must not break a contract.
+  Rng rng{fnv1a(data, size)};
+  Bytes buf(4 * bs);
+  for (int op = 0; op < 12; ++op) {
+    const uint64_t len_blocks = 1 + rng.below(3);
+    const uint64_t first = rng.below(blocks - len_blocks + 1);
+    switch (rng.below(6)) {
+      case 0:
+      case 1:
+      case 2:
+        std::memset(buf.data(), static_cast<int>(rng.next() & 0xff), buf.size());
+        (void)t->write(first * bs, std::span(buf.data(), len_blocks * bs), 0);
+        break;
+      case 3: {
+        const uint64_t off = first * bs + rng.below(bs);
+        const uint64_t len = std::min<uint64_t>(1 + rng.below(2 * bs), t->geometry().size - off);
+        (void)t->write(off, std::span(buf.data(), len), 0);
+        break;
+      }
+      case 4:
+        (void)t->trim(first * bs, len_blocks * bs, 0);
+        break;
+      default:
+        (void)t->read(first * bs, std::span(buf.data(), len_blocks * bs));
+        break;
+    }
+  }
+  (void)t->flush();
+  const bool failed = t->stats().failed;
+
+  if (flags & 2) {
+    Status c = resumed ? t->commit() : Status::Ok();
+    t.reset();
+    if (resumed && c.ok()) {
+      auto p = bow::probe(*dev);
+      FUZZ_CHECK(p.ok() && *p == bow::ProbeResult::kNoCheckpoint);
+    }
+    return;
+  }
+  t.reset();
+  if (!resumed) return;
+  auto restored = bow::restore(*dev, bow::RestoreOptions{});
+  if (valid_before && !failed) {
+    FUZZ_CHECK_MSG(restored.ok(),
+                   "the log of a resumed checkpoint no longer restores: " + restored.status().message());
+  }
+}
+
+}  // namespace
+}  // namespace bowstack::fuzz
+
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  spdlog::set_level(spdlog::level::off);
+  return 0;
+}
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  bowstack::fuzz::run(data, size);
+  return 0;
+}
