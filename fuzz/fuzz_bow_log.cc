@@ -47,12 +47,6 @@ Device make_device(const Bytes& image) {
   return d;
 }
 
-uint64_t fnv1a(const uint8_t* data, size_t size) {
-  uint64_t h = 1469598103934665603ull;
-  for (size_t i = 0; i < size; ++i) h = (h ^ data[i]) * 1099511628211ull;
-  return h;
-}
-
 void check_chain(const bow::LogChain& chain) {
   FUZZ_CHECK(!chain.blocks.empty());
   FUZZ_CHECK(chain.block_size >= 512 && chain.block_size <= 4096);
@@ -200,11 +194,6 @@ bool fix_checksums(Bytes& image) {
 
 }  // namespace
 }  // namespace bowstack::fuzz
-
-extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  spdlog::set_level(spdlog::level::off);
-  return 0;
-}
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace bowstack;

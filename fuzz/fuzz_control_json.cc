@@ -46,11 +46,6 @@ void check_reply(std::string_view line, const std::string& reply) {
 }  // namespace
 }  // namespace bowstack::fuzz
 
-extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  spdlog::set_level(spdlog::level::off);
-  return 0;
-}
-
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace bowstack;
   using namespace bowstack::fuzz;

@@ -107,11 +107,6 @@ void check_server_stream(const std::vector<uint8_t>& out, const std::vector<uint
 }  // namespace
 }  // namespace bowstack::fuzz
 
-extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  spdlog::set_level(spdlog::level::off);
-  return 0;
-}
-
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace bowstack;
   using namespace bowstack::fuzz;

@@ -279,11 +279,6 @@ std::shared_ptr<BlockDevice> make_stack(const Config& c) {
 }  // namespace
 }  // namespace bowstack::fuzz
 
-extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  spdlog::set_level(spdlog::level::off);
-  return 0;
-}
-
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace bowstack;
   using namespace bowstack::fuzz;

@@ -1,5 +1,6 @@
 // Shared by the fuzz targets: contract checks, a device that enforces the
-// BlockDevice contract on its callers, and the client end of a socketpair.
+// BlockDevice contract on its callers, the client end of a socketpair, an
+// input hash, and the libFuzzer initialiser (quiet logs).
 //
 // Harnesses may abort on a broken contract (that is what libFuzzer reports);
 // the code under test never may.
@@ -7,6 +8,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -23,6 +25,14 @@
 #include "core/block_device.h"
 
 namespace bowstack::fuzz {
+
+// A hash of the input, for harnesses that derive choices (where to stop a
+// restore, which operations to run) from it deterministically.
+inline uint64_t fnv1a(const uint8_t* data, size_t size) {
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < size; ++i) h = (h ^ data[i]) * 1099511628211ull;
+  return h;
+}
 
 // A broken contract: print what and where, then abort so libFuzzer saves the
 // input.
@@ -166,3 +176,11 @@ inline uint64_t load_be64(const uint8_t* p) { return (uint64_t(load_be32(p)) << 
 inline uint16_t load_be16(const uint8_t* p) { return uint16_t((p[0] << 8) | p[1]); }
 
 }  // namespace bowstack::fuzz
+
+// Every fuzzer is one translation unit that includes this header once:
+// this is its libFuzzer initialiser. The code under test logs through
+// spdlog; at fuzzing speed that is only noise.
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  spdlog::set_level(spdlog::level::off);
+  return 0;
+}
