@@ -44,15 +44,23 @@ class Server:
             self.proc.wait()
 
 
+def fio_job(uri, args):
+    """Runs one fio job (ioengine=nbd) with extra `args`; returns fio's JSON
+    for the job. A failing fio ends the benchmark with its stderr."""
+    cmd = ["fio", "--name=b", "--ioengine=nbd", f"--uri={uri}", "--randrepeat=0",
+           "--output-format=json"] + args
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"fio failed: {' '.join(cmd)}\n{out.stderr}")
+    return json.loads(out.stdout[out.stdout.index("{"):])["jobs"][0]
+
+
 def fio(uri, rw, bs, qd, offset, size, runtime):
     """Returns (IOPS, bytes/s, seconds the job ran). Without time_based a
     random job ends once it has written every block of its region, which
     may be long before `runtime`."""
     # Start each measurement with no writeback of earlier steps in flight.
     subprocess.run(["sync"], check=True)
-    cmd = ["fio", "--name=b", "--ioengine=nbd", f"--uri={uri}", f"--rw={rw}", f"--bs={bs}",
-           f"--iodepth={qd}", f"--offset={offset}", f"--size={size}", f"--runtime={runtime}",
-           "--randrepeat=0", "--output-format=json"]
-    out = sh(cmd).stdout
-    job = json.loads(out[out.index("{"):])["jobs"][0]["write"]
+    job = fio_job(uri, [f"--rw={rw}", f"--bs={bs}", f"--iodepth={qd}", f"--offset={offset}",
+                        f"--size={size}", f"--runtime={runtime}"])["write"]
     return job["iops"], job["bw_bytes"], job["runtime"] / 1000

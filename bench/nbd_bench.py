@@ -8,12 +8,12 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
+
+from benchlib import Server, fio_job
 
 WORKLOADS = [
     # name, fio args, metric
@@ -23,52 +23,9 @@ WORKLOADS = [
 ]
 
 
-def wait_for_socket(path, proc, timeout=20):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if os.path.exists(path):
-            r = subprocess.run(["nbdinfo", "--size", f"nbd+unix:///?socket={path}"], capture_output=True)
-            if r.returncode == 0:
-                return
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited early: {proc.args}")
-        time.sleep(0.1)
-    raise SystemExit(f"server did not come up: {proc.args}")
-
-
-class Server:
-    def __init__(self, name, argv_fn, workdir):
-        self.name, self.argv_fn, self.workdir = name, argv_fn, workdir
-        self.sock = os.path.join(workdir, f"{name}.sock")
-        self.proc = None
-
-    def start(self, image):
-        if os.path.exists(self.sock):
-            os.unlink(self.sock)
-        log = open(os.path.join(self.workdir, f"{self.name}.log"), "ab")
-        self.proc = subprocess.Popen(self.argv_fn(image, self.sock), stdout=log, stderr=log)
-        wait_for_socket(self.sock, self.proc)
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-    def uri(self):
-        return f"nbd+unix:///?socket={self.sock}"
-
-
 def run_fio(uri, args, size, runtime):
-    cmd = ["fio", "--name=bench", "--ioengine=nbd", f"--uri={uri}", f"--size={size}",
-           f"--runtime={runtime}", "--time_based", "--ramp_time=1", "--numjobs=1",
-           "--randrepeat=0", "--norandommap", "--output-format=json"] + args
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise SystemExit(f"fio failed: {' '.join(cmd)}\n{out.stderr}")
-    job = json.loads(out.stdout[out.stdout.index("{"):])["jobs"][0]
+    job = fio_job(uri, [f"--size={size}", f"--runtime={runtime}", "--time_based", "--ramp_time=1",
+                        "--numjobs=1", "--norandommap"] + args)
     side = job["read"] if job["read"]["io_bytes"] > 0 else job["write"]
     return {"iops": side["iops"], "bw": side["bw_bytes"]}
 
@@ -94,25 +51,28 @@ def main():
         f.flush()
         os.fsync(f.fileno())
 
-    servers = [
-        Server("bowstack", lambda img, s: [a.bowstack, "serve", img, "--unix", s, "--control",
-                                           os.path.join(workdir, "bowstack.ctl"), "--log-level", "warn"], workdir),
-        Server("nbdkit-file", lambda img, s: ["nbdkit", "-f", "-U", s, "file", img], workdir),
-        Server("qemu-nbd", lambda img, s: ["qemu-nbd", "-f", "raw", "-t", "-k", s, "--cache=writeback",
-                                           "--aio=threads", "-e", "16", img], workdir),
-    ]
-    results = {s.name: {w[0]: [] for w in WORKLOADS} for s in servers}
+    # name -> argv serving the image on a socket
+    servers = {
+        "bowstack": lambda sock: [a.bowstack, "serve", image, "--unix", sock, "--control",
+                                  os.path.join(workdir, "bowstack.ctl"), "--log-level", "warn"],
+        "nbdkit-file": lambda sock: ["nbdkit", "-f", "-U", sock, "file", image],
+        "qemu-nbd": lambda sock: ["qemu-nbd", "-f", "raw", "-t", "-k", sock, "--cache=writeback",
+                                  "--aio=threads", "-e", "16", image],
+    }
+    log = open(os.path.join(workdir, "servers.log"), "ab")
+    results = {name: {w[0]: [] for w in WORKLOADS} for name in servers}
     try:
         for r in range(a.rounds):
             for wname, wargs, metric in WORKLOADS:
-                for s in servers:
-                    s.start(image)
+                for name, argv in servers.items():
+                    sock = os.path.join(workdir, f"{name}.sock")
+                    s = Server(argv(sock), sock, log)
                     try:
-                        v = run_fio(s.uri(), wargs, a.size, a.runtime)[metric]
+                        v = run_fio(s.uri, wargs, a.size, a.runtime)[metric]
                     finally:
                         s.stop()
-                    results[s.name][wname].append(v)
-                    print(f"round {r + 1}/{a.rounds} {wname:18} {s.name:12} "
+                    results[name][wname].append(v)
+                    print(f"round {r + 1}/{a.rounds} {wname:18} {name:12} "
                           f"{v / (1 << 20) if metric == 'bw' else v:12.1f} {'MiB/s' if metric == 'bw' else 'IOPS'}",
                           file=sys.stderr, flush=True)
     finally:
