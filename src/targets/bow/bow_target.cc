@@ -667,9 +667,8 @@ Status BowTarget::write_saving(uint64_t first, std::span<const std::byte> data, 
   if (committer_waiting_) {
     committer_waiting_ = false;
     work_cv_.notify_one();
-  } else if (committer_gathering_ && (commit_now_ || batch_full_locked())) {
-    committer_gathering_ = false;  // one wake-up is enough
-    work_cv_.notify_one();
+  } else {
+    end_gathering_locked();
   }
   if (!(flags & kFua)) return Status::Ok();  // acknowledged; durable at the next flush
   done_cv_.wait(q, [&] { return p->done; });
@@ -748,10 +747,7 @@ Status BowTarget::flush() {
     const uint64_t target = enqueued_;
     if (target > applied_) {
       commit_now_ = true;  // the committer must not gather while a flush waits
-      if (committer_gathering_) {
-        committer_gathering_ = false;
-        work_cv_.notify_one();
-      }
+      end_gathering_locked();
     }
     done_cv_.wait(q, [&] { return applied_ >= target; });
   }
@@ -771,6 +767,13 @@ Status BowTarget::flush() {
 
 bool BowTarget::batch_full_locked() const {
   return queue_.size() >= kGatherWrites || pending_bytes_ >= opts_.max_pending_bytes / 2;
+}
+
+void BowTarget::end_gathering_locked() {
+  if (committer_gathering_ && (commit_now_ || batch_full_locked())) {
+    committer_gathering_ = false;  // one wake-up is enough
+    work_cv_.notify_one();
+  }
 }
 
 void BowTarget::committer_loop() {

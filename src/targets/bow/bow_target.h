@@ -153,6 +153,9 @@ class BowTarget final : public StackedDevice {
   void committer_loop();
   // Whether the queue is worth committing at once. REQUIRES: q_mu_ held.
   bool batch_full_locked() const;
+  // Wakes a gathering committer if it should stop waiting (commit_now_ or a
+  // full batch). REQUIRES: q_mu_ held.
+  void end_gathering_locked();
   Status log_batch(std::vector<std::shared_ptr<Pending>>& batch, uint64_t* new_s0c);
   // Applier thread: writes the overwrites of logged batches, in order, and
   // updates the map. It runs beside the committer, so the next batch's
