@@ -14,8 +14,6 @@
 // When block 0 holds a one-block log, the checks run a second time on a copy
 // whose checksums are rewritten to match, so that mutated entries reach the
 // restore logic instead of failing validation on a checksum.
-#include <spdlog/spdlog.h>
-
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>

@@ -20,23 +20,23 @@
 //    succeeds (the journal only describes free space; the log's own
 //    blocks and saved copies are never given out), and a commit leaves no
 //    checkpoint behind.
-#include <spdlog/spdlog.h>
-
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <random>
 #include <string>
 #include <vector>
 
-#include "core/crc32.h"
+#include "core/endian.h"
 #include "core/env.h"
 #include "core/memory_device.h"
 #include "fuzz_util.h"
 #include "targets/bow/bow_log.h"
 #include "targets/bow/bow_restore.h"
 #include "targets/bow/bow_target.h"
+#include "targets/bow/resume_journal.h"
 
 namespace bowstack::fuzz {
 namespace {
@@ -47,31 +47,17 @@ constexpr size_t kMaxJournal = 64 << 10;
 constexpr size_t kRecord = 64;
 constexpr const char* kJournal = "image.bowmeta";
 
-// A small deterministic generator for the operations after a resume.
-struct Rng {
-  uint64_t s;
-  uint64_t next() {
-    s ^= s << 13;
-    s ^= s >> 7;
-    s ^= s << 17;
-    return s;
-  }
-  uint64_t below(uint64_t n) { return n == 0 ? 0 : next() % n; }
-};
-
-// Rewrites the CRC (bytes 60..63, over bytes 0..59) of every whole record.
-void fix_record_crcs(Bytes* journal) {
+// Rewrites the CRC of every whole record.
+void seal_records(Bytes* journal) {
   for (size_t at = 0; at + kRecord <= journal->size(); at += kRecord) {
-    uint32_t crc = crc32(0, journal->data() + at, 60);
-    for (int i = 0; i < 4; ++i) (*journal)[at + 60 + i] = std::byte(static_cast<uint8_t>(crc >> (8 * i)));
+    bow::seal_record(reinterpret_cast<unsigned char*>(journal->data() + at));
   }
 }
 
 void run(const uint8_t* data, size_t size) {
   if (size < 5) return;
   const uint8_t flags = data[0];
-  uint32_t image_len = 0;
-  for (int i = 0; i < 4; ++i) image_len |= static_cast<uint32_t>(data[1 + i]) << (8 * i);
+  const uint64_t image_len = load_le(reinterpret_cast<const std::byte*>(data), 1, 4);
   const size_t avail = size - 5;
   size_t n = std::min<size_t>({image_len, avail, kMaxImage}) / 512 * 512;
   if (n == 0) return;
@@ -79,7 +65,7 @@ void run(const uint8_t* data, size_t size) {
   std::memcpy(image.data(), data + 5, n);
   Bytes journal(std::min(avail - n, kMaxJournal));
   if (!journal.empty()) std::memcpy(journal.data(), data + 5 + n, journal.size());
-  if (flags & 1) fix_record_crcs(&journal);
+  if (flags & 1) seal_records(&journal);
 
   auto mem = std::make_shared<MemoryDevice>(image.size());
   FUZZ_CHECK(mem->write(0, image, 0).ok());
@@ -107,21 +93,22 @@ void run(const uint8_t* data, size_t size) {
   // A few operations anywhere on the device, some unaligned, as a client
   // would send them after the restart. Their results may be errors (a full
   // device); they must not break a contract.
-  Rng rng{fnv1a(data, size) | 1};  // never 0: xorshift would stick there
+  std::mt19937_64 rng(fnv1a(data, size));
+  auto below = [&](uint64_t n) { return rng() % n; };
   Bytes buf(4 * bs);
   for (int op = 0; op < 12; ++op) {
-    const uint64_t len_blocks = 1 + rng.below(3);
-    const uint64_t first = rng.below(blocks - len_blocks + 1);
-    switch (rng.below(6)) {
+    const uint64_t len_blocks = 1 + below(3);
+    const uint64_t first = below(blocks - len_blocks + 1);
+    switch (below(6)) {
       case 0:
       case 1:
       case 2:
-        std::memset(buf.data(), static_cast<int>(rng.next() & 0xff), buf.size());
+        std::memset(buf.data(), static_cast<int>(rng() & 0xff), buf.size());
         (void)t->write(first * bs, std::span(buf.data(), len_blocks * bs), 0);
         break;
       case 3: {
-        const uint64_t off = first * bs + rng.below(bs);
-        const uint64_t len = std::min<uint64_t>(1 + rng.below(2 * bs), t->geometry().size - off);
+        const uint64_t off = first * bs + below(bs);
+        const uint64_t len = std::min<uint64_t>(1 + below(2 * bs), t->geometry().size - off);
         (void)t->write(off, std::span(buf.data(), len), 0);
         break;
       }

@@ -9,8 +9,6 @@
 // is one line of valid JSON, an object with a boolean "ok", and a string
 // "error" when "ok" is false; input that is not a JSON object with a string
 // "cmd" always gets ok:false.
-#include <spdlog/spdlog.h>
-
 #include <cstdint>
 #include <memory>
 #include <nlohmann/json.hpp>

@@ -8,7 +8,6 @@
 // answering the client's options in order, then at most the EXPORT_NAME
 // answer), the handshake ends in transmission only after GO or EXPORT_NAME,
 // and what it negotiated is coherent.
-#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>

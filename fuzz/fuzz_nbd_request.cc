@@ -12,8 +12,6 @@
 //     exactly one well-formed reply per complete request, in order, with the
 //     request's cookie, the error validate_request predicts (none for valid
 //     requests on a memory device), and the right amount of read data.
-#include <spdlog/spdlog.h>
-
 #include <algorithm>
 #include <array>
 #include <cstdint>

@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "core/endian.h"
 #include "core/env.h"
 #include "core/memory_device.h"
 #include "nbd/handshake.h"
@@ -171,10 +172,9 @@ void bow_corpus() {
 
 // An input of fuzz_bow_resume: flags, image length, image, journal.
 Bytes resume_input(uint8_t flags, const Bytes& image, const Bytes& journal) {
-  Bytes in;
-  in.push_back(std::byte{flags});
-  const auto n = static_cast<uint32_t>(image.size());
-  for (int i = 0; i < 4; ++i) in.push_back(std::byte(static_cast<uint8_t>(n >> (8 * i))));
+  Bytes in(5);
+  in[0] = std::byte{flags};
+  store_le(in.data(), 1, image.size(), 4);
   in.insert(in.end(), image.begin(), image.end());
   in.insert(in.end(), journal.begin(), journal.end());
   return in;

@@ -47,8 +47,10 @@ void encode_record(JournalRecord type, const JournalHeader* header, const Journa
     put64(out + 16, extent->start);
     put64(out + 24, extent->count);
   }
-  put32(out + 60, record_crc(out));
+  seal_record(out);
 }
+
+void seal_record(unsigned char record[64]) { put32(record + 60, record_crc(record)); }
 
 ResumeJournal::ResumeJournal(std::string path, std::unique_ptr<File> file, uint64_t records)
     : path_(std::move(path)),

@@ -47,6 +47,9 @@ struct JournalContents {
 // Encodes one record (exposed for tests and the crash explorer).
 void encode_record(JournalRecord type, const JournalHeader* header, const JournalExtent* extent,
                    unsigned char out[64]);
+// Rewrites a record's CRC to match its other bytes (fuzzers that mutate
+// fields and want them read rather than taken for a torn tail).
+void seal_record(unsigned char record[64]);
 
 // All file access goes through an Env (the real filesystem in production;
 // memory or a recording Env under the crash-state explorer). Lifetime: the
