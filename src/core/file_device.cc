@@ -13,6 +13,8 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "core/file_lock.h"
+
 namespace bowstack {
 
 namespace {
@@ -38,6 +40,12 @@ Result<std::shared_ptr<FileDevice>> FileDevice::open(const std::string& path, Fi
   if (opts.direct) flags |= O_DIRECT;
   int fd = ::open(path.c_str(), flags);
   if (fd < 0) return errno_status("cannot open image '" + path + "'");
+  if (opts.lock) {
+    if (Status s = lock_file(fd, "'" + path + "'", !opts.read_only); !s.ok()) {
+      ::close(fd);
+      return s;
+    }
+  }
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
     Status s = errno_status("cannot stat '" + path + "'");

@@ -31,6 +31,10 @@ namespace bowstack {
 struct FileDeviceOptions {
   bool read_only = false;
   bool direct = false;
+  // Hold an OFD lock on the file while it is open (core/file_lock.h): a
+  // write lock, or a read lock when read_only. Opening fails with EBUSY,
+  // naming the holder, when another open holds a conflicting one.
+  bool lock = false;
 };
 
 class FileDevice final : public BlockDevice {
