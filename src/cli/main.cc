@@ -39,6 +39,9 @@ int main(int argc, char** argv) {
   serve_cmd->add_option("--control", serve.control, "control socket path")->capture_default_str();
   serve_cmd->add_option("--target", serve.targets,
                         "stack a target: NAME[:KEY=VALUE,...]; the first sits on the image (repeatable)");
+  serve_cmd->add_option("--table", serve.table,
+                        "serve the stack a table file describes (JSON, docs/tables.md; '-' reads stdin) "
+                        "instead of IMAGE/--target");
   serve_cmd->add_option("--export-name", serve.export_name, "NBD export name")->capture_default_str();
   serve_cmd->add_flag("--read-only", serve.read_only, "export read-only; open the image read-only");
   serve_cmd->add_flag("--direct", serve.direct, "open the image with O_DIRECT (bypass the page cache)");
@@ -53,6 +56,7 @@ int main(int argc, char** argv) {
       "  bowstack serve disk.img --create 10G --listen 127.0.0.1:10809\n"
       "  bowstack serve /dev/sdb --unix /run/sdb.sock --control /run/sdb.ctl --read-only\n"
       "  bowstack serve disk.img --target linear:offset=1M,length=512M\n"
+      "  bowstack serve --table examples/era-over-bow.json\n"
       "Attach: nbdfuse DIR nbd://127.0.0.1:10809 & losetup -f --show DIR/nbd; or qemu-system ... "
       "-drive file=nbd://127.0.0.1:10809,format=raw\n"
       "Stop with SIGTERM or Ctrl-C: in-flight requests drain and the image is flushed.\n"
@@ -192,8 +196,34 @@ int main(int argc, char** argv) {
       era_cmd->add_subcommand("drop-metadata-snap", "running server: drop the metadata snapshot");
   add_client_options(era_drop, &client);
 
-  CLI::App* targets_cmd = app.add_subcommand("targets", "list the targets and their keys");
-  targets_cmd->footer("Example:\n  bowstack targets");
+  bool targets_json = false;
+  CLI::App* targets_cmd = app.add_subcommand("targets", "list the targets, their params and device slots");
+  targets_cmd->add_flag("--json", targets_json, "print JSON");
+  targets_cmd->footer("Examples:\n  bowstack targets\n  bowstack targets --json | jq '.[].slots'");
+
+  CLI::App* table_cmd =
+      app.add_subcommand("table", "print the running server's table (with --json, what serve --table reads)");
+  add_client_options(table_cmd, &client);
+  table_cmd->footer(
+      "Examples:\n"
+      "  bowstack table\n"
+      "  bowstack table --json > live.json   # bowstack serve --table live.json rebuilds the same stack");
+
+  std::string reload_file;
+  bool reload_noflush = false;
+  CLI::App* reload_cmd = app.add_subcommand(
+      "reload", "replace the running server's table while clients stay connected (dmsetup load + resume)");
+  reload_cmd->add_option("FILE", reload_file, "the new table (JSON; '-' reads stdin)")->required();
+  reload_cmd->add_flag("--noflush", reload_noflush,
+                       "hold new I/O while in-flight I/O drains, without flushing the nodes that stay");
+  add_client_options(reload_cmd, &client);
+  reload_cmd->footer(
+      "Nodes whose target, params and children are unchanged keep their state (a bow checkpoint, era's\n"
+      "current era). The size must not change. On any error the old table serves on.\n"
+      "Relative paths in FILE are relative to the server's working directory.\n"
+      "Examples:\n"
+      "  bowstack table --json > t.json; edit t.json; bowstack reload t.json\n"
+      "  bowstack reload examples/era.json --noflush");
 
   try {
     app.parse(argc, argv);
@@ -206,7 +236,9 @@ int main(int argc, char** argv) {
   if (*message_cmd) return run_message(client, message_text, message_target);
   if (*suspend_cmd) return run_suspend(client, true);
   if (*resume_cmd) return run_suspend(client, false);
-  if (*targets_cmd) return run_targets();
+  if (*targets_cmd) return run_targets(targets_json);
+  if (*table_cmd) return run_table(client);
+  if (*reload_cmd) return run_reload(client, reload_file, reload_noflush);
   if (*checkpoint_cmd) return run_message(client, "checkpoint", "bow");
   if (*restore_cmd) return run_restore(restore);
   if (*inspect_cmd) return run_inspect(inspect_image, inspect_json);

@@ -3,6 +3,7 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -12,8 +13,9 @@
 #include "cli/verbs.h"
 #include "control/commands.h"
 #include "control/control_server.h"
-#include "core/file_device.h"
+#include "core/device_tree.h"
 #include "core/parse.h"
+#include "core/table.h"
 #include "core/target_registry.h"
 #include "core/volume.h"
 #include "nbd/server.h"
@@ -55,32 +57,41 @@ Result<HostPort> parse_listen(const std::string& text) {
   return hp;
 }
 
-// Opens the image, creating it when asked (or when serving the default image).
-Result<std::shared_ptr<FileDevice>> open_image(const ServeOptions& opts, std::string* image) {
-  *image = opts.image.empty() ? kDefaultImage : opts.image;
-  std::string create = opts.create_size;
-  if (create.empty() && opts.image.empty()) create = kDefaultImageSize;
-  struct stat st {};
-  bool exists = ::stat(image->c_str(), &st) == 0;
-  if (!create.empty()) {
-    auto size = parse_size(create, "--create size");
+// The table to serve: --table FILE ('-': stdin), or the shorthand IMAGE
+// --target ... compiled into one.
+Result<TableNode> serve_table(const ServeOptions& opts, const TargetRegistry& registry) {
+  if (!opts.table.empty()) {
+    if (!opts.image.empty() || !opts.targets.empty() || !opts.create_size.empty()) {
+      return Status::Error(EINVAL,
+                           "--table describes the whole stack: give either --table or IMAGE "
+                           "[--create] [--target ...], not both");
+    }
+    auto text = read_table_text(opts.table);
+    if (!text.ok()) return text.status();
+    auto t = parse_table_text(*text, registry);
+    if (!t.ok())
+      return Status::Error(t.status().code(), fmt::format("{}: {}", opts.table, t.status().context()));
+    return t;
+  }
+  std::vector<TargetSpec> specs;
+  for (const auto& text : opts.targets) {
+    auto spec = parse_target_spec(text);
+    if (!spec.ok()) return spec.status();
+    specs.push_back(std::move(spec.value()));
+  }
+  const std::string image = opts.image.empty() ? kDefaultImage : opts.image;
+  std::optional<uint64_t> create;
+  if (!opts.create_size.empty()) {
+    auto size = parse_size(opts.create_size, "--create size");
     if (!size.ok()) return size.status();
     if (*size == 0 || *size % 4096 != 0) {
       return Status::Error(EINVAL, "--create size must be a non-zero multiple of 4096 bytes");
     }
-    if (exists) {
-      if (S_ISREG(st.st_mode) && static_cast<uint64_t>(st.st_size) != *size && !opts.create_size.empty()) {
-        return Status::Error(EEXIST,
-                             fmt::format("image '{}' exists with size {}, not the {} asked by --create; "
-                                         "refusing to resize it",
-                                         *image, st.st_size, *size));
-      }
-    } else {
-      if (Status s = FileDevice::create(*image, *size); !s.ok()) return s;
-      spdlog::info("created image {} ({})", *image, format_size(*size));
-    }
+    create = *size;
+  } else if (opts.image.empty() && ::access(image.c_str(), F_OK) != 0) {
+    create = parse_size(kDefaultImageSize, "size").value();
   }
-  return FileDevice::open(*image, FileDeviceOptions{opts.read_only, opts.direct});
+  return table_from_shorthand(image, create, opts.read_only, specs, registry);
 }
 
 sigset_t stop_signals() {
@@ -103,16 +114,12 @@ int run_serve(const ServeOptions& opts) {
   spdlog::set_pattern("bowstack: %^%l%$: %v");
   spdlog::set_level(spdlog::level::from_str(opts.log_level));
 
-  // Validate everything that needs no I/O before touching the image.
+  // Validate everything that needs no I/O before touching any file.
   TargetRegistry registry;
   register_builtin_targets(&registry);
-  std::vector<TargetSpec> specs;
-  for (const auto& text : opts.targets) {
-    auto spec = parse_target_spec(text);
-    if (!spec.ok()) return fail(spec.status().context());
-    if (Status s = registry.check(spec.value()); !s.ok()) return fail(s.context());
-    specs.push_back(std::move(spec.value()));
-  }
+  auto table = serve_table(opts, registry);
+  if (!table.ok())
+    return fail(table.status().context().empty() ? table.status().message() : table.status().context());
   std::vector<HostPort> listens;
   for (const auto& l : opts.listen) {
     auto hp = parse_listen(l);
@@ -122,14 +129,24 @@ int run_serve(const ServeOptions& opts) {
   if (listens.empty() && opts.unix_path.empty()) listens.push_back(parse_listen(kDefaultListen).value());
   if (opts.threads == 0 || opts.threads > 1024) return fail("--threads must be between 1 and 1024");
 
-  std::string image;
-  auto base = open_image(opts, &image);
-  if (!base.ok()) return fail(base.status().message());
-  auto top = registry.build(base.value(), specs);
-  // Target errors carry a complete sentence; strerror would only repeat "Invalid argument".
-  if (!top.ok())
-    return fail(top.status().context().empty() ? top.status().message() : top.status().context());
-  Volume volume(top.value());
+  BuildOptions build;
+  build.direct = opts.direct;
+  std::vector<const TableNode*> to_create;
+  for (const TableNode* leaf : file_leaves(table.value())) {
+    if (leaf->create_size && ::access(leaf->path.c_str(), F_OK) != 0) to_create.push_back(leaf);
+  }
+  auto tree = DeviceTree::build(table.value(), registry, build);
+  // Errors carry a complete sentence; strerror would only repeat "Invalid argument".
+  if (!tree.ok()) {
+    return fail(tree.status().context().empty() ? tree.status().message() : tree.status().context());
+  }
+  for (const TableNode* leaf : to_create) {
+    spdlog::info("created image {} ({})", leaf->path, format_size(*leaf->create_size));
+  }
+  const TableNode* data = data_image(table.value());
+  const std::string image = data ? data->path : file_leaves(table.value()).front()->path;
+  Volume volume(std::move(tree.value()));
+  ControlEnv control_env{&registry, build};
 
   // Signals are taken synchronously by this thread only; every other thread
   // inherits the blocked mask.
@@ -140,7 +157,7 @@ int run_serve(const ServeOptions& opts) {
   nbd::ServerOptions nopts;
   nopts.export_name = opts.export_name;
   nopts.description = "bowstack " + image;
-  nopts.read_only = opts.read_only;
+  nopts.read_only = opts.read_only || volume.capabilities().read_only;
   nopts.max_threads_per_connection = opts.threads;
   nbd::Server server(volume, nopts);
   std::vector<std::string> endpoints;
@@ -156,7 +173,7 @@ int run_serve(const ServeOptions& opts) {
   }
 
   auto control = ControlServer::open(opts.control, [&](const nlohmann::json& request) {
-    nlohmann::json reply = handle_control_request(volume, request);
+    nlohmann::json reply = handle_control_request(volume, request, control_env);
     if (reply.value("ok", false) && request.value("cmd", "") == "status") {
       reply["image"] = image;
       reply["export_name"] = opts.export_name;
@@ -177,6 +194,7 @@ int run_serve(const ServeOptions& opts) {
   for (const auto& e : endpoints) where += (where.empty() ? "" : ", ") + e;
   spdlog::info("serving {} ({}) on {}; control socket {}", image, format_size(volume.geometry().size), where,
                opts.control);
+  spdlog::info("table: {}", table.value().to_json().dump());
 
   int sig = 0;
   sigwait(&signals, &sig);
@@ -194,12 +212,26 @@ int run_serve(const ServeOptions& opts) {
   return 0;
 }
 
-int run_targets() {
+int run_targets(bool json) {
   TargetRegistry registry;
   register_builtin_targets(&registry);
+  if (json) {
+    nlohmann::json all = nlohmann::json::array();
+    for (const TargetInfo* t : registry.all()) all.push_back(t->to_json());
+    std::printf("%s\n", all.dump(2).c_str());
+    return 0;
+  }
   for (const TargetInfo* t : registry.all()) {
     std::printf("%s: %s\n", t->name.c_str(), t->summary.c_str());
+    std::printf("  params:\n");
     for (const auto& p : t->params) std::printf("    %-18s %s\n", p.key.c_str(), p.help.c_str());
+    std::printf("  slots:\n");
+    for (const auto& sl : t->slots) {
+      std::printf("    %-18s %s%s\n", sl.name.c_str(), sl.help.c_str(),
+                  sl.shorthand_key.empty()
+                      ? ""
+                      : fmt::format(" (--target {}:{}=PATH|none)", t->name, sl.shorthand_key).c_str());
+    }
   }
   return 0;
 }

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "core/status.h"
+
 namespace bowstack::cli {
 
 inline constexpr const char* kDefaultImage = "bowstack.img";
@@ -29,6 +31,7 @@ struct ServeOptions {
   std::string unix_path;
   std::string control = kDefaultControl;
   std::vector<std::string> targets;
+  std::string table;  // --table FILE ('-': stdin) instead of IMAGE/--target
   std::string export_name = "bowstack";
   bool read_only = false;
   bool direct = false;
@@ -46,8 +49,14 @@ struct ClientOptions {
 int run_status(const ClientOptions& opts);
 int run_message(const ClientOptions& opts, const std::string& text, const std::string& target);
 int run_suspend(const ClientOptions& opts, bool suspend);
-// Lists the registered targets and their keys.
-int run_targets();
+// Lists the registered targets, their params and slots.
+int run_targets(bool json);
+// Prints the running server's table (JSON with --json; serve --table reads it).
+int run_table(const ClientOptions& opts);
+// Replaces the running server's table with the one in `file` ('-': stdin).
+int run_reload(const ClientOptions& opts, const std::string& file, bool noflush);
+// The text of a table file; "-" reads stdin. Errors name the file.
+Result<std::string> read_table_text(const std::string& file);
 
 struct RestoreCliOptions {
   std::string image;

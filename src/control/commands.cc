@@ -1,12 +1,14 @@
 #include "control/commands.h"
 
+#include "core/table.h"
+
 namespace bowstack {
 
 namespace {
 nlohmann::json fail(const std::string& what) { return {{"ok", false}, {"error", what}}; }
 }  // namespace
 
-nlohmann::json handle_control_request(Volume& volume, const nlohmann::json& request) {
+nlohmann::json handle_control_request(Volume& volume, const nlohmann::json& request, const ControlEnv& env) {
   if (!request.is_object() || !request.contains("cmd") || !request["cmd"].is_string()) {
     return fail("a request must be a JSON object with a string field \"cmd\"");
   }
@@ -41,7 +43,31 @@ nlohmann::json handle_control_request(Volume& volume, const nlohmann::json& requ
     volume.resume();
     return {{"ok", true}, {"suspended", false}};
   }
-  return fail("unknown command '" + cmd + "' (valid: status, message, suspend, resume)");
+  if (cmd == "table") {
+    nlohmann::json table = volume.table();
+    if (table.is_null()) return fail("this server has no table");
+    return {{"ok", true}, {"table", std::move(table)}};
+  }
+  if (cmd == "reload") {
+    if (!env.registry) return fail("this server cannot reload");
+    if (!request.contains("table")) return fail("reload needs a field \"table\" (a table, docs/tables.md)");
+    bool noflush = false;
+    if (request.contains("noflush")) {
+      if (!request["noflush"].is_boolean()) return fail("\"noflush\" must be true or false");
+      noflush = request["noflush"].get<bool>();
+    }
+    auto table = parse_table(request["table"], *env.registry);
+    if (!table.ok()) return fail(table.status().context());
+    auto report = volume.reload(table.value(), *env.registry, env.build, ReloadOptions{noflush});
+    if (!report.ok())
+      return fail(report.status().context().empty() ? report.status().message() : report.status().context());
+    return {{"ok", true},
+            {"held_us", report->held_us},
+            {"kept_nodes", report->kept_nodes},
+            {"built_nodes", report->built_nodes},
+            {"dropped_nodes", report->dropped_nodes}};
+  }
+  return fail("unknown command '" + cmd + "' (valid: status, message, suspend, resume, table, reload)");
 }
 
 }  // namespace bowstack

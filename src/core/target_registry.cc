@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <nlohmann/json.hpp>
 
 #include "core/parse.h"
 
@@ -94,36 +95,83 @@ Status TargetRegistry::check(const TargetSpec& spec) const {
   if (!info) {
     return Status::Error(EINVAL, fmt::format("unknown target '{}' (valid targets: {})", spec.name, names()));
   }
-  for (const auto& param : spec.params) {
-    // Not a structured binding: clang 14 cannot capture those in a lambda.
-    const std::string& key = param.first;
-    bool known = std::any_of(info->params.begin(), info->params.end(),
-                             [&](const TargetParamInfo& p) { return p.key == key; });
-    if (!known) {
+  TargetArgs args(spec);
+  for (const auto& [key, value] : spec.params) {
+    const TargetParamInfo* p = info->param(key);
+    if (!p) {
       std::string keys;
-      for (const auto& p : info->params) keys += (keys.empty() ? "" : ", ") + p.key;
+      for (const auto& k : info->params) keys += (keys.empty() ? "" : ", ") + k.key;
       return Status::Error(EINVAL, fmt::format("target '{}' has no key '{}' (valid keys: {})", spec.name, key,
                                                keys.empty() ? "none" : keys));
+    }
+    if (p->type == ParamType::kSize) {
+      if (auto r = args.get_size(key, 0); !r.ok()) return r.status();
+    } else if (p->type == ParamType::kBool) {
+      if (auto r = args.get_bool(key, false); !r.ok()) return r.status();
     }
   }
   return Status::Ok();
 }
 
-Result<std::shared_ptr<BlockDevice>> TargetRegistry::create(std::shared_ptr<BlockDevice> lower,
-                                                            const TargetSpec& spec) const {
-  if (Status s = check(spec); !s.ok()) return s;
-  return find(spec.name)->create(std::move(lower), TargetArgs(spec));
+const TargetParamInfo* TargetInfo::param(std::string_view key) const {
+  for (const auto& p : params) {
+    if (p.key == key) return &p;
+  }
+  return nullptr;
 }
 
-Result<std::shared_ptr<BlockDevice>> TargetRegistry::build(std::shared_ptr<BlockDevice> base,
-                                                           const std::vector<TargetSpec>& specs) const {
-  std::shared_ptr<BlockDevice> top = std::move(base);
-  for (const TargetSpec& spec : specs) {
-    auto layer = create(top, spec);
-    if (!layer.ok()) return layer.status();
-    top = std::move(layer.value());
+const TargetSlotInfo* TargetInfo::slot(std::string_view slot_name) const {
+  for (const auto& s : slots) {
+    if (s.name == slot_name) return &s;
   }
-  return top;
+  return nullptr;
+}
+
+namespace {
+const char* param_type_name(ParamType t) {
+  switch (t) {
+    case ParamType::kSize:
+      return "size";
+    case ParamType::kBool:
+      return "bool";
+    case ParamType::kString:
+      return "string";
+  }
+  return "string";
+}
+
+const char* slot_kind_name(SlotKind k) {
+  switch (k) {
+    case SlotKind::kDevice:
+      return "device";
+    case SlotKind::kDeviceList:
+      return "device list";
+    case SlotKind::kSideDevice:
+      return "side device";
+    case SlotKind::kSideFile:
+      return "side file";
+  }
+  return "device";
+}
+}  // namespace
+
+nlohmann::json TargetInfo::to_json() const {
+  nlohmann::json j;
+  j["name"] = name;
+  j["summary"] = summary;
+  j["params"] = nlohmann::json::array();
+  for (const auto& p : params) {
+    j["params"].push_back({{"key", p.key}, {"type", param_type_name(p.type)}, {"help", p.help}});
+  }
+  j["slots"] = nlohmann::json::array();
+  for (const auto& s : slots) {
+    nlohmann::json o{
+        {"name", s.name}, {"kind", slot_kind_name(s.kind)}, {"required", s.required}, {"help", s.help}};
+    if (!s.default_suffix.empty()) o["default_suffix"] = s.default_suffix;
+    if (!s.shorthand_key.empty()) o["shorthand_key"] = s.shorthand_key;
+    j["slots"].push_back(std::move(o));
+  }
+  return j;
 }
 
 }  // namespace bowstack

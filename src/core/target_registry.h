@@ -1,8 +1,9 @@
-// Building a stack from `--target name[:key=value,...]` options.
+// The registry of target types: what each one is called, which params and
+// device slots it takes (tables, docs/tables.md), and its factory.
 //
-// The registry maps target names to factories. The core defines no target:
-// the program registers the built-in ones (src/targets/builtin.h) into a
-// registry it owns, so tests can build registries of their own.
+// The core defines no target: the program registers the built-in ones
+// (src/targets/builtin.h) into a registry it owns, so tests can build
+// registries of their own.
 //
 // Thread-safety: register during start-up, then only read.
 #pragma once
@@ -14,6 +15,7 @@
 #include <vector>
 
 #include "core/block_device.h"
+#include "core/target_context.h"
 
 namespace bowstack {
 
@@ -26,8 +28,37 @@ struct TargetSpec {
 // "name" or "name:key=value,key=value". Keys must be unique.
 Result<TargetSpec> parse_target_spec(std::string_view text);
 
+// How a table's param value is checked before anything is opened.
+enum class ParamType {
+  kSize,    // a number, or a string with K/M/G/T suffix
+  kBool,    // true/false (or "yes", "on", "1", ...)
+  kString,  // any string
+};
+
 struct TargetParamInfo {
   std::string key;
+  std::string help;
+  ParamType type = ParamType::kSize;
+};
+
+enum class SlotKind {
+  kDevice,      // one child device (data)
+  kDeviceList,  // a list of child devices (legs)
+  kSideDevice,  // a side store the core opens as a device (era's metadata)
+  kSideFile,    // a side store the target manages as a file through Env (bow's journal)
+};
+
+struct TargetSlotInfo {
+  std::string name;  // "data", "metadata", "legs"
+  SlotKind kind = SlotKind::kDevice;
+  bool required = true;
+  // Side stores: left out of a table, the slot gets a file named after the
+  // data image plus this suffix ("disk.img" -> "disk.img.era"); empty: no
+  // default (left out means off).
+  std::string default_suffix;
+  // The `--target NAME:KEY=PATH` shorthand key that names this slot ("meta"
+  // for bow); "none" as its value turns the slot off.
+  std::string shorthand_key;
   std::string help;
 };
 
@@ -48,14 +79,22 @@ class TargetArgs {
   const TargetSpec& spec_;
 };
 
+using TargetFactory = std::function<Result<std::shared_ptr<BlockDevice>>(TargetContext&, const TargetArgs&)>;
+
 struct TargetInfo {
   std::string name;
   std::string summary;
   std::vector<TargetParamInfo> params;
-  // Builds the layer over `lower`. Must fail cleanly (Status) on bad
-  // arguments, a lower device too small, or unreadable metadata.
-  std::function<Result<std::shared_ptr<BlockDevice>>(std::shared_ptr<BlockDevice> lower, const TargetArgs&)>
-      create;
+  std::vector<TargetSlotInfo> slots;
+  // Builds the target from its context's devices. Must fail cleanly
+  // (Status) on bad arguments, a device too small, or unreadable metadata,
+  // and must check its arguments before it writes anything.
+  TargetFactory create;
+
+  const TargetParamInfo* param(std::string_view key) const;
+  const TargetSlotInfo* slot(std::string_view name) const;
+  // {"name","summary","params":[{"key","type","help"}],"slots":[...]}
+  nlohmann::json to_json() const;
 };
 
 class TargetRegistry {
@@ -67,16 +106,9 @@ class TargetRegistry {
   // "bow, era, linear"
   std::string names() const;
 
-  // Checks the name and keys without building anything; errors list the
-  // valid names or keys.
+  // Checks the name, the keys and the value types without building
+  // anything; errors list the valid names or keys.
   Status check(const TargetSpec& spec) const;
-  // Builds one layer: checks the name and keys (errors list the valid ones),
-  // then calls the factory.
-  Result<std::shared_ptr<BlockDevice>> create(std::shared_ptr<BlockDevice> lower,
-                                              const TargetSpec& spec) const;
-  // Builds the stack bottom-up: specs[0] sits directly on `base`.
-  Result<std::shared_ptr<BlockDevice>> build(std::shared_ptr<BlockDevice> base,
-                                             const std::vector<TargetSpec>& specs) const;
 
  private:
   std::map<std::string, TargetInfo, std::less<>> targets_;

@@ -2,7 +2,9 @@
 
 #include <gtest/gtest.h>
 
-#include "core/memory_device.h"
+#include <nlohmann/json.hpp>
+
+#include "core/core_test_util.h"
 #include "core/parse.h"
 
 namespace bowstack {
@@ -37,54 +39,37 @@ TEST(TargetSpec, Parses) {
   EXPECT_FALSE(parse_target_spec("x:a=1,a=2").ok());
 }
 
-class Passthrough final : public StackedDevice {
- public:
-  using StackedDevice::StackedDevice;
-  std::string_view kind() const override { return "pass"; }
-};
-
-TargetRegistry test_registry() {
-  TargetRegistry r;
-  r.add({"pass",
-         "test",
-         {{"mode", "a mode"}},
-         [](std::shared_ptr<BlockDevice> lower,
-            const TargetArgs& args) -> Result<std::shared_ptr<BlockDevice>> {
-           if (args.get_string("mode") == "fail") return Status::Error(EINVAL, "pass: asked to fail");
-           return std::shared_ptr<BlockDevice>(std::make_shared<Passthrough>(std::move(lower)));
-         }});
-  r.add({"other", "test", {}, nullptr});
-  return r;
-}
-
-TEST(TargetRegistry, UnknownTargetListsValidOnes) {
-  auto r = test_registry();
-  auto d = r.create(std::make_shared<MemoryDevice>(1 << 20), parse_target_spec("nope").value());
-  ASSERT_FALSE(d.ok());
-  EXPECT_NE(d.status().context().find("unknown target 'nope'"), std::string::npos);
-  EXPECT_NE(d.status().context().find("other, pass"), std::string::npos);
-}
-
 TEST(TargetRegistry, UnknownKeyListsValidOnes) {
-  auto r = test_registry();
+  auto r = testing::test_registry();
   Status s = r.check(parse_target_spec("pass:colour=red").value());
   EXPECT_EQ(s.code(), EINVAL);
   EXPECT_NE(s.context().find("no key 'colour'"), std::string::npos);
-  EXPECT_NE(s.context().find("valid keys: mode"), std::string::npos);
-  EXPECT_NE(r.check(parse_target_spec("other:x=1").value()).context().find("valid keys: none"),
+  EXPECT_NE(s.context().find("valid keys: tag, fail, size"), std::string::npos);
+  EXPECT_NE(r.check(parse_target_spec("mix:x=1").value()).context().find("valid keys: none"),
+            std::string::npos);
+  EXPECT_NE(r.check(parse_target_spec("nope").value())
+                .context()
+                .find("unknown target 'nope' (valid targets: "
+                      "journal, mix, pass)"),
             std::string::npos);
 }
 
-TEST(TargetRegistry, BuildsBottomUpAndPropagatesErrors) {
-  auto r = test_registry();
-  auto base = std::make_shared<MemoryDevice>(1 << 20);
-  auto top = r.build(base, {parse_target_spec("pass").value(), parse_target_spec("pass").value()});
-  ASSERT_TRUE(top.ok());
-  EXPECT_EQ((*top)->kind(), "pass");
-  ASSERT_NE((*top)->lower(), nullptr);
-  EXPECT_EQ((*top)->lower()->lower(), base.get());
-  auto bad = r.build(base, {parse_target_spec("pass:mode=fail").value()});
-  EXPECT_FALSE(bad.ok());
+TEST(TargetRegistry, ChecksValueTypes) {
+  auto r = testing::test_registry();
+  EXPECT_TRUE(r.check(parse_target_spec("pass:size=4K,fail=no,tag=x").value()).ok());
+  EXPECT_NE(r.check(parse_target_spec("pass:size=lots").value()).context().find("pass size"),
+            std::string::npos);
+  EXPECT_NE(r.check(parse_target_spec("pass:fail=maybe").value()).context().find("not a boolean"),
+            std::string::npos);
+}
+
+TEST(TargetRegistry, DescribesParamsAndSlots) {
+  auto r = testing::test_registry();
+  nlohmann::json j = r.find("pass")->to_json();
+  EXPECT_EQ(j["params"][2]["type"], "size");
+  EXPECT_EQ(j["slots"][1]["name"], "meta");
+  EXPECT_EQ(j["slots"][1]["kind"], "side device");
+  EXPECT_EQ(j["slots"][1]["default_suffix"], ".meta");
 }
 
 TEST(TargetArgs, TypedGetters) {

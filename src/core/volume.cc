@@ -1,6 +1,7 @@
 #include "core/volume.h"
 
 #include <nlohmann/json.hpp>
+#include <thread>
 
 namespace bowstack {
 
@@ -23,8 +24,35 @@ Status counted(Status s, std::atomic<uint64_t>& errors) {
 }
 }  // namespace
 
-Volume::Volume(std::shared_ptr<BlockDevice> top)
-    : top_(std::move(top)), geometry_(top_->geometry()), caps_(top_->capabilities()) {}
+Volume::Volume(std::shared_ptr<BlockDevice> top) : geometry_(top->geometry()), caps_(top->capabilities()) {
+  set_top(std::move(top));
+}
+
+Volume::Volume(std::unique_ptr<DeviceTree> tree)
+    : tree_(std::move(tree)), geometry_(tree_->top()->geometry()), caps_(tree_->top()->capabilities()) {
+  set_top(tree_->top());
+}
+
+void Volume::set_top(std::shared_ptr<BlockDevice> top) {
+  const Geometry g = top->geometry();
+  align_ = g.accepts_unaligned ? 0 : g.logical_block_size;
+  top_ = std::move(top);
+}
+
+void Volume::will_write(uint64_t offset, uint64_t length) noexcept {
+  // Never blocks: while a reload swaps the stack, hints are dropped.
+  if (hints_closed_.load()) return;
+  hints_running_.fetch_add(1);
+  if (!hints_closed_.load()) top_->will_write(offset, length);
+  hints_running_.fetch_sub(1);
+}
+
+void Volume::close_hints() {
+  hints_closed_.store(true);
+  while (hints_running_.load() != 0) std::this_thread::yield();
+}
+
+void Volume::open_hints() { hints_closed_.store(false); }
 
 Volume::~Volume() = default;
 
@@ -70,6 +98,7 @@ Status Volume::read(uint64_t offset, std::span<std::byte> buf) {
   Admission a(this);
   stats_.reads.fetch_add(1, std::memory_order_relaxed);
   stats_.bytes_read.fetch_add(buf.size(), std::memory_order_relaxed);
+  if (misaligned(offset, buf.size())) return counted(Status::Error(EINVAL), stats_.errors);
   return counted(top_->read(offset, buf), stats_.errors);
 }
 
@@ -77,6 +106,7 @@ Status Volume::write(uint64_t offset, std::span<const std::byte> buf, uint32_t f
   Admission a(this);
   stats_.writes.fetch_add(1, std::memory_order_relaxed);
   stats_.bytes_written.fetch_add(buf.size(), std::memory_order_relaxed);
+  if (misaligned(offset, buf.size())) return counted(Status::Error(EINVAL), stats_.errors);
   return counted(top_->write(offset, buf, flags), stats_.errors);
 }
 
@@ -90,6 +120,7 @@ Status Volume::trim(uint64_t offset, uint64_t length, uint32_t flags) {
   Admission a(this);
   stats_.trims.fetch_add(1, std::memory_order_relaxed);
   stats_.bytes_trimmed.fetch_add(length, std::memory_order_relaxed);
+  if (misaligned(offset, length)) return counted(Status::Error(EINVAL), stats_.errors);
   return counted(top_->trim(offset, length, flags), stats_.errors);
 }
 
@@ -97,6 +128,7 @@ Status Volume::write_zeroes(uint64_t offset, uint64_t length, uint32_t flags) {
   Admission a(this);
   stats_.zeroes.fetch_add(1, std::memory_order_relaxed);
   stats_.bytes_zeroed.fetch_add(length, std::memory_order_relaxed);
+  if (misaligned(offset, length)) return counted(Status::Error(EINVAL), stats_.errors);
   return counted(top_->write_zeroes(offset, length, flags), stats_.errors);
 }
 
@@ -113,6 +145,8 @@ Status Volume::cache(uint64_t offset, uint64_t length) {
 }
 
 Result<std::string> Volume::message(std::string_view text, std::string_view layer) {
+  std::shared_lock control(control_mu_);
+  if (tree_) return tree_->message(text, layer);
   Status last = Status::Error(ENOTSUP, "no layer understands '" + std::string(text) + "'");
   bool found_layer = layer.empty();
   for (BlockDevice* d = top_.get(); d != nullptr; d = d->lower()) {
@@ -129,7 +163,13 @@ Result<std::string> Volume::message(std::string_view text, std::string_view laye
   return last;
 }
 
+nlohmann::json Volume::table() const {
+  std::shared_lock control(control_mu_);
+  return tree_ ? tree_->table().to_json() : nlohmann::json(nullptr);
+}
+
 nlohmann::json Volume::status() const {
+  std::shared_lock control(control_mu_);
   nlohmann::json j;
   j["size"] = geometry_.size;
   j["block_size"] = geometry_.logical_block_size;
@@ -163,6 +203,10 @@ nlohmann::json Volume::status() const {
     std::string line = d->status_line();
     if (!line.empty()) l["status"] = line;
     layers.push_back(std::move(l));
+  }
+  if (tree_) {
+    j["table"] = tree_->table().to_json();
+    j["tree"] = tree_->status();
   }
   return j;
 }

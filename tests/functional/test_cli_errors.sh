@@ -22,7 +22,7 @@ expect_error "unknown target 'nosuch' \(valid targets: .*linear" \
 expect_error "target 'linear' has no key 'colour' \(valid keys: offset, length\)" \
   "$BOWSTACK" serve "$WORK/img" --unix "$S" --control "$C" --target linear:colour=red
 expect_error "expected key=value" "$BOWSTACK" serve "$WORK/img" --unix "$S" --control "$C" --target linear:offset
-expect_error "cannot open image '$WORK/missing'.*No such file" \
+expect_error "'$WORK/missing' does not exist \(create it with --create SIZE" \
   "$BOWSTACK" serve "$WORK/missing" --unix "$S" --control "$C"
 expect_error "too small" "$BOWSTACK" serve "$WORK/img" --unix "$S" --control "$C" --target linear:length=16M
 expect_error "Is a directory|neither a regular file nor a block device" "$BOWSTACK" serve "$WORK" --unix "$S" --control "$C"
@@ -60,9 +60,13 @@ expect_error "cannot connect to control socket" "$BOWSTACK" message hello --cont
 
 # A live server's control socket cannot be taken over, and its NBD socket neither.
 start_server "$WORK/img"
-expect_error "in use by a running server" "$BOWSTACK" serve "$WORK/img" --unix "$WORK/other.sock" --control "$CTL"
-expect_error "no layer understands .frobnicate." "$BOWSTACK" message frobnicate --control "$CTL"
-expect_error "no layer of kind 'bow'" "$BOWSTACK" message checkpoint --target bow --control "$CTL"
+truncate -s 8M "$WORK/img2"
+expect_error "in use by a running server" "$BOWSTACK" serve "$WORK/img2" --unix "$WORK/other.sock" --control "$CTL"
+# The image itself is held: a second server on it refuses, naming the holder.
+expect_error "'$WORK/img' is in use by process $SERVER_PID \(bowstack\)" \
+  "$BOWSTACK" serve "$WORK/img" --unix "$WORK/other.sock" --control "$WORK/other.ctl"
+expect_error "no node understands .frobnicate." "$BOWSTACK" message frobnicate --control "$CTL"
+expect_error "no node of target 'bow' in the table" "$BOWSTACK" message checkpoint --target bow --control "$CTL"
 stop_server
 
 # Usage errors from the parser itself.

@@ -85,6 +85,7 @@ BowTarget::BowTarget(std::shared_ptr<BlockDevice> lower, BowOptions opts, uint64
     : StackedDevice(std::move(lower)),
       opts_(std::move(opts)),
       env_(opts_.env != nullptr ? opts_.env : Env::posix()),
+      jobs_(opts_.jobs ? opts_.jobs : std::make_shared<JobRunner>("bow")),
       bs_(opts_.block_size),
       pool_(opts_.block_size, opts_.max_pending_bytes / opts_.block_size + 64),
       spb_(opts_.block_size / 512),
@@ -100,20 +101,11 @@ BowTarget::BowTarget(std::shared_ptr<BlockDevice> lower, BowOptions opts, uint64
 }
 
 BowTarget::~BowTarget() {
-  if (auto_commit_.joinable()) auto_commit_.join();
-  {
-    std::lock_guard lock(q_mu_);
-    stop_ = true;
-  }
-  work_cv_.notify_all();
-  if (committer_.joinable()) committer_.join();
-  {
-    // The committer has drained its queue into logged_: the applier may stop once that is empty.
-    std::lock_guard lock(q_mu_);
-    applier_stop_ = true;
-  }
-  logged_cv_.notify_all();
-  if (applier_.joinable()) applier_.join();
+  // In this order: the automatic commit uses the committer; the applier
+  // stops once the committer has drained its queue into logged_.
+  if (auto_commit_) auto_commit_->stop();
+  if (committer_) committer_->stop();
+  if (applier_) applier_->stop();
 }
 
 Result<std::shared_ptr<BowTarget>> BowTarget::open(std::shared_ptr<BlockDevice> lower, BowOptions opts) {
@@ -172,17 +164,7 @@ Result<std::shared_ptr<BowTarget>> BowTarget::open(std::shared_ptr<BlockDevice> 
   return t;
 }
 
-std::string default_meta_path(const BlockDevice& lower) {
-  for (const BlockDevice* d = &lower; d != nullptr; d = d->lower()) {
-    if (const auto* f = dynamic_cast<const FileDevice*>(d)) {
-      return f->path() + ".bowmeta";
-    }
-  }
-  return {};
-}
-
-Result<std::shared_ptr<BlockDevice>> BowTarget::create(std::shared_ptr<BlockDevice> lower,
-                                                       const TargetArgs& args) {
+Result<std::shared_ptr<BlockDevice>> BowTarget::create(TargetContext& ctx, const TargetArgs& args) {
   BowOptions o;
   auto bs = args.get_size("block_size", 4096);
   if (!bs.ok()) return bs.status();
@@ -198,13 +180,15 @@ Result<std::shared_ptr<BlockDevice>> BowTarget::create(std::shared_ptr<BlockDevi
     return Status::Error(EINVAL, fmt::format("bow: gather_us {} must be at most 100000 (0.1 s)", *gather));
   }
   o.gather_us = static_cast<uint32_t>(*gather);
-  o.meta_path = args.get_string("meta", default_meta_path(*lower));
-  if (o.meta_path == "none") o.meta_path.clear();
-  auto t = open(std::move(lower), std::move(o));
+  o.meta_path = ctx.side_file("metadata");
+  o.env = ctx.env();
+  o.jobs = ctx.jobs();
+  auto t = open(ctx.data(), std::move(o));
   if (!t.ok()) return t.status();
   if (t.value()->opts_.meta_path.empty()) {
     spdlog::warn(
-        "bow: no resume journal (meta=PATH): a crash during a checkpoint can be restored but not resumed");
+        "bow: no resume journal (metadata slot off): a crash during a checkpoint can be restored but not "
+        "resumed");
   }
   return std::shared_ptr<BlockDevice>(t.value());
 }
@@ -213,14 +197,19 @@ TargetInfo BowTarget::info() {
   return TargetInfo{
       "bow",
       "backup on write: checkpoint the device in its own free space, then commit or restore (Android dm-bow)",
-      {{"block_size", "block size in bytes, 512..4096 (default 4096; a resumed checkpoint keeps its own)"},
-       {"auto_commit_below",
-        "commit automatically when free space falls below this many bytes (default: "
-        "never; writes fail with ENOSPC instead)"},
-       {"gather_us",
-        "microseconds the committer waits to gather acknowledged overwrites into one log commit "
-        "(default 500; 0: commit at once; flushes and FUA writes never wait)"},
-       {"meta", "resume journal path (default IMAGE.bowmeta for a file image; 'none' to disable)"}},
+      {
+          {"block_size", "block size in bytes, 512..4096 (default 4096; a resumed checkpoint keeps its own)"},
+          {"auto_commit_below",
+           "commit automatically when free space falls below this many bytes (default: "
+           "never; writes fail with ENOSPC instead)"},
+          {"gather_us",
+           "microseconds the committer waits to gather acknowledged overwrites into one log commit "
+           "(default 500; 0: commit at once; flushes and FUA writes never wait)"},
+      },
+      {{"data", SlotKind::kDevice, true, "", "", "the device to checkpoint"},
+       {"metadata", SlotKind::kSideFile, false, ".bowmeta", "meta",
+        "the resume journal (default IMAGE.bowmeta beside the data image; null: none, a crash can then be "
+        "restored but not resumed)"}},
       &BowTarget::create,
   };
 }
@@ -234,14 +223,32 @@ Capabilities BowTarget::capabilities() const {
 }
 
 void BowTarget::start_committer() {
-  committer_ = std::thread([this] {
-    set_thread_name("bow-commit");
-    committer_loop();
-  });
-  applier_ = std::thread([this] {
-    set_thread_name("bow-apply");
-    applier_loop();
-  });
+  committer_ = jobs_->start(
+      "commit", Job::Kind::kService,
+      [this](JobControl&) {
+        committer_loop();
+        return Status::Ok();
+      },
+      [this] {
+        {
+          std::lock_guard lock(q_mu_);
+          stop_ = true;
+        }
+        work_cv_.notify_all();
+      });
+  applier_ = jobs_->start(
+      "apply", Job::Kind::kService,
+      [this](JobControl&) {
+        applier_loop();
+        return Status::Ok();
+      },
+      [this] {
+        {
+          std::lock_guard lock(q_mu_);
+          applier_stop_ = true;
+        }
+        logged_cv_.notify_all();
+      });
 }
 
 Status BowTarget::fail(Status s) {
@@ -606,7 +613,7 @@ void BowTarget::maybe_auto_commit() {
 void BowTarget::start_auto_commit() {
   if (auto_commit_started_.exchange(true)) return;
   spdlog::warn("bow: free space below {} bytes: committing the checkpoint", opts_.auto_commit_below);
-  auto_commit_ = std::thread([this] {
+  auto_commit_ = jobs_->start("auto-commit", Job::Kind::kService, [this](JobControl&) {
     Status s = commit();
     if (!s.ok()) {
       spdlog::error("bow: automatic commit failed: {}", s.message());
@@ -614,6 +621,7 @@ void BowTarget::start_auto_commit() {
       auto_commit_failed_ = true;
       cv_.notify_all();
     }
+    return s;
   });
 }
 

@@ -44,11 +44,11 @@
 #include <set>
 #include <span>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "core/aligned_buf.h"
 #include "core/block_device.h"
+#include "core/jobs.h"
 #include "core/target_registry.h"
 #include "targets/bow/bow_format.h"
 #include "targets/bow/bow_log.h"
@@ -72,6 +72,9 @@ struct BowOptions {
   // commits a small batch (flushes and FUA writes never wait); 0 = never.
   uint32_t gather_us = 500;
   Env* env = nullptr;  // where the resume journal lives; null = the real filesystem
+  // Where the committer, applier and automatic commit run (shared with the
+  // core, which reports them); null = a runner of the target's own.
+  std::shared_ptr<JobRunner> jobs;
 };
 
 class BowTarget final : public StackedDevice {
@@ -79,8 +82,8 @@ class BowTarget final : public StackedDevice {
   // Opens the target over `lower`: a fresh device starts in TRIM; a device
   // whose block 0 holds a bow log resumes its checkpoint (needs the journal).
   static Result<std::shared_ptr<BowTarget>> open(std::shared_ptr<BlockDevice> lower, BowOptions opts);
-  static Result<std::shared_ptr<BlockDevice>> create(std::shared_ptr<BlockDevice> lower,
-                                                     const TargetArgs& args);
+  // Registry factory: slot data, side file metadata (the resume journal).
+  static Result<std::shared_ptr<BlockDevice>> create(TargetContext& ctx, const TargetArgs& args);
   static TargetInfo info();
   ~BowTarget() override;
 
@@ -178,6 +181,7 @@ class BowTarget final : public StackedDevice {
 
   const BowOptions opts_;
   Env* const env_;
+  const std::shared_ptr<JobRunner> jobs_;
   const uint32_t bs_;  // block size
   // One-block buffers (saved copies, data of small writes). It keeps up to
   // max_pending_bytes of idle buffers: what a burst of pending overwrites
@@ -245,8 +249,8 @@ class BowTarget final : public StackedDevice {
   uint64_t enqueued_ = 0;  // guarded by q_mu_: writes enqueued so far
   uint64_t applied_ = 0;   // guarded by q_mu_: writes applied (or failed) so far
   bool stop_ = false;      // guarded by q_mu_
-  std::thread committer_;
-  std::thread applier_;
+  Job* committer_ = nullptr;
+  Job* applier_ = nullptr;
 
   // Log state: only the committer thread and transitions (with the committer
   // idle) touch these.
@@ -259,7 +263,7 @@ class BowTarget final : public StackedDevice {
   std::atomic<uint64_t> log_entries_{0};
   std::atomic<uint64_t> log_blocks_{0};
   std::atomic<bool> auto_commit_started_{false};
-  std::thread auto_commit_;
+  Job* auto_commit_ = nullptr;  // set once, by the writer that starts it (auto_commit_started_)
 };
 
 }  // namespace bowstack::bow

@@ -2,9 +2,6 @@
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
-#include <sys/file.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <bit>
@@ -12,9 +9,7 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
-#include "core/file_device.h"
 #include "core/parse.h"
-#include "core/thread_name.h"
 
 namespace bowstack::era {
 
@@ -25,14 +20,6 @@ struct FreeDeleter {
 };
 
 std::string why(const Status& s) { return s.context().empty() ? s.message() : s.context(); }
-
-// IMAGE.era beside the file image at the bottom of the stack, if any.
-std::string default_metadata_path(const BlockDevice& lower) {
-  for (const BlockDevice* d = &lower; d != nullptr; d = d->lower()) {
-    if (const auto* f = dynamic_cast<const FileDevice*>(d)) return f->path() + ".era";
-  }
-  return {};
-}
 
 bool valid_block_size(uint64_t bs) { return bs >= 512 && bs <= (1u << 30) && (bs & (bs - 1)) == 0; }
 
@@ -60,15 +47,13 @@ EraTarget::EraTarget(std::shared_ptr<BlockDevice> origin, std::unique_ptr<EraMet
       opts_(std::move(opts)),
       md_(std::move(md)),
       marked_((nr_blocks + 63) / 64),
-      committed_(md_->layout().ws_blocks * kWordsPerWritesetBlock, 0) {}
+      committed_(md_->layout().ws_blocks * kWordsPerWritesetBlock, 0) {
+  jobs_ = opts_.jobs ? opts_.jobs : std::make_shared<JobRunner>("era");
+}
 
 EraTarget::~EraTarget() {
-  {
-    std::lock_guard lock(q_mu_);
-    stop_ = true;
-  }
-  q_cv_.notify_all();
-  if (committer_.joinable()) committer_.join();
+  // The committer applies everything queued before it returns.
+  if (committer_) committer_->stop();
 }
 
 Result<std::shared_ptr<EraTarget>> EraTarget::open(std::shared_ptr<BlockDevice> origin,
@@ -127,15 +112,24 @@ Result<std::shared_ptr<EraTarget>> EraTarget::open(std::shared_ptr<BlockDevice> 
   if (Status s = t->recover(); !s.ok()) {
     return Status::Error(s.code(), "era: cannot use the metadata: " + why(s) + " (see 'bowstack era check')");
   }
-  t->committer_ = std::thread([p = t.get()] {
-    set_thread_name("era-commit");
-    p->committer_loop();
-  });
+  EraTarget* p = t.get();
+  t->committer_ = t->jobs_->start(
+      "commit", Job::Kind::kService,
+      [p](JobControl&) {
+        p->committer_loop();
+        return Status::Ok();
+      },
+      [p] {
+        {
+          std::lock_guard lock(p->q_mu_);
+          p->stop_ = true;
+        }
+        p->q_cv_.notify_all();
+      });
   return t;
 }
 
-Result<std::shared_ptr<BlockDevice>> EraTarget::create(std::shared_ptr<BlockDevice> lower,
-                                                       const TargetArgs& args) {
+Result<std::shared_ptr<BlockDevice>> EraTarget::create(TargetContext& ctx, const TargetArgs& args) {
   EraOptions o;
   auto bs = args.get_size("block_size", 4096);
   if (!bs.ok()) return bs.status();
@@ -151,35 +145,17 @@ Result<std::shared_ptr<BlockDevice>> EraTarget::create(std::shared_ptr<BlockDevi
   auto cache = args.get_size("cache", o.bufio.max_bytes);
   if (!cache.ok()) return cache.status();
   o.bufio.max_bytes = *cache;
-  o.metadata_path = args.get_string("metadata", default_metadata_path(*lower));
-  const std::string& path = o.metadata_path;
-  if (path.empty()) {
-    return Status::Error(EINVAL,
-                         "era: metadata=PATH is required (the device below is not a file image, so "
-                         "there is no IMAGE.era default)");
-  }
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0 || (S_ISREG(st.st_mode) && st.st_size == 0)) {
-    // New metadata, sized for this origin (sparse).
-    const uint64_t nr = (lower->geometry().size + o.block_size - 1) / o.block_size;
-    const uint64_t bytes = Layout::for_blocks(nr).total * kMetaBlockSize;
-    if (::stat(path.c_str(), &st) == 0) {
-      if (::truncate(path.c_str(), static_cast<off_t>(bytes)) != 0) {
-        return Status::Error(errno, fmt::format("era: cannot size metadata file '{}'", path));
-      }
-    } else if (Status s = FileDevice::create(path, bytes); !s.ok()) {
-      return Status::Error(s.code(), fmt::format("era: cannot create metadata file '{}': {}", path, why(s)));
-    }
-  }
-  auto dev = FileDevice::open(path);
-  if (!dev.ok()) return Status::Error(dev.status().code(), "era: " + why(dev.status()));
-  // Two writers on one metadata file would corrupt it: hold an exclusive
-  // lock for the target's lifetime (released when the file is closed).
-  if (::flock(dev.value()->fd(), LOCK_EX | LOCK_NB) != 0) {
-    return Status::Error(EBUSY,
-                         fmt::format("era: metadata '{}' is in use by another era target or tool", path));
-  }
-  auto t = open(std::move(lower), dev.value(), std::move(o));
+  o.metadata_path = ctx.side_file("metadata");
+  o.jobs = ctx.jobs();
+  std::shared_ptr<BlockDevice> origin = ctx.data();
+  // New metadata is created sparse, sized for this origin; the core holds
+  // it (locked) for the target's lifetime.
+  const uint64_t nr = (origin->geometry().size + o.block_size - 1) / o.block_size;
+  const uint64_t bytes = Layout::for_blocks(nr).total * kMetaBlockSize;
+  auto dev = ctx.side_device("metadata", bytes);
+  if (!dev.ok()) return Status::Error(dev.status().code(), "era: metadata: " + why(dev.status()));
+  if (!dev.value()) return Status::Error(EINVAL, "era: needs a metadata device (slot metadata)");
+  auto t = open(std::move(origin), dev.value(), std::move(o));
   if (!t.ok()) return t.status();
   return std::shared_ptr<BlockDevice>(t.value());
 }
@@ -188,13 +164,15 @@ TargetInfo EraTarget::info() {
   return TargetInfo{
       "era",
       "tracks which blocks are written in each era, for incremental backup and cache invalidation (dm-era)",
-      {{"metadata", "metadata file, created if absent (default IMAGE.era beside a file image)"},
-       {"block_size",
+      {{"block_size",
         "bytes per tracked block, a power of two >= 512 (default 4096; existing metadata keeps "
         "its own)"},
        {"max_pending",
         "bytes of acknowledged first writes that may wait for their metadata commit (default 64M)"},
        {"cache", "metadata cache size in bytes (default 16M)"}},
+      {{"data", SlotKind::kDevice, true, "", "", "the origin: the device whose writes are tracked"},
+       {"metadata", SlotKind::kSideDevice, true, ".era", "metadata",
+        "the era metadata, created sparse if absent or empty (default IMAGE.era beside the data image)"}},
       &EraTarget::create,
   };
 }

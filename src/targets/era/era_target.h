@@ -38,11 +38,11 @@
 #include <memory>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <unordered_map>
 #include <vector>
 
 #include "core/block_device.h"
+#include "core/jobs.h"
 #include "core/target_registry.h"
 #include "targets/era/era_metadata.h"
 
@@ -54,6 +54,9 @@ struct EraOptions {
   uint64_t max_pending_bytes = 64u << 20;  // acknowledged first writes waiting for their commit
   BufioOptions bufio{};                    // metadata cache
   std::string metadata_path;               // for status only
+  // Where the committer runs (shared with the core, which reports it);
+  // null = a runner of the target's own.
+  std::shared_ptr<JobRunner> jobs;
 };
 
 class EraTarget final : public StackedDevice {
@@ -65,9 +68,9 @@ class EraTarget final : public StackedDevice {
   // the only metadata durability points.
   static Result<std::shared_ptr<EraTarget>> open(std::shared_ptr<BlockDevice> origin,
                                                  std::shared_ptr<BlockDevice> metadata, EraOptions opts);
-  // Registry factory: era:metadata=PATH,block_size=N (opens or creates PATH).
-  static Result<std::shared_ptr<BlockDevice>> create(std::shared_ptr<BlockDevice> lower,
-                                                     const TargetArgs& args);
+  // Registry factory: slots data and metadata (created by the core, sized
+  // for the origin, when absent or empty).
+  static Result<std::shared_ptr<BlockDevice>> create(TargetContext& ctx, const TargetArgs& args);
   static TargetInfo info();
   ~EraTarget() override;
 
@@ -167,7 +170,8 @@ class EraTarget final : public StackedDevice {
   bool stop_ = false;                                   // guarded by q_mu_
   Status failed_;                                       // guarded by q_mu_: sticky
   std::atomic<bool> failed_flag_{false};
-  std::thread committer_;
+  std::shared_ptr<JobRunner> jobs_;
+  Job* committer_ = nullptr;
 
   std::mutex admin_mu_;  // checkpoint, snapshots, recovery
 

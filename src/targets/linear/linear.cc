@@ -11,6 +11,10 @@ LinearTarget::LinearTarget(std::shared_ptr<BlockDevice> lower, uint64_t offset, 
   geometry_.size = length;
 }
 
+Result<std::shared_ptr<BlockDevice>> LinearTarget::create(TargetContext& ctx, const TargetArgs& args) {
+  return create(ctx.data(), args);
+}
+
 Result<std::shared_ptr<BlockDevice>> LinearTarget::create(std::shared_ptr<BlockDevice> lower,
                                                           const TargetArgs& args) {
   const Geometry lg = lower->geometry();
@@ -43,7 +47,8 @@ TargetInfo LinearTarget::info() {
       "a slice of the device below (like dm-linear)",
       {{"offset", "start of the slice in the device below, bytes (K/M/G suffixes; default 0)"},
        {"length", "length of the slice, bytes (default: to the end of the device below)"}},
-      &LinearTarget::create,
+      {{"data", SlotKind::kDevice, true, "", "", "the device to take the slice of"}},
+      [](TargetContext& ctx, const TargetArgs& args) { return create(ctx, args); },
   };
 }
 

@@ -14,6 +14,8 @@ class LinearTarget final : public StackedDevice {
   // (create() checks this and reports errors).
   LinearTarget(std::shared_ptr<BlockDevice> lower, uint64_t offset, uint64_t length);
 
+  static Result<std::shared_ptr<BlockDevice>> create(TargetContext& ctx, const TargetArgs& args);
+  // The same over a device (tests).
   static Result<std::shared_ptr<BlockDevice>> create(std::shared_ptr<BlockDevice> lower,
                                                      const TargetArgs& args);
   static TargetInfo info();

@@ -3,16 +3,13 @@
 #include <gtest/gtest.h>
 
 #include "core/memory_device.h"
-#include "targets/builtin.h"
 
 namespace bowstack {
 namespace {
 
 TEST(Linear, MapsOffsets) {
   auto mem = std::make_shared<MemoryDevice>(4 << 20);
-  TargetRegistry r;
-  register_builtin_targets(&r);
-  auto top = r.create(mem, parse_target_spec("linear:offset=1M,length=2M").value());
+  auto top = LinearTarget::create(mem, TargetArgs(parse_target_spec("linear:offset=1M,length=2M").value()));
   ASSERT_TRUE(top.ok()) << top.status().message();
   EXPECT_EQ((*top)->geometry().size, 2u << 20);
   std::vector<std::byte> data(4096, std::byte{0x5a});
