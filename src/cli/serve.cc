@@ -138,7 +138,8 @@ int run_serve(const ServeOptions& opts) {
   auto tree = DeviceTree::build(table.value(), registry, build);
   // Errors carry a complete sentence; strerror would only repeat "Invalid argument".
   if (!tree.ok()) {
-    return fail(tree.status().context().empty() ? tree.status().message() : tree.status().context());
+    const std::string why = tree.status().context().empty() ? tree.status().message() : tree.status().context();
+    return fail(opts.table.empty() ? why : opts.table + ": " + why);
   }
   for (const TableNode* leaf : to_create) {
     spdlog::info("created image {} ({})", leaf->path, format_size(*leaf->create_size));

@@ -41,6 +41,21 @@ void target_identities(const TableNode& n, std::set<std::string>* out) {
 
 std::string why(const Status& s) { return s.context().empty() ? s.message() : s.context(); }
 
+// The side stores of target nodes: of `n` only, or of its whole subtree.
+void side_stores(const TableNode& n, const TargetRegistry& registry, bool recurse,
+                 std::set<std::string>* out) {
+  if (n.kind != TableNode::Kind::kTarget) return;
+  const TargetInfo* info = registry.find(n.target);
+  for (const auto& slot : n.slots) {
+    const TargetSlotInfo* si = info ? info->slot(slot.name) : nullptr;
+    const bool side = si && (si->kind == SlotKind::kSideDevice || si->kind == SlotKind::kSideFile);
+    for (const auto& c : slot.nodes) {
+      if (side) out->insert(canonical_path(c.path));
+      if (recurse) side_stores(c, registry, true, out);
+    }
+  }
+}
+
 }  // namespace
 
 Status Volume::compatible(BlockDevice& top) const {
@@ -107,6 +122,15 @@ Result<ReloadReport> Volume::reload(const TableNode& table, const TargetRegistry
   }
   report.dropped_nodes = dropped.size();
   report.built_nodes = wanted.size() - report.kept_nodes;
+  // A new node may take over a side store of a node that goes (era's
+  // metadata under new params): the old one must be gone before the new one
+  // opens it. Otherwise the new nodes are built first, and a failure leaves
+  // the old ones untouched.
+  std::set<std::string> going, coming;
+  for (BuiltNode* n : dropped) side_stores(n->spec, registry, false, &going);
+  side_stores(table, registry, true, &coming);
+  bool takes_over = false;
+  for (const auto& path : coming) takes_over = takes_over || going.count(path) > 0;
 
   // Suspend: hold new requests, drain those in flight.
   const auto held = std::chrono::steady_clock::now();
@@ -145,27 +169,41 @@ Result<ReloadReport> Volume::reload(const TableNode& table, const TargetRegistry
                              why(flushed));
   }
 
-  // Destroy the nodes that go (their jobs stop with them), then build.
   const TableNode old_table = tree_->table();
   for (BuiltNode* n : dropped) pool.targets.erase(n->spec.identity());
   dropped.clear();
-  top_.reset();
-  tree_.reset();
-
-  auto built = DeviceTree::build(table, registry, build, &pool);
-  Status failed = Status::Ok();
-  if (!built.ok()) {
-    failed = built.status();
-  } else if (Status c = compatible(*built.value()->top()); !c.ok()) {
-    failed = c;
-    built.value().reset();
-  }
-  if (failed.ok()) {
+  auto build_new = [&]() -> Result<std::unique_ptr<DeviceTree>> {
+    auto built = DeviceTree::build(table, registry, build, &pool);
+    if (!built.ok()) return built.status();
+    if (Status c = compatible(*built.value()->top()); !c.ok()) return c;
+    return built;
+  };
+  if (!takes_over) {
+    auto built = build_new();
+    if (!built.ok()) {
+      // Nothing old was touched: the kept nodes never left the live tree.
+      resume_all();
+      return Status::Error(built.status().code(),
+                           "reload failed, the old table serves on: " + why(built.status()));
+    }
+    // The nodes that go are destroyed with the old tree (their jobs stop).
     tree_ = std::move(built.value());
     set_top(tree_->top());
     resume_all();
     return report;
   }
+
+  // Destroy the nodes that go (their jobs stop with them), then build.
+  top_.reset();
+  tree_.reset();
+  auto built = build_new();
+  if (built.ok()) {
+    tree_ = std::move(built.value());
+    set_top(tree_->top());
+    resume_all();
+    return report;
+  }
+  const Status failed = built.status();
 
   // Put the old table back: kept nodes are still in the pool, the nodes
   // that went are built again from their (flushed) state.

@@ -88,14 +88,13 @@ TEST_F(ReloadTest, FailuresLeaveTheOldTableServing) {
   const std::string small = dir_ / "small.img";
   struct Case {
     std::string table, error;
-    bool before_suspend;  // refused while loading: nothing was touched
   };
   const Case cases[] = {
-      {R"({"file":")" + (dir_ / "missing.img") + R"("})", "does not exist", true},
-      {pass("a", R"({"file":")" + img_ + R"(","read_only":true})"), "a reload cannot change that", true},
+      {R"({"file":")" + (dir_ / "missing.img") + R"("})", "does not exist"},
+      {pass("a", R"({"file":")" + img_ + R"(","read_only":true})"), "a reload cannot change that"},
       {R"({"target":"pass","params":{"fail":true},"devices":{"data":)" + plain() + "}}",
-       "pass: asked to fail", false},
-      {R"({"file":")" + small + R"(","create":"1M"})", "size is 1048576 bytes, the export's 4194304", false},
+       "pass: asked to fail"},
+      {R"({"file":")" + small + R"(","create":"1M"})", "size is 1048576 bytes, the export's 4194304"},
   };
   for (const Case& c : cases) {
     auto r = reload(c.table);
@@ -103,22 +102,35 @@ TEST_F(ReloadTest, FailuresLeaveTheOldTableServing) {
     EXPECT_NE(r.status().context().find(c.error), std::string::npos) << r.status().context();
     EXPECT_EQ(volume_->table(), before);
     EXPECT_FALSE(volume_->suspended());
-    // Refused under suspension, the node that went was built again from the old table.
-    if (c.before_suspend) {
-      EXPECT_EQ(&volume_->top(), top) << c.table;
-    }
+    // Built before anything old was dropped: the old nodes never left.
+    EXPECT_EQ(&volume_->top(), top) << c.table;
     EXPECT_EQ(volume_->message("tag").value(), "a");
     EXPECT_EQ(g_pass_alive.load(), 1);
   }
 }
 
-TEST_F(ReloadTest, ARebuiltOldTableAfterALateFailure) {
-  // The new table fails after the old top was dropped: the old one is built again.
-  ASSERT_TRUE(reload(pass("a", plain())).ok());
-  auto r = reload(R"({"target":"pass","params":{"tag":"x","fail":true},"devices":{"data":)" + plain() + "}}");
+TEST_F(ReloadTest, ATakeOverFailureRebuildsTheOldNode) {
+  // The new node takes over the old one's side store, so the old one goes
+  // before the new one is built; when the new one fails, the old one is
+  // built again from its table.
+  const std::string meta = dir_ / "m";
+  auto with_meta = [&](const std::string& params) {
+    return R"({"target":"pass","params":{)" + params + R"(},"devices":{"data":)" + plain() +
+           R"(,"meta":{"file":")" + meta + R"("}}})";
+  };
+  ASSERT_TRUE(reload(with_meta(R"("tag":"a")")).ok());
+  BlockDevice* before = &volume_->top();
+  auto r = reload(with_meta(R"("tag":"b","fail":true)"));
   ASSERT_FALSE(r.ok());
-  EXPECT_NE(r.status().context().find("the old table serves on"), std::string::npos);
+  EXPECT_NE(r.status().context().find("the old table serves on: $: pass: asked to fail"), std::string::npos)
+      << r.status().context();
+  EXPECT_NE(&volume_->top(), before);  // built again
   EXPECT_EQ(volume_->message("tag").value(), "a");
+  EXPECT_EQ(g_pass_alive.load(), 1);
+  // And a take-over that works.
+  r = reload(with_meta(R"("tag":"c")"));
+  ASSERT_TRUE(r.ok()) << r.status().context();
+  EXPECT_EQ(volume_->message("tag").value(), "c");
   EXPECT_EQ(g_pass_alive.load(), 1);
 }
 

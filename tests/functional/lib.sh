@@ -50,17 +50,22 @@ need() {
   done
 }
 
-# start_server IMAGE [serve args...]: serves IMAGE on $WORK/nbd.sock with
-# control socket $WORK/ctl; waits until the control socket answers.
+# start_server IMAGE [serve args...] or start_server --table FILE [serve
+# args...]: serves on $WORK/nbd.sock with control socket $WORK/ctl; waits
+# until the control socket answers.
 SOCK=
 CTL=
 start_server() {
-  local image=$1
+  local what=("$1")
   shift
+  if [[ ${what[0]} == --table ]]; then
+    what+=("$1")
+    shift
+  fi
   SOCK=$WORK/nbd.sock
   CTL=$WORK/ctl
   rm -f "$SOCK" "$CTL"
-  "$BOWSTACK" serve "$image" --unix "$SOCK" --control "$CTL" "$@" >>"$WORK/server.log" 2>&1 &
+  "$BOWSTACK" serve "${what[@]}" --unix "$SOCK" --control "$CTL" "$@" >>"$WORK/server.log" 2>&1 &
   SERVER_PID=$!
   local i
   for ((i = 0; i < 200; i++)); do
