@@ -6,9 +6,11 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "core/block_device.h"
 #include "core/target_registry.h"
@@ -81,6 +83,20 @@ inline TargetRegistry test_registry() {
          [](TargetContext& ctx, const TargetArgs&) -> Result<std::shared_ptr<BlockDevice>> {
            return std::shared_ptr<BlockDevice>(
                std::make_shared<Pass>(ctx.list("legs").at(0), "mix", nullptr));
+         }});
+  r.add({"scan",
+         "runs a task job that loops until stopped",
+         {},
+         {{"data", SlotKind::kDevice, true, "", "", "the device below"}},
+         [](TargetContext& ctx, const TargetArgs&) -> Result<std::shared_ptr<BlockDevice>> {
+           auto jobs = ctx.jobs();
+           auto dev = std::make_shared<Pass>(ctx.data(), "scan", nullptr);
+           jobs->start("scan", Job::Kind::kTask, [](JobControl& c) {
+             c.set_total(1 << 20);
+             while (c.wait_while_paused()) std::this_thread::sleep_for(std::chrono::microseconds(200));
+             return Status::Ok();
+           });
+           return std::shared_ptr<BlockDevice>(dev);
          }});
   r.add({"journal",
          "has a side file",

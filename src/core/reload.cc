@@ -144,9 +144,11 @@ Result<ReloadReport> Volume::reload(const TableNode& table, const TargetRegistry
   close_hints();
   tree_->pause_tasks();
   auto resume_all = [&] {
-    if (tree_) tree_->resume_tasks();
     open_hints();
-    if (!was_suspended) resume();
+    if (!was_suspended) {  // else the user's suspend goes on, tasks held
+      if (tree_) tree_->resume_tasks();
+      open_gate();
+    }
     report.held_us = static_cast<uint64_t>(
         std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - held)
             .count());

@@ -134,6 +134,26 @@ TEST_F(ReloadTest, ATakeOverFailureRebuildsTheOldNode) {
   EXPECT_EQ(g_pass_alive.load(), 1);
 }
 
+TEST_F(ReloadTest, SuspendPausesTaskJobs) {
+  ASSERT_TRUE(reload(R"({"target":"scan","devices":{"data":)" + plain() + "}}").ok());
+  auto state = [&] { return volume_->status()["tree"]["jobs"][0]["state"].get<std::string>(); };
+  auto wait_for = [&](const std::string& want) {
+    for (int i = 0; i < 2000 && state() != want; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    return state();
+  };
+  EXPECT_EQ(wait_for("running"), "running");
+  ASSERT_TRUE(volume_->suspend().ok());
+  EXPECT_EQ(wait_for("paused"), "paused");
+  volume_->resume();
+  EXPECT_EQ(wait_for("running"), "running");
+  // The job is the node's: a reload that keeps the node keeps it running.
+  ASSERT_TRUE(reload(pass("p", R"({"target":"scan","devices":{"data":)" + plain() + "}}")).ok());
+  EXPECT_EQ(volume_->status()["tree"]["devices"]["data"]["jobs"][0]["state"], "running");
+  EXPECT_EQ(volume_->message("job scan pause").value(), "paused");
+  EXPECT_EQ(volume_->message("job scan stop").value(), "stopped");
+}
+
 TEST_F(ReloadTest, AUserSuspendOutlivesAReload) {
   ASSERT_TRUE(volume_->suspend().ok());
   ASSERT_TRUE(reload(pass("a", plain())).ok());

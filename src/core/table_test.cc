@@ -97,8 +97,9 @@ TEST(Table, IdentityIgnoresPlaceAndCreate) {
 
 TEST(Table, SchemaErrorsNameTheJsonPath) {
   EXPECT_TRUE(contains(error_of(R"({"target":"nope","devices":{}})"), "$.target: unknown target 'nope'"));
-  EXPECT_TRUE(contains(error_of(R"({"target":"pass","devices":{"data":{"target":"zap"}}})"),
-                       "$.devices.data.target: unknown target 'zap' (valid targets: journal, mix, pass)"));
+  EXPECT_TRUE(
+      contains(error_of(R"({"target":"pass","devices":{"data":{"target":"zap"}}})"),
+               "$.devices.data.target: unknown target 'zap' (valid targets: journal, mix, pass, scan)"));
   EXPECT_TRUE(contains(error_of(R"({"target":"pass"})"), "$.devices: target 'pass' needs slot 'data'"));
   EXPECT_TRUE(contains(error_of(R"({"target":"pass","devices":{"data":{"file":"a"},"legs":[]}})"),
                        "$.devices.legs: target 'pass' has no slot 'legs' (its slots: data, meta)"));

@@ -50,7 +50,7 @@ TEST(TargetRegistry, UnknownKeyListsValidOnes) {
   EXPECT_NE(r.check(parse_target_spec("nope").value())
                 .context()
                 .find("unknown target 'nope' (valid targets: "
-                      "journal, mix, pass)"),
+                      "journal, mix, pass, scan)"),
             std::string::npos);
 }
 

@@ -73,12 +73,25 @@ Status Volume::suspend() {
     suspended_ = true;
     cv_.wait(lock, [this] { return in_flight_ == 0; });
   }
+  {
+    // Task jobs (scrub, resync) hold off too: nothing moves while suspended.
+    std::shared_lock control(control_mu_);
+    if (tree_) tree_->pause_tasks();
+  }
   if (!caps_.flush || caps_.read_only) return Status::Ok();
   stats_.flushes.fetch_add(1, std::memory_order_relaxed);
   return counted(top_->flush(), stats_.errors);
 }
 
 void Volume::resume() {
+  {
+    std::shared_lock control(control_mu_);
+    if (tree_) tree_->resume_tasks();
+  }
+  open_gate();
+}
+
+void Volume::open_gate() {
   std::lock_guard lock(mu_);
   suspended_ = false;
   cv_.notify_all();

@@ -124,6 +124,8 @@ class Volume {
   bool misaligned(uint64_t offset, uint64_t length) const {
     return align_ > 1 && ((offset | length) & (align_ - 1)) != 0;
   }
+  // Lets requests in again (resume() without touching jobs).
+  void open_gate();
   // Blocks will_write hints and waits for those running (reload only).
   void close_hints();
   void open_hints();
