@@ -47,8 +47,9 @@ class ProgressBar {
 }  // namespace
 
 int run_restore(const RestoreCliOptions& opts) {
-  auto dev = FileDevice::open(opts.image, FileDeviceOptions{.read_only = opts.dry_run});
-  if (!dev.ok()) return fail(dev.status().message());
+  // Locked: exclusive to roll back, shared for a dry run; a served image is refused.
+  auto dev = FileDevice::open(opts.image, FileDeviceOptions{.read_only = opts.dry_run, .lock = true});
+  if (!dev.ok()) return fail(dev.status().code() == EBUSY ? dev.status().context() : dev.status().message());
   bow::RestoreOptions ro;
   ro.dry_run = opts.dry_run;
   ro.roll_forward = opts.roll_forward;
@@ -96,7 +97,13 @@ int run_restore(const RestoreCliOptions& opts) {
 }
 
 int run_inspect(const std::string& image, bool json) {
-  auto dev = FileDevice::open(image, FileDeviceOptions{.read_only = true});
+  // A live bow rewrites block 0 and its log while serving: reading them
+  // then could show a log that never existed. Refuse, and say where the
+  // live state is.
+  auto dev = FileDevice::open(image, FileDeviceOptions{.read_only = true, .lock = true});
+  if (!dev.ok() && dev.status().code() == EBUSY) {
+    return fail(dev.status().context() + " (a running server shows its checkpoint with 'bowstack status')");
+  }
   if (!dev.ok()) return fail(dev.status().message());
   auto p = bow::probe(*dev.value());
   if (!p.ok()) return fail(p.status().message());

@@ -1,7 +1,7 @@
 // Offline era tools: `bowstack era dump|invalidate|check|restore|export|apply`.
 // Logic lives in src/targets/era/; this file opens files and prints.
+#include <fcntl.h>
 #include <fmt/format.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -14,6 +14,7 @@
 
 #include "cli/verbs.h"
 #include "core/file_device.h"
+#include "core/file_lock.h"
 #include "core/parse.h"
 #include "targets/era/era_export.h"
 #include "targets/era/era_tools.h"
@@ -32,8 +33,20 @@ int fail(const std::string& what) {
 
 std::string why(const Status& s) { return s.context().empty() ? s.message() : s.context(); }
 
-Result<std::shared_ptr<FileDevice>> open_file(const std::string& path, const char* what, bool read_only) {
-  auto dev = FileDevice::open(path, FileDeviceOptions{.read_only = read_only});
+// Opens a tool's file, locked (core/file_lock.h) unless `lock` is false:
+// exclusive to write, shared to read, so a tool never reads metadata a live
+// target is changing, nor writes what a server holds. Only reading the
+// metadata snapshot of a live target goes without (that is what it is for).
+Result<std::shared_ptr<FileDevice>> open_file(const std::string& path, const char* what, bool read_only,
+                                              bool lock = true) {
+  auto dev = FileDevice::open(path, FileDeviceOptions{.read_only = read_only, .lock = lock});
+  if (!dev.ok() && dev.status().code() == EBUSY) {
+    return Status::Error(EBUSY, fmt::format("{}{}", dev.status().context(),
+                                            read_only && lock && std::string(what) == "metadata"
+                                                ? " (or read its snapshot: take-metadata-snap, then "
+                                                  "--metadata-snapshot)"
+                                                : ""));
+  }
   if (!dev.ok()) {
     return Status::Error(dev.status().code(), fmt::format("cannot open {} '{}': {}", what, path,
                                                           std::strerror(dev.status().code())));
@@ -67,7 +80,7 @@ Result<OutFile> open_output(const std::string& path) {
 }  // namespace
 
 int run_era_dump(const EraCliOptions& o) {
-  auto dev = open_file(o.metadata, "metadata", true);
+  auto dev = open_file(o.metadata, "metadata", true, !o.snapshot);
   if (!dev.ok()) return fail(dev.status().context());
   auto src = open_source(dev.value(), o.snapshot);
   if (!src.ok()) return fail_source(o.metadata, src.status());
@@ -81,7 +94,7 @@ int run_era_dump(const EraCliOptions& o) {
 }
 
 int run_era_invalidate(const EraCliOptions& o) {
-  auto dev = open_file(o.metadata, "metadata", true);
+  auto dev = open_file(o.metadata, "metadata", true, !o.snapshot);
   if (!dev.ok()) return fail(dev.status().context());
   auto src = open_source(dev.value(), o.snapshot);
   if (!src.ok()) return fail_source(o.metadata, src.status());
@@ -154,6 +167,13 @@ int run_era_restore(const EraCliOptions& o) {
   auto model = parse_xml(text.str());
   if (!model.ok()) return fail(fmt::format("era restore: '{}': {}", o.input, why(model.status())));
   const uint64_t bytes = metadata_blocks_for(model->nr_blocks) * kMetaBlockSize;
+  // A held file is not even grown: check before touching it (the open
+  // below locks it for the restore itself).
+  if (int fd = ::open(o.metadata.c_str(), O_RDWR | O_CLOEXEC); fd >= 0) {
+    Status held = lock_file(fd, fmt::format("era metadata '{}'", o.metadata), true);
+    ::close(fd);
+    if (!held.ok()) return fail(held.context());
+  }
   struct stat st {};
   if (::stat(o.metadata.c_str(), &st) != 0) {
     if (Status s = FileDevice::create(o.metadata, bytes); !s.ok()) return fail(why(s));
@@ -164,10 +184,6 @@ int run_era_restore(const EraCliOptions& o) {
   }
   auto dev = open_file(o.metadata, "metadata", false);
   if (!dev.ok()) return fail(dev.status().context());
-  if (::flock(dev.value()->fd(), LOCK_EX | LOCK_NB) != 0) {
-    return fail(
-        fmt::format("era metadata '{}' is in use by a running era target; stop it first", o.metadata));
-  }
   if (Status s = restore_metadata(model.value(), dev.value()); !s.ok()) {
     return fail(fmt::format("era restore to '{}' failed: {}", o.metadata, why(s)));
   }
@@ -178,7 +194,7 @@ int run_era_restore(const EraCliOptions& o) {
 }
 
 int run_era_export(const EraCliOptions& o) {
-  auto dev = open_file(o.metadata, "metadata", true);
+  auto dev = open_file(o.metadata, "metadata", true, !o.snapshot);
   if (!dev.ok()) return fail(dev.status().context());
   auto src = open_source(dev.value(), o.snapshot);
   if (!src.ok()) return fail_source(o.metadata, src.status());

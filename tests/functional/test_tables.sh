@@ -6,7 +6,9 @@
 #    included, and the jobs of each target node;
 #  - every ready table in examples/ serves;
 #  - schema errors exit non-zero naming the JSON path, and touch no file;
-#  - one file is served by one server: a second refuses, naming the PID.
+#  - one file is served by one server: a second refuses, naming the PID, and
+#    so do offline tools that write (restore, era restore); read-only ones
+#    (inspect, era dump/invalidate) say why not, or read era's snapshot.
 . "$(dirname "$0")/lib.sh"
 need truncate sha256sum
 
@@ -126,6 +128,14 @@ out=$("$BOWSTACK" serve "$IMG" --target bow --unix "$WORK/o.sock" --control "$WO
   fail "a second server on the same image came up"
 echo "$out" | grep -q "'$IMG' is in use by process $SERVER_PID (bowstack)" || fail "second server: $out"
 log "ok: $out"
+# Offline tools that write refuse a served image; read-only ones say why not.
+out=$("$BOWSTACK" restore "$IMG" 2>&1) && fail "restore of a served image ran"
+echo "$out" | grep -q "'$IMG' is in use by process $SERVER_PID (bowstack)" || fail "restore on a served image: $out"
+out=$("$BOWSTACK" restore --dry-run "$IMG" 2>&1) && fail "restore --dry-run of a served image ran"
+echo "$out" | grep -q "in use by process $SERVER_PID" || fail "restore --dry-run on a served image: $out"
+out=$("$BOWSTACK" inspect "$IMG" 2>&1) && fail "inspect of a served image ran"
+echo "$out" | grep -q "bowstack status" || fail "inspect on a served image: $out"
+log "ok: $out"
 # Side stores are held too: era metadata served by another table.
 stop_server
 start_server "$IMG" --target era
@@ -133,5 +143,21 @@ truncate -s 64M "$WORK/other.img"
 out=$("$BOWSTACK" serve "$WORK/other.img" --target era:metadata="$IMG.era" --unix "$WORK/o.sock" \
   --control "$WORK/o.ctl" 2>&1) && fail "a second server on the same era metadata came up"
 echo "$out" | grep -q "'$IMG.era' is in use by process $SERVER_PID" || fail "shared metadata: $out"
+"$BOWSTACK" era dump "$IMG.era" >"$WORK/era.xml" 2>"$WORK/err" && fail "era dump of live metadata ran"
+grep -q "in use by process $SERVER_PID.*--metadata-snapshot" "$WORK/err" || fail "era dump of live metadata: $(cat "$WORK/err")"
+out=$("$BOWSTACK" era invalidate "$IMG.era" --written-since 1 2>&1) && fail "era invalidate of live metadata ran"
+echo "$out" | grep -q "in use by process $SERVER_PID" || fail "era invalidate of live metadata: $out"
+"$BOWSTACK" era take-metadata-snap --control "$CTL" >/dev/null || fail "take-metadata-snap failed"
+"$BOWSTACK" era invalidate "$IMG.era" --written-since 1 --metadata-snapshot >/dev/null ||
+  fail "era invalidate --metadata-snapshot of a live target failed"
+"$BOWSTACK" era dump "$IMG.era" --metadata-snapshot >"$WORK/era.xml" || fail "era dump --metadata-snapshot failed"
+"$BOWSTACK" era drop-metadata-snap --control "$CTL" >/dev/null
+stop_server
+"$BOWSTACK" era dump "$IMG.era" >"$WORK/era.xml" || fail "era dump after the server stopped failed"
+start_server "$IMG" --target era
+size_before=$(stat -c %s "$IMG.era")
+out=$("$BOWSTACK" era restore --input "$WORK/era.xml" "$IMG.era" 2>&1) && fail "era restore onto live metadata ran"
+echo "$out" | grep -q "era metadata '$IMG.era' is in use by process $SERVER_PID" || fail "era restore on live metadata: $out"
+[[ $(stat -c %s "$IMG.era") == "$size_before" ]] || fail "a refused era restore changed the metadata file"
 stop_server
 pass
