@@ -117,6 +117,14 @@ class BlockDevice {
     (void)length;
   }
 
+  // Called once when a reload drops this layer, with no request admitted:
+  // puts everything the layer acknowledged on the device below, and makes
+  // safe what of its own state a later flush of the device below would not
+  // cover (bow's resume journal). Not a flush: durability of the data is the
+  // next flush's job. The default does nothing: a layer that passes writes
+  // straight down has nothing in flight once requests drained.
+  virtual Status detach() { return Status::Ok(); }
+
   // Target-specific text command (like `dmsetup message`). On success returns
   // the reply text (possibly empty). ENOTSUP means "not a message of mine".
   virtual Result<std::string> message(std::string_view text);

@@ -155,13 +155,13 @@ Result<ReloadReport> Volume::reload(const TableNode& table, const TargetRegistry
   };
 
   // Everything a node that goes has acknowledged must reach the device
-  // below it before it is destroyed; with noflush the nodes that stay keep
-  // their dirty state. Top first, so each flush sees the one above it done.
+  // below it before it is destroyed (detach); with noflush nothing else is
+  // flushed. Top first, so each node sees the one above it done.
   Status flushed = Status::Ok();
   if (!opts.noflush && caps_.flush && !caps_.read_only) flushed = top_->flush();
   for (BuiltNode* n : dropped) {
     if (!flushed.ok()) break;
-    if (n->device->capabilities().flush && !n->device->capabilities().read_only) flushed = n->device->flush();
+    flushed = n->device->detach();
   }
   if (!flushed.ok()) {
     resume_all();

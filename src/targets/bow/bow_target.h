@@ -93,6 +93,9 @@ class BowTarget final : public StackedDevice {
   Status read(uint64_t offset, std::span<std::byte> buf) override;
   Status write(uint64_t offset, std::span<const std::byte> buf, uint32_t flags) override;
   Status flush() override;
+  // A flush: the resume journal's claims must be durable before bow goes,
+  // and nothing below would sync them later.
+  Status detach() override { return flush(); }
   Status trim(uint64_t offset, uint64_t length, uint32_t flags) override;
   Status write_zeroes(uint64_t offset, uint64_t length, uint32_t flags) override;
   Status block_status(uint64_t offset, uint64_t length, std::vector<Extent>* out) override;

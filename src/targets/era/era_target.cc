@@ -567,13 +567,18 @@ void EraTarget::committer_loop() {
 }
 
 Status EraTarget::flush() {
-  {
-    std::unique_lock lock(q_mu_);
-    const uint64_t target = enqueued_;
-    done_cv_.wait(lock, [&] { return applied_ >= target || !failed_.ok(); });
-    if (!failed_.ok()) return Status::Error(EIO, "era: metadata failed earlier: " + why(failed_));
-  }
+  if (Status s = detach(); !s.ok()) return s;
   return lower_device()->flush();
+}
+
+Status EraTarget::detach() {
+  // Every bit is committed before its data is written, so applying the
+  // queue is all that is owed; the data's durability is the next flush's.
+  std::unique_lock lock(q_mu_);
+  const uint64_t target = enqueued_;
+  done_cv_.wait(lock, [&] { return applied_ >= target || !failed_.ok(); });
+  if (!failed_.ok()) return Status::Error(EIO, "era: metadata failed earlier: " + why(failed_));
+  return Status::Ok();
 }
 
 // ---- Control --------------------------------------------------------------

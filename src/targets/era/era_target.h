@@ -78,6 +78,8 @@ class EraTarget final : public StackedDevice {
   Status read(uint64_t offset, std::span<std::byte> buf) override;
   Status write(uint64_t offset, std::span<const std::byte> buf, uint32_t flags) override;
   Status flush() override;
+  // Waits until every queued write is applied (no flush).
+  Status detach() override;
   Status trim(uint64_t offset, uint64_t length, uint32_t flags) override;
   Status write_zeroes(uint64_t offset, uint64_t length, uint32_t flags) override;
   Status block_status(uint64_t offset, uint64_t length, std::vector<Extent>* out) override;
