@@ -38,6 +38,8 @@ def main():
     ap.add_argument("--size", default="1G", help="backing file size")
     ap.add_argument("--dir", default=None, help="where to put the backing file (default: a temp dir)")
     ap.add_argument("--json", default=None, help="also write results as JSON here")
+    ap.add_argument("--baseline", default=None,
+                    help="another bowstack binary (an older build) to measure in the same rounds")
     a = ap.parse_args()
 
     workdir = tempfile.mkdtemp(prefix="bowstack-bench-", dir=a.dir)
@@ -59,12 +61,19 @@ def main():
         "qemu-nbd": lambda sock: ["qemu-nbd", "-f", "raw", "-t", "-k", sock, "--cache=writeback",
                                   "--aio=threads", "-e", "16", image],
     }
+    if a.baseline:
+        servers["baseline"] = lambda sock: [a.baseline, "serve", image, "--unix", sock, "--control",
+                                            os.path.join(workdir, "baseline.ctl"), "--log-level", "warn"]
     log = open(os.path.join(workdir, "servers.log"), "ab")
     results = {name: {w[0]: [] for w in WORKLOADS} for name in servers}
     try:
         for r in range(a.rounds):
+            # The server that runs first inherits the previous workload's
+            # writeback; rotate the order so each server takes that turn.
+            order = list(servers.items())
+            order = order[r % len(order):] + order[:r % len(order)]
             for wname, wargs, metric in WORKLOADS:
-                for name, argv in servers.items():
+                for name, argv in order:
                     sock = os.path.join(workdir, f"{name}.sock")
                     s = Server(argv(sock), sock, log)
                     try:
@@ -89,6 +98,13 @@ def main():
         rk, rq = b / k, b / q
         failed |= rk < 1.0
         lines.append(f"| {wname} | {fmt(b)} | {fmt(k)} | {fmt(q)} | {rk:.2f} | {rq:.2f} |")
+    if a.baseline:
+        lines.append("")
+        lines.append("| workload | bowstack/baseline per round | median |")
+        lines.append("|---|---|---|")
+        for wname, _, _ in WORKLOADS:
+            per = [x / y for x, y in zip(results["bowstack"][wname], results["baseline"][wname])]
+            lines.append(f"| {wname} | {' '.join(f'{x:.2f}' for x in per)} | {statistics.median(per):.2f} |")
     print("\n".join(lines))
     print(f"\n(median of {a.rounds} rounds, {a.runtime} s each, backing file {a.size}, "
           f"fio ioengine=nbd over Unix sockets)")
