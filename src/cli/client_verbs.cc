@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "cli/report.h"
 #include "cli/verbs.h"
 #include "control/control_server.h"
 #include "core/parse.h"
@@ -15,14 +16,14 @@ namespace {
 std::optional<nlohmann::json> ask(const ClientOptions& opts, const nlohmann::json& request) {
   auto reply = control_request(opts.control, request);
   if (!reply.ok()) {
-    std::fprintf(stderr, "bowstack: %s\n", reply.status().message().c_str());
+    fail(reply.status().message());
     return std::nullopt;
   }
   if (!reply->value("ok", false)) {
     if (opts.json) {
       std::printf("%s\n", reply->dump().c_str());
     } else {
-      std::fprintf(stderr, "bowstack: %s\n", reply->value("error", std::string("request failed")).c_str());
+      fail(reply->value("error", std::string("request failed")));
     }
     return std::nullopt;
   }

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "cli/report.h"
 #include "cli/verbs.h"
 #include "control/commands.h"
 #include "control/control_server.h"
@@ -24,11 +25,6 @@
 namespace bowstack::cli {
 
 namespace {
-
-int fail(const std::string& what) {
-  std::fprintf(stderr, "bowstack: %s\n", what.c_str());
-  return 1;
-}
 
 struct HostPort {
   std::string host;
@@ -118,8 +114,7 @@ int run_serve(const ServeOptions& opts) {
   TargetRegistry registry;
   register_builtin_targets(&registry);
   auto table = serve_table(opts, registry);
-  if (!table.ok())
-    return fail(table.status().context().empty() ? table.status().message() : table.status().context());
+  if (!table.ok()) return fail(why(table.status()));
   std::vector<HostPort> listens;
   for (const auto& l : opts.listen) {
     auto hp = parse_listen(l);
@@ -138,8 +133,7 @@ int run_serve(const ServeOptions& opts) {
   auto tree = DeviceTree::build(table.value(), registry, build);
   // Errors carry a complete sentence; strerror would only repeat "Invalid argument".
   if (!tree.ok()) {
-    const std::string why = tree.status().context().empty() ? tree.status().message() : tree.status().context();
-    return fail(opts.table.empty() ? why : opts.table + ": " + why);
+    return fail(opts.table.empty() ? why(tree.status()) : opts.table + ": " + why(tree.status()));
   }
   for (const TableNode* leaf : to_create) {
     spdlog::info("created image {} ({})", leaf->path, format_size(*leaf->create_size));

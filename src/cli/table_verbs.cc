@@ -8,17 +8,13 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "cli/report.h"
 #include "cli/verbs.h"
 #include "control/control_server.h"
 
 namespace bowstack::cli {
 
 namespace {
-
-int fail(const std::string& what) {
-  std::fprintf(stderr, "bowstack: %s\n", what.c_str());
-  return 1;
-}
 
 // One line per node, indented by depth: "era  block_size=64k" / "data: file disk.img".
 void print_node(const nlohmann::json& n, const std::string& slot, int depth) {

@@ -1,0 +1,17 @@
+// How every verb of the `bowstack` command reports an error: one line on
+// stderr, "bowstack: WHAT", and exit status 1.
+#pragma once
+
+#include <string>
+
+#include "core/status.h"
+
+namespace bowstack::cli {
+
+// Prints "bowstack: what" on stderr; returns 1, the exit status.
+int fail(const std::string& what);
+// The text of an error for a person: a target's sentence as it is (its
+// errno would only add "Invalid argument"), else the context with strerror.
+std::string why(const Status& s);
+
+}  // namespace bowstack::cli
