@@ -33,8 +33,10 @@ class TempDir {
   std::string path_;
 };
 
-// Counts live Pass targets, so tests can see which ones a reload kept.
+// Counts live and ever built Pass targets, so tests can see which ones a
+// reload kept and which it built.
 inline std::atomic<int> g_pass_alive{0};
+inline std::atomic<int> g_pass_built{0};
 
 // "pass": forwards everything to its data device; with a side device
 // "meta" (default IMAGE.meta, 64 KiB when created) it writes one byte
@@ -44,6 +46,7 @@ class Pass final : public StackedDevice {
   Pass(std::shared_ptr<BlockDevice> lower, std::string tag, std::shared_ptr<BlockDevice> meta)
       : StackedDevice(std::move(lower)), tag_(std::move(tag)), meta_(std::move(meta)) {
     ++g_pass_alive;
+    ++g_pass_built;
   }
   ~Pass() override { --g_pass_alive; }
   std::string_view kind() const override { return "pass"; }

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
@@ -107,14 +108,19 @@ TEST(Jobs, RateLimitSlowsATask) {
   });
   j->set_rate(0);
   ASSERT_TRUE(reaches(j, JobState::kDone));
-  const auto start = std::chrono::steady_clock::now();
-  Job* limited = r.start("limited", Job::Kind::kTask, [](JobControl& c) {
+  // The body waits until the rate is set, then does 5000 bytes at 50 kB/s:
+  // at least 80 ms (the first 1000 bytes are due at 20 ms, the last at 100).
+  std::atomic<bool> go{false};
+  Job* limited = r.start("limited", Job::Kind::kTask, [&](JobControl& c) {
+    while (!go.load()) std::this_thread::sleep_for(100us);
     for (int i = 0; i < 5 && !c.stopping(); ++i) c.done(1000);
     return Status::Ok();
   });
-  limited->set_rate(50000);  // 5000 bytes at 50 kB/s: ~100 ms
+  limited->set_rate(50000);
+  const auto start = std::chrono::steady_clock::now();
+  go = true;
   ASSERT_TRUE(reaches(limited, JobState::kDone));
-  EXPECT_GE(std::chrono::steady_clock::now() - start, 60ms);
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 80ms);
   // A stop cuts a rate-limited sleep short.
   Job* crawl = r.start("crawl", Job::Kind::kTask, [](JobControl& c) {
     while (!c.stopping()) c.done(1 << 20);
