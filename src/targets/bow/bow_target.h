@@ -31,6 +31,20 @@
 //    for the new data.
 //  * flush() waits until every write acknowledged before it is applied, makes
 //    the resume journal durable, then flushes the device below.
+//
+// Lock order: log_mu_, then mu_, then q_mu_. A thread holding one of them
+// may take only those after it (the log writer takes mu_ to update the map;
+// stats() takes q_mu_ under mu_); none is held across I/O except log_mu_,
+// which serialises the log block's writers (committer and transitions).
+// Condition variables: cv_ with mu_; work_cv_, space_cv_, done_cv_ and
+// logged_cv_ with q_mu_.
+//
+// Files, one job each: bow_target.cc (construction, jobs, status,
+// messages), bow_io.cc (the front end: reads, writes, trims, flushes, the
+// busy set), bow_plan.cc (the backup planner), bow_commit.cc (committer and
+// applier), bow_log_writer.cc (block 0's log and rollovers), bow_state.cc
+// (TRIM -> CHECKPOINT -> COMMITTED, automatic commit, resume);
+// bow_target_internal.h holds what they share.
 #pragma once
 
 #include <atomic>
