@@ -58,36 +58,4 @@ int run_reload(const ClientOptions& opts, const std::string& file, bool noflush)
 // The text of a table file; "-" reads stdin. Errors name the file.
 Result<std::string> read_table_text(const std::string& file);
 
-struct RestoreCliOptions {
-  std::string image;
-  bool dry_run = false;
-  bool roll_forward = false;
-  int64_t stop_after_writes = -1;  // hidden test hook
-};
-// Offline bow rollback (exit 0 also when there is no checkpoint).
-int run_restore(const RestoreCliOptions& opts);
-// Prints an image's bow checkpoint log.
-int run_inspect(const std::string& image, bool json);
-
-// Offline era tools (src/cli/era_verbs.cc). Each returns the exit code:
-// 0 on success, 1 on any error or (check) any damage.
-struct EraCliOptions {
-  std::string metadata;
-  std::string image;
-  std::string input;      // restore: XML; apply: export file
-  std::string output;     // dump/invalidate: "-" or empty for stdout; export: the file
-  int64_t since = 0;      // invalidate --written-since, export --since
-  bool snapshot = false;  // read the metadata snapshot
-  bool json = false;
-  bool logical = false;
-  bool compact = false;
-  bool dry_run = false;
-};
-int run_era_dump(const EraCliOptions& o);
-int run_era_invalidate(const EraCliOptions& o);
-int run_era_check(const EraCliOptions& o);
-int run_era_restore(const EraCliOptions& o);
-int run_era_export(const EraCliOptions& o);
-int run_era_apply(const EraCliOptions& o);
-
 }  // namespace bowstack::cli

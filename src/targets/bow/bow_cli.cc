@@ -1,5 +1,7 @@
 // bow's verbs on the `bowstack` command: checkpoint and commit on a running
 // server, restore and inspect offline (registered, see cli/verb_registry.h).
+#include "targets/bow/bow_cli.h"
+
 #include <memory>
 
 #include "cli/verb_registry.h"

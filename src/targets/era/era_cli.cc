@@ -1,6 +1,8 @@
 // era's verbs on the `bowstack` command: `bowstack era ...`, the offline
 // metadata tools and the messages to a running era target (registered, see
 // cli/verb_registry.h).
+#include "targets/era/era_cli.h"
+
 #include <cstdint>
 #include <memory>
 

@@ -5,20 +5,16 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
-#include "cli/verbs.h"
+#include "cli/report.h"
 #include "core/file_device.h"
 #include "core/parse.h"
+#include "targets/bow/bow_cli.h"
 #include "targets/bow/bow_log.h"
 #include "targets/bow/bow_restore.h"
 
 namespace bowstack::cli {
 
 namespace {
-
-int fail(const std::string& what) {
-  std::fprintf(stderr, "bowstack: %s\n", what.c_str());
-  return 1;
-}
 
 // A one-line progress bar on stderr, only when it is a terminal.
 class ProgressBar {

@@ -12,10 +12,11 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "cli/verbs.h"
+#include "cli/report.h"
 #include "core/file_device.h"
 #include "core/file_lock.h"
 #include "core/parse.h"
+#include "targets/era/era_cli.h"
 #include "targets/era/era_export.h"
 #include "targets/era/era_tools.h"
 #include "targets/era/era_xml.h"
@@ -25,13 +26,6 @@ namespace bowstack::cli {
 namespace {
 
 using namespace bowstack::era;
-
-int fail(const std::string& what) {
-  std::fprintf(stderr, "bowstack: %s\n", what.c_str());
-  return 1;
-}
-
-std::string why(const Status& s) { return s.context().empty() ? s.message() : s.context(); }
 
 // Opens a tool's file, locked (core/file_lock.h) unless `lock` is false:
 // exclusive to write, shared to read, so a tool never reads metadata a live
