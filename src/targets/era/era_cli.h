@@ -7,7 +7,7 @@
 
 namespace bowstack::cli {
 
-// Offline era tools (src/cli/era_verbs.cc). Each returns the exit code:
+// Offline era tools (era_tools_cli.cc). Each returns the exit code:
 // 0 on success, 1 on any error or (check) any damage.
 struct EraCliOptions {
   std::string metadata;
