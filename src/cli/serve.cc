@@ -133,7 +133,9 @@ int run_serve(const ServeOptions& opts) {
   auto tree = DeviceTree::build(table.value(), registry, build);
   // Errors carry a complete sentence; strerror would only repeat "Invalid argument".
   if (!tree.ok()) {
-    return fail(opts.table.empty() ? why(tree.status()) : opts.table + ": " + why(tree.status()));
+    // A build error is a whole sentence, errno text included where it says anything.
+    const std::string& what = tree.status().context();
+    return fail(opts.table.empty() ? what : opts.table + ": " + what);
   }
   for (const TableNode* leaf : to_create) {
     spdlog::info("created image {} ({})", leaf->path, format_size(*leaf->create_size));

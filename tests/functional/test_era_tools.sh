@@ -101,6 +101,18 @@ expect_error "XML line 1: block=\"9\" is too large" "$BOWSTACK" era restore -i "
 echo '<superblock' >"$WORK/bad2.xml"
 expect_error "XML line 1" "$BOWSTACK" era restore -i "$WORK/bad2.xml" "$WORK/x.era"
 expect_error "cannot read '$WORK/nope.xml'" "$BOWSTACK" era restore -i "$WORK/nope.xml" "$WORK/x.era"
+# Claims are checked before anything is allocated or written: a 4G-block
+# claim fails at once (capacity or memory), and creates no metadata file.
+printf '<superblock uuid="" block_size="8" nr_blocks="4294967295" current_era="3"><writeset era="2" nr_bits="4294967295"/></superblock>' >"$WORK/huge.xml"
+expect_error 'nr_blocks="4294967295" (is more than|needs [0-9]+ bytes of memory)' \
+  timeout 20 "$BOWSTACK" era restore -i "$WORK/huge.xml" "$WORK/huge.era"
+[[ ! -e $WORK/huge.era ]] || fail "a refused era restore created the metadata file"
+# Empty or short metadata: say what it is, not "Invalid argument".
+: >"$WORK/empty.era"
+expect_error "era metadata '$WORK/empty.era' is empty \(0 bytes\)" "$BOWSTACK" era dump "$WORK/empty.era"
+expect_error "era metadata '$WORK/empty.era' is empty" "$BOWSTACK" era check "$WORK/empty.era"
+head -c 100 /dev/zero >"$WORK/short.era"
+expect_error "has 100 bytes, too few for era metadata" "$BOWSTACK" era invalidate "$WORK/short.era" --written-since 1
 truncate -s 32M "$WORK/small"
 expect_error "size mismatch" "$BOWSTACK" era apply -i "$WORK/changes" "$WORK/small"
 expect_error "wrong image" "$BOWSTACK" era export "$MD" "$WORK/small" --since 2 -o "$WORK/x"

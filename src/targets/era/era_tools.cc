@@ -155,6 +155,20 @@ Result<CheckResult> check_metadata(std::shared_ptr<BlockDevice> dev) {
 
 uint64_t metadata_blocks_for(uint64_t nr_blocks) { return Layout::for_blocks(nr_blocks).total; }
 
+uint64_t max_blocks_for_metadata(uint64_t bytes) {
+  // metadata_blocks_for grows with nr_blocks: search for the last that fits.
+  uint64_t lo = 0, hi = kMaxDataBlocks;
+  while (lo < hi) {
+    const uint64_t mid = lo + (hi - lo + 1) / 2;
+    if (metadata_blocks_for(mid) * kMetaBlockSize <= bytes) {
+      lo = mid;
+    } else {
+      hi = mid - 1;
+    }
+  }
+  return lo;
+}
+
 namespace {
 
 Status validate_model(const EraModel& m) {

@@ -70,5 +70,7 @@ struct EraModel {
 Status restore_metadata(const EraModel& m, std::shared_ptr<BlockDevice> dev);
 // Metadata blocks `m` needs.
 uint64_t metadata_blocks_for(uint64_t nr_blocks);
+// The most data blocks whose metadata fits in `bytes` (0 if none do).
+uint64_t max_blocks_for_metadata(uint64_t bytes);
 
 }  // namespace bowstack::era

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -42,8 +43,24 @@ Result<std::shared_ptr<FileDevice>> open_file(const std::string& path, const cha
                                                 : ""));
   }
   if (!dev.ok()) {
-    return Status::Error(dev.status().code(), fmt::format("cannot open {} '{}': {}", what, path,
-                                                          std::strerror(dev.status().code())));
+    struct stat st {};
+    const bool metadata = std::string(what) == "metadata";
+    if (metadata && ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+        static_cast<uint64_t>(st.st_size) < 2 * kMetaBlockSize) {
+      return Status::Error(
+          EINVAL, st.st_size == 0 ? fmt::format("era metadata '{}' is empty (0 bytes): there is nothing to "
+                                                "read (serving with --target era formats it; 'bowstack "
+                                                "era restore' writes it from XML)",
+                                                path)
+                                  : fmt::format("era metadata '{}' has {} bytes, too few for era metadata "
+                                                "(its two superblocks alone take {})",
+                                                path, st.st_size, 2 * kMetaBlockSize));
+    }
+    // The errno says why the system refused; a device's own sentence (not a
+    // file or block device) says more than "Invalid argument".
+    const Status& s = dev.status();
+    return Status::Error(s.code(), fmt::format("cannot open {} '{}': {}", what, path,
+                                               s.code() == EINVAL ? s.context() : std::strerror(s.code())));
   }
   return dev;
 }
@@ -69,6 +86,38 @@ Result<OutFile> open_output(const std::string& path) {
   std::FILE* f = std::fopen(path.c_str(), "w");
   if (f == nullptr) return Status::Error(errno, fmt::format("cannot create '{}'", path));
   return OutFile(f);
+}
+
+// What the XML may claim: no more blocks than the metadata can hold (a
+// block device's size; a file's size plus the free space of its
+// filesystem, since restore grows it), and no more memory than half of
+// what is free.
+Result<ParseLimits> restore_limits(const std::string& metadata) {
+  ParseLimits limits;
+  struct stat st {};
+  uint64_t capacity = 0;
+  if (::stat(metadata.c_str(), &st) == 0 && S_ISBLK(st.st_mode)) {
+    auto dev = FileDevice::open(metadata, FileDeviceOptions{.read_only = true});
+    if (!dev.ok()) return dev.status();
+    capacity = dev.value()->geometry().size;
+    limits.max_blocks_why = fmt::format("the metadata device '{}' ({} bytes)", metadata, capacity);
+  } else {
+    const size_t slash = metadata.rfind('/');
+    const std::string dir = slash == std::string::npos ? "." : metadata.substr(0, slash + 1);
+    struct statvfs vfs {};
+    if (::statvfs(dir.c_str(), &vfs) != 0) {
+      return Status::Error(errno, fmt::format("cannot look at the filesystem of '{}'", metadata));
+    }
+    const uint64_t existing = S_ISREG(st.st_mode) ? static_cast<uint64_t>(st.st_size) : 0;
+    capacity = existing + static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize;
+    limits.max_blocks_why =
+        fmt::format("the metadata file '{}' can grow to ({} bytes free)", metadata, capacity);
+  }
+  limits.max_blocks = std::min(kMaxDataBlocks, max_blocks_for_metadata(capacity));
+  const long pages = ::sysconf(_SC_AVPHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
+  if (pages > 0 && page > 0)
+    limits.max_bytes = static_cast<uint64_t>(pages) * static_cast<uint64_t>(page) / 2;
+  return limits;
 }
 
 }  // namespace
@@ -158,7 +207,9 @@ int run_era_restore(const EraCliOptions& o) {
   if (!in) return fail(fmt::format("cannot read '{}': {}", o.input, std::strerror(errno)));
   std::stringstream text;
   text << in.rdbuf();
-  auto model = parse_xml(text.str());
+  auto limits = restore_limits(o.metadata);
+  if (!limits.ok()) return fail(why(limits.status()));
+  auto model = parse_xml(text.str(), limits.value());
   if (!model.ok()) return fail(fmt::format("era restore: '{}': {}", o.input, why(model.status())));
   const uint64_t bytes = metadata_blocks_for(model->nr_blocks) * kMetaBlockSize;
   // A held file is not even grown: check before touching it (the open

@@ -150,6 +150,44 @@ TEST(EraToolsTest, BadXmlGivesOneLineErrors) {
   }
 }
 
+TEST(EraToolsTest, ParseChecksClaimsBeforeAllocating) {
+  const std::string huge =
+      "<superblock uuid=\"\" block_size=\"8\" nr_blocks=\"4294967295\" current_era=\"3\">"
+      "<writeset era=\"2\" nr_bits=\"4294967295\"/></superblock>";
+  ParseLimits small;
+  small.max_blocks = max_blocks_for_metadata(1 << 20);
+  small.max_blocks_why = "the metadata device";
+  auto r = parse_xml(huge, small);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().context().find("nr_blocks=\"4294967295\" is more than the metadata device can hold"),
+            std::string::npos)
+      << r.status().context();
+  ParseLimits memory;
+  memory.max_bytes = 1 << 30;  // the era array alone would take 17 GB
+  r = parse_xml(huge, memory);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().context().find("bytes of memory to restore"), std::string::npos)
+      << r.status().context();
+  // Writesets count too: 1000 blocks, 1000 bytes allowed, two writesets.
+  ParseLimits tight;
+  tight.max_bytes = 4000 + 125 + 128;
+  r = parse_xml(
+      "<superblock uuid=\"\" block_size=\"8\" nr_blocks=\"1000\" current_era=\"3\">"
+      "<writeset era=\"1\" nr_bits=\"1000\"/><writeset era=\"2\" nr_bits=\"1000\"/></superblock>",
+      tight);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().context().find("2 writesets of 1000 blocks"), std::string::npos)
+      << r.status().context();
+  // max_blocks_for_metadata inverts metadata_blocks_for.
+  for (uint64_t bytes : {uint64_t{0}, uint64_t{1} << 20, uint64_t{5} << 30}) {
+    const uint64_t n = max_blocks_for_metadata(bytes);
+    if (n > 0) {
+      EXPECT_LE(metadata_blocks_for(n) * kMetaBlockSize, bytes);
+    }
+    EXPECT_GT(metadata_blocks_for(n + 1) * kMetaBlockSize, bytes);
+  }
+}
+
 TEST(EraToolsTest, CheckReportsDamageAndErasBeyondTheCurrentOne) {
   Fixture fx;
   auto clean = check_metadata(fx.md);

@@ -188,7 +188,7 @@ class Parser {
 
 }  // namespace
 
-Result<EraModel> parse_xml(std::string_view text) {
+Result<EraModel> parse_xml(std::string_view text, const ParseLimits& limits) {
   Parser p(text);
   pugi::xml_document doc;
   const pugi::xml_parse_result r =
@@ -217,6 +217,16 @@ Result<EraModel> parse_xml(std::string_view text) {
   if (*bs == 0 || (*bs & (*bs - 1)) != 0)
     return p.error(sb, fmt::format("block_size {} is not a power of two", *bs));
   if (*nr == 0) return p.error(sb, "nr_blocks is 0");
+  if (*nr > limits.max_blocks) {
+    return p.error(sb, fmt::format("nr_blocks=\"{}\" is more than {} can hold ({} blocks)", *nr,
+                                   limits.max_blocks_why, limits.max_blocks));
+  }
+  // The era array: 4 bytes a block (plus a bit to see duplicates).
+  const uint64_t array_bytes = *nr * 4 + *nr / 8;
+  if (limits.max_bytes != 0 && array_bytes > limits.max_bytes) {
+    return p.error(sb, fmt::format("nr_blocks=\"{}\" needs {} bytes of memory to restore; {} are available",
+                                   *nr, array_bytes, limits.max_bytes));
+  }
   if (*cur < kFirstEra) return p.error(sb, fmt::format("current_era must be at least {}", kFirstEra));
   m.block_size_sectors = static_cast<uint32_t>(*bs);
   m.nr_blocks = *nr;
@@ -242,6 +252,13 @@ Result<EraModel> parse_xml(std::string_view text) {
       }
       if (!seen_writesets.insert(static_cast<uint32_t>(*era)).second) {
         return p.error(child, fmt::format("a second writeset for era {}", *era));
+      }
+      const uint64_t model_bytes = array_bytes + (m.writesets.size() + 1) * words * 8;
+      if (limits.max_bytes != 0 && model_bytes > limits.max_bytes) {
+        return p.error(child,
+                       fmt::format("{} writesets of {} blocks need {} bytes of memory to restore; {} are "
+                                   "available",
+                                   m.writesets.size() + 1, m.nr_blocks, model_bytes, limits.max_bytes));
       }
       EraModel::Writeset ws;
       ws.era = static_cast<uint32_t>(*era);
