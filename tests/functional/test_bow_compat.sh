@@ -62,8 +62,16 @@ log "restore stopped after each of $k writes and re-run: identical results"
 cp base img
 $AB restore --stop-after 30 img >/dev/null || true
 "$BOWSTACK" inspect img | grep -q "interrupted restore" || fail "no WOB after an interrupted reference restore"
+cp img img.wob
 "$BOWSTACK" restore img | grep -q "interrupted" || fail "bowstack did not finish the interrupted restore"
 cmp -s img full || fail "finishing an interrupted restore gave a different result"
+# inspect and restore agree on a WOB whose log block is unusable (block size 3000).
+python3_poke() { /usr/bin/python3 -c 'import struct,sys; f=open(sys.argv[1],"r+b"); f.seek(int(sys.argv[2])); f.write(struct.pack("<I", int(sys.argv[3])))' "$@"; }
+python3_poke img.wob 8 3000
+cp img.wob img.wob.orig
+expect_fail "unusable log block" "$BOWSTACK" restore img.wob
+expect_fail "interrupted restore \(magic WOB\) that restore cannot finish: .*unusable log block" "$BOWSTACK" inspect img.wob
+cmp -s img.wob img.wob.orig || fail "a refused restore of a WOB image changed it"
 
 # 3. Corrupt logs: refused, untouched; --roll-forward keeps the changes.
 $AB make-image --output good --expected exp --meta meta.json --block-size 4096 --blocks 512 --writes 100 --seed 4 >/dev/null

@@ -11,6 +11,7 @@
 #include "targets/bow/bow_cli.h"
 #include "targets/bow/bow_log.h"
 #include "targets/bow/bow_restore.h"
+#include "targets/bow/resume_journal.h"
 
 namespace bowstack::cli {
 
@@ -40,6 +41,27 @@ class ProgressBar {
   int last_ = -1;
 };
 
+// Block 0 holds no bow log. A resume journal beside the image says a
+// checkpoint was begun on it and not finished: then "nothing to do" would
+// be a lie (block 0 may have been damaged, and with it the way back).
+// Returns the error to report, or OK when there is no journal.
+Status no_log_but_journal(const std::string& image) {
+  const std::string path = image + ".bowmeta";
+  auto j = bow::ResumeJournal::load(Env::posix(), path);
+  if (!j.ok()) return Status::Ok();  // absent or without a valid header: nothing says otherwise
+  const bow::JournalHeader& h = j->header;
+  return Status::Error(
+      EUCLEAN,
+      fmt::format(
+          "block 0 of '{}' holds no bow log, but the resume journal '{}' records a checkpoint begun on "
+          "it ({} blocks of {} bytes, first log CRC {:08x}, original block 0 saved in block {}): "
+          "either block 0 was damaged or overwritten after the checkpoint, and the log that leads "
+          "back is lost (the saved data still lies in the blocks the journal lists), or the "
+          "checkpoint was committed and a crash left the journal behind, in which case remove '{}'. "
+          "Nothing written",
+          image, path, h.blocks, h.block_size, h.log0_crc, h.s0c_initial, path));
+}
+
 }  // namespace
 
 int run_restore(const RestoreCliOptions& opts) {
@@ -61,6 +83,7 @@ int run_restore(const RestoreCliOptions& opts) {
   using O = bow::RestoreReport::Outcome;
   switch (r->outcome) {
     case O::kNoCheckpoint:
+      if (Status s = no_log_but_journal(opts.image); !s.ok()) return fail(s.context());
       std::printf("no checkpoint on %s; nothing to do\n", opts.image.c_str());
       return 0;
     case O::kValidated:
@@ -106,6 +129,13 @@ int run_inspect(const std::string& image, bool json) {
   nlohmann::json j;
   j["image"] = image;
   if (*p == bow::ProbeResult::kNoCheckpoint) {
+    if (Status s = no_log_but_journal(image); !s.ok()) {
+      j["state"] = "none";
+      j["valid"] = false;
+      j["error"] = s.context();
+      if (json) std::printf("%s\n", j.dump(2).c_str());
+      return fail(s.context());
+    }
     j["state"] = "none";
     if (json) {
       std::printf("%s\n", j.dump(2).c_str());
@@ -115,12 +145,26 @@ int run_inspect(const std::string& image, bool json) {
     return 0;
   }
   if (*p == bow::ProbeResult::kInterruptedRestore) {
+    // restore's own dry run decides, so that inspect never calls restorable
+    // what restore would refuse (or the other way round).
     j["state"] = "interrupted-restore";
+    auto dry = bow::restore(*dev.value(), bow::RestoreOptions{.dry_run = true});
+    j["valid"] = dry.ok();
+    if (!dry.ok()) {
+      j["error"] = dry.status().context();
+      if (json) std::printf("%s\n", j.dump(2).c_str());
+      return fail(fmt::format("{}: an interrupted restore (magic WOB) that restore cannot finish: {}", image,
+                              dry.status().context()));
+    }
+    j["block_size"] = dry->block_size;
+    j["entries_left"] = dry->entries;
     if (json) {
       std::printf("%s\n", j.dump(2).c_str());
     } else {
-      std::printf("%s: an interrupted restore (magic WOB); run 'bowstack restore %s' to finish it\n",
-                  image.c_str(), image.c_str());
+      std::printf(
+          "%s: an interrupted restore (magic WOB), block size %u, about %llu entries left; run 'bowstack "
+          "restore %s' to finish it\n",
+          image.c_str(), dry->block_size, static_cast<unsigned long long>(dry->entries), image.c_str());
     }
     return 0;
   }
