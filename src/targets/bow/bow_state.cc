@@ -238,6 +238,16 @@ Status BowTarget::resume_from(const LogChain& chain) {
                             path, h.block_size, bs_, h.blocks, blocks_, h.log0_dest, e0.dest, h.log0_crc,
                             e0.checksum));
   }
+  if (j->tail_lost()) {
+    // Trusting it would take blocks that received flushed data for free
+    // space, and put saved copies over that data.
+    return Status::Error(EINVAL,
+                         fmt::format("bow: resume journal '{}' lost its tail: it holds {} valid records but "
+                                     "its header says {} were made durable (the file was cut, or is an older "
+                                     "copy); refusing to resume. Roll back with 'bowstack restore IMAGE' "
+                                     "(the log in block 0 is intact)",
+                                     path, j->valid_records, h.durable_records));
+  }
   for (const JournalExtent& x : j->extents) {
     if (x.count == 0 || x.start == 0 || x.start >= blocks_ || x.count > blocks_ - x.start) {
       return Status::Error(EINVAL,

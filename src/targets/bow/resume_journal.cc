@@ -37,12 +37,13 @@ void encode_record(JournalRecord type, const JournalHeader* header, const Journa
   std::memcpy(out, kMagic, 8);
   put32(out + 8, static_cast<uint32_t>(type));
   if (type == JournalRecord::kHeader) {
-    put32(out + 12, 1);  // version
+    put32(out + 12, header->version);
     put32(out + 16, header->block_size);
     put64(out + 24, header->blocks);
     put64(out + 32, header->s0c_initial);
     put64(out + 40, header->log0_dest);
     put32(out + 48, header->log0_crc);
+    if (header->version >= 2) put64(out + 52, header->durable_records);
   } else {
     put64(out + 16, extent->start);
     put64(out + 24, extent->count);
@@ -66,7 +67,12 @@ Result<std::unique_ptr<ResumeJournal>> ResumeJournal::create(Env* env, const std
   auto f = env->open(path, OpenMode::kCreateTruncate);
   if (!f.ok()) return Status::Error(f.status().code(), "resume journal: " + f.status().context());
   std::vector<unsigned char> buf((1 + free_extents.size()) * kRecord);
-  encode_record(JournalRecord::kHeader, &header, nullptr, buf.data());
+  // Written with its records in one sync: until block 0 says "checkpoint"
+  // (after this returns) nothing resumes from it, torn or not.
+  JournalHeader h = header;
+  h.version = 2;
+  h.durable_records = 1 + free_extents.size();
+  encode_record(JournalRecord::kHeader, &h, nullptr, buf.data());
   for (size_t i = 0; i < free_extents.size(); ++i) {
     encode_record(JournalRecord::kFree, nullptr, &free_extents[i], buf.data() + (i + 1) * kRecord);
   }
@@ -74,8 +80,10 @@ Result<std::unique_ptr<ResumeJournal>> ResumeJournal::create(Env* env, const std
   if (s.ok()) s = (*f)->sync();
   if (s.ok()) s = env->sync_dir(path);
   if (!s.ok()) return Status::Error(s.code(), "resume journal: " + s.context());
-  return std::unique_ptr<ResumeJournal>(
-      new ResumeJournal(path, std::move(f.value()), 1 + free_extents.size()));
+  auto j =
+      std::unique_ptr<ResumeJournal>(new ResumeJournal(path, std::move(f.value()), 1 + free_extents.size()));
+  std::memcpy(j->header_record_, buf.data(), kRecord);
+  return j;
 }
 
 Result<std::unique_ptr<ResumeJournal>> ResumeJournal::reopen(Env* env, const std::string& path,
@@ -86,7 +94,12 @@ Result<std::unique_ptr<ResumeJournal>> ResumeJournal::reopen(Env* env, const std
   Status s = (*f)->truncate(valid_records * kRecord);
   if (s.ok()) s = (*f)->sync();
   if (!s.ok()) return Status::Error(s.code(), "resume journal: " + s.context());
-  return std::unique_ptr<ResumeJournal>(new ResumeJournal(path, std::move(f.value()), valid_records));
+  auto j = std::unique_ptr<ResumeJournal>(new ResumeJournal(path, std::move(f.value()), valid_records));
+  auto n = j->file_->read(0, std::as_writable_bytes(std::span(j->header_record_)));
+  if (!n.ok() || *n != kRecord) {
+    return Status::Error(n.ok() ? EINVAL : n.status().code(), "resume journal: cannot read its header again");
+  }
+  return j;
 }
 
 Result<JournalContents> ResumeJournal::load(Env* env, const std::string& path) {
@@ -107,9 +120,12 @@ Result<JournalContents> ResumeJournal::load(Env* env, const std::string& path) {
     bool valid = std::memcmp(r, kMagic, 8) == 0 && get32(r + 60) == record_crc(r);
     uint32_t type = get32(r + 8);
     if (index == 0) {
-      if (!valid || type != static_cast<uint32_t>(JournalRecord::kHeader) || get32(r + 12) != 1) {
+      const uint32_t version = get32(r + 12);
+      if (!valid || type != static_cast<uint32_t>(JournalRecord::kHeader) || version < 1 || version > 2) {
         return Status::Error(EINVAL, "resume journal '" + path + "' has no valid header");
       }
+      c.header.version = version;
+      c.header.durable_records = version >= 2 ? get64(r + 52) : 0;
       c.header.block_size = get32(r + 16);
       c.header.blocks = get64(r + 24);
       c.header.s0c_initial = get64(r + 32);
@@ -158,11 +174,24 @@ Status ResumeJournal::write_pending() {
     s = file_->write(at * kRecord, std::as_bytes(std::span(buf)));
   }
   if (s.ok()) s = file_->sync();
+  // Only once the records are durable may the header say so.
+  if (s.ok() && !batch.empty()) s = write_header(at + batch.size());
   if (!s.ok()) {
     s = Status::Error(s.code(), "resume journal: " + s.context());
     std::lock_guard lock(mu_);
     failed_ = s;
   }
+  return s;
+}
+
+Status ResumeJournal::write_header(uint64_t durable) {
+  // An older (version 1) header becomes version 2 here: same fields, the
+  // count in bytes that were reserved (zero).
+  put32(header_record_ + 12, 2);
+  put64(header_record_ + 52, durable);
+  seal_record(header_record_);
+  Status s = file_->write(0, std::as_bytes(std::span(header_record_)));
+  if (s.ok()) s = file_->sync();
   return s;
 }
 

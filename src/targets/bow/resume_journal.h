@@ -29,6 +29,10 @@ struct JournalHeader {
   uint64_t s0c_initial = 0;  // block
   uint64_t log0_dest = 0;    // sectors
   uint32_t log0_crc = 0;
+  // Version 2: records (header included) known durable when the header was
+  // last written; a journal holding fewer lost its tail. 0 in version 1.
+  uint64_t durable_records = 0;
+  uint32_t version = 2;
 };
 
 struct JournalExtent {
@@ -42,6 +46,9 @@ struct JournalContents {
   std::vector<JournalExtent> extents;  // in file order
   uint64_t valid_records = 0;          // including the header
   bool torn_tail = false;              // reading stopped at a bad record
+  // Fewer valid records than the header says were durable: records that a
+  // flush had made durable are gone (the file was cut, or is an older copy).
+  bool tail_lost() const { return valid_records < header.durable_records; }
 };
 
 // Encodes one record (exposed for tests and the crash explorer).
@@ -75,20 +82,27 @@ class ResumeJournal {
 
   // Queues a record; it reaches the file at the next sync().
   void append(JournalRecord type, uint64_t start, uint64_t count);
-  // Writes queued records and makes them durable.
+  // Writes queued records and makes them durable; then, in a second step,
+  // records in the header how many are durable (so that a journal cut
+  // later at a record boundary is detected: JournalContents::tail_lost()).
   Status sync();
   const std::string& path() const { return path_; }
 
  private:
   ResumeJournal(std::string path, std::unique_ptr<File> file, uint64_t records);
   Status write_pending();
+  // Rewrites the header record (version 2) saying `durable` records are durable.
+  Status write_header(uint64_t durable);
 
   const std::string path_;
   const std::unique_ptr<File> file_;
   std::mutex mu_;
   std::vector<JournalExtent> pending_;  // guarded by mu_
   uint64_t records_;                    // guarded by mu_: records in the file
-  Status failed_;                       // guarded by mu_
+  // The header record as in the file; touched only inside sync_'s barrier
+  // (one at a time) and by create/reopen.
+  unsigned char header_record_[64] = {};
+  Status failed_;  // guarded by mu_
   GroupSync sync_;
 };
 

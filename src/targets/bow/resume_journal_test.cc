@@ -80,3 +80,64 @@ TEST(ResumeJournal, ReadingStopsAtATornOrCorruptRecord) {
 
 }  // namespace
 }  // namespace bowstack::bow
+
+namespace bowstack::bow {
+namespace {
+
+// The header counts the records a sync made durable, in a second step once
+// they are: a journal cut later at a record boundary, or an older copy, is
+// told from a torn tail (which a crash may leave and which loses nothing
+// that was promised).
+TEST(ResumeJournal, TheHeaderCountsDurableRecordsSoALostTailShows) {
+  MemEnv env;
+  JournalHeader h{.block_size = 4096, .blocks = 1000, .s0c_initial = 7, .log0_dest = 56, .log0_crc = 0x1234};
+  auto j = ResumeJournal::create(&env, kPath, h, {{JournalRecord::kFree, 10, 100}});
+  ASSERT_TRUE(j.ok()) << j.status().message();
+  auto loaded = ResumeJournal::load(&env, kPath);
+  ASSERT_TRUE(loaded.ok());
+  EXPECT_EQ(loaded->header.version, 2u);
+  EXPECT_EQ(loaded->header.durable_records, 2u);
+  (*j)->append(JournalRecord::kClaim, 20, 1);
+  (*j)->append(JournalRecord::kClaim, 30, 2);
+  ASSERT_TRUE((*j)->sync().ok());
+  loaded = ResumeJournal::load(&env, kPath);
+  ASSERT_TRUE(loaded.ok());
+  EXPECT_EQ(loaded->header.durable_records, 4u);
+  EXPECT_EQ(loaded->valid_records, 4u);
+  EXPECT_FALSE(loaded->tail_lost());
+  // Appended but not synced: the header says nothing about it yet.
+  (*j)->append(JournalRecord::kRelease, 20, 1);
+  j.value().reset();
+  // Cut exactly at a record boundary: the last claim is gone.
+  auto bytes = env.contents(kPath);
+  ASSERT_NE(bytes, nullptr);
+  std::vector<std::byte> cut(bytes->begin(), bytes->begin() + 3 * 64);
+  env.restore({{kPath, cut}});
+  loaded = ResumeJournal::load(&env, kPath);
+  ASSERT_TRUE(loaded.ok());
+  EXPECT_FALSE(loaded->torn_tail);
+  EXPECT_EQ(loaded->valid_records, 3u);
+  EXPECT_TRUE(loaded->tail_lost());
+  // A torn record beyond the durable ones is not a lost tail.
+  std::vector<std::byte> torn(bytes->begin(), bytes->end());
+  torn.resize(4 * 64 + 30);
+  env.restore({{kPath, torn}});
+  loaded = ResumeJournal::load(&env, kPath);
+  ASSERT_TRUE(loaded.ok());
+  EXPECT_TRUE(loaded->torn_tail);
+  EXPECT_FALSE(loaded->tail_lost());
+  // A version 1 journal (no count) is read as before and never judged.
+  auto v1 = journal(1);
+  JournalHeader old = h;
+  old.version = 1;
+  encode_record(JournalRecord::kHeader, &old, nullptr, v1.data());
+  put(env, v1);
+  loaded = ResumeJournal::load(&env, kPath);
+  ASSERT_TRUE(loaded.ok());
+  EXPECT_EQ(loaded->header.version, 1u);
+  EXPECT_EQ(loaded->header.durable_records, 0u);
+  EXPECT_FALSE(loaded->tail_lost());
+}
+
+}  // namespace
+}  // namespace bowstack::bow
