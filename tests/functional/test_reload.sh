@@ -8,7 +8,9 @@
 #     survives the reloads that keep its node. The I/O hold times go to
 #     $BOWSTACK_RELOAD_TIMES if set (bench/reload_bench.sh).
 #  B. bow: checkpoint, commit, reload to plain, reload to bow, checkpoint
-#     again, overwrite, stop; restore rolls back to the second checkpoint.
+#     again, overwrite, change a param by reload (bow resumes its checkpoint
+#     from the journal), overwrite, stop; restore rolls back to the second
+#     checkpoint.
 . "$(dirname "$0")/lib.sh"
 need fio truncate cmp /usr/bin/nbdsh
 py() { /usr/bin/python3 "$@"; }
@@ -121,7 +123,14 @@ reload "$WORK/bow.json"
 [[ $(status_field .tree.state) == TRIM ]] || fail "bow after reload is not in TRIM: $(status_field .tree.state)"
 fill 0xb2
 "$BOWSTACK" checkpoint --control "$CTL" >/dev/null || fail "second checkpoint failed"
-/usr/bin/nbdsh -u "$(URI)" -c 'h.pwrite(bytes([0xc3]) * (8 << 20), 0); h.flush()'
+/usr/bin/nbdsh -u "$(URI)" -c 'h.pwrite(bytes([0xc3]) * (4 << 20), 0)'
+# Change a param mid-checkpoint: the old bow goes (flushed, its journal
+# durable), the new one takes over the journal and resumes the checkpoint.
+echo "{\"target\":\"bow\",\"params\":{\"gather_us\":0},\"devices\":{\"data\":$plain}}" >"$WORK/bow-nogather.json"
+reload "$WORK/bow-nogather.json"
+[[ $(status_field .tree.state) == CHECKPOINT ]] || fail "bow after a param change is not in CHECKPOINT"
+[[ $(status_field .table.params.gather_us) == 0 ]] || fail "the new param is not in the table"
+/usr/bin/nbdsh -u "$(URI)" -c 'h.pwrite(bytes([0xc3]) * (4 << 20), 4 << 20); h.flush()'
 stop_server
 out=$("$BOWSTACK" restore "$IMG" 2>&1) || fail "restore failed: $out"
 head -c 8M "$IMG" | py -c 'import sys; d=sys.stdin.buffer.read(); sys.exit(0 if d == bytes([0xb2]) * len(d) else 1)' ||
