@@ -4,7 +4,9 @@
 #    say "nothing to do", they say what the journal shows, exit non-zero and
 #    write nothing;
 #  - a journal that lost its tail (cut at a record boundary, the last claim
-#    gone) is refused when the server resumes, never trusted.
+#    gone) is refused when the server resumes, never trusted;
+#  - restore removes the journal; one left behind by a finished restore (block
+#    0 holds the data the checkpoint saved) is recognised and removed.
 . "$(dirname "$0")/lib.sh"
 need truncate cmp /usr/bin/nbdsh
 py() { /usr/bin/python3 "$@"; }
@@ -59,4 +61,17 @@ log "ok: $(grep lost "$WORK/x.log")"
 "$BOWSTACK" restore "$IMG" >/dev/null || fail "restore after a lost journal tail failed"
 head -c 8M "$IMG" | py -c 'import sys; d=sys.stdin.buffer.read(); sys.exit(0 if d == bytes([0xa1]) * len(d) else 1)' ||
   fail "restore did not roll back to the checkpoint"
+
+log "restore ends the checkpoint: its journal goes, and one left behind is recognised"
+checkpointed
+cp "$IMG.bowmeta" "$WORK/journal"
+"$BOWSTACK" restore "$IMG" >/dev/null || fail "restore failed"
+[[ ! -e $IMG.bowmeta ]] || fail "restore left the resume journal behind"
+# As if a crash had come between the restore and the journal's removal:
+# block 0 holds the data the checkpoint saved from it, so this is no damage.
+cp "$WORK/journal" "$IMG.bowmeta"
+out=$("$BOWSTACK" inspect "$IMG") || fail "inspect after a finished restore with its journal: $out"
+out=$("$BOWSTACK" restore "$IMG") || fail "restore after a finished restore with its journal: $out"
+echo "$out" | grep -q "nothing to do" || fail "second restore: $out"
+[[ ! -e $IMG.bowmeta ]] || fail "restore kept a journal left behind by a finished restore"
 pass

@@ -6,9 +6,11 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/report.h"
+#include "core/aligned_buf.h"
 #include "core/file_device.h"
 #include "core/parse.h"
 #include "targets/bow/bow_cli.h"
+#include "targets/bow/bow_format.h"
 #include "targets/bow/bow_log.h"
 #include "targets/bow/bow_restore.h"
 #include "targets/bow/resume_journal.h"
@@ -41,15 +43,28 @@ class ProgressBar {
   int last_ = -1;
 };
 
+std::string journal_path(const std::string& image) { return image + ".bowmeta"; }
+
 // Block 0 holds no bow log. A resume journal beside the image says a
 // checkpoint was begun on it and not finished: then "nothing to do" would
 // be a lie (block 0 may have been damaged, and with it the way back).
-// Returns the error to report, or OK when there is no journal.
-Status no_log_but_journal(const std::string& image) {
-  const std::string path = image + ".bowmeta";
+// Unless block 0 holds the very data the checkpoint saved from it (its
+// checksum is the journal's log0_crc): then a restore finished and only
+// its journal was left behind (*stale is set). Returns the error to report,
+// or OK when nothing is wrong.
+Status no_log_but_journal(BlockDevice& dev, const std::string& image, bool* stale) {
+  *stale = false;
+  const std::string path = journal_path(image);
   auto j = bow::ResumeJournal::load(Env::posix(), path);
   if (!j.ok()) return Status::Ok();  // absent or without a valid header: nothing says otherwise
   const bow::JournalHeader& h = j->header;
+  if (h.block_size >= 512 && h.block_size <= 4096 && h.block_size <= dev.geometry().size) {
+    AlignedBuf b0(h.block_size);
+    if (dev.read(0, b0.span()).ok() && bow::entry_checksum(0, h.block_size, b0.span()) == h.log0_crc) {
+      *stale = true;
+      return Status::Ok();
+    }
+  }
   return Status::Error(
       EUCLEAN,
       fmt::format(
@@ -57,7 +72,7 @@ Status no_log_but_journal(const std::string& image) {
           "it ({} blocks of {} bytes, first log CRC {:08x}, original block 0 saved in block {}): "
           "either block 0 was damaged or overwritten after the checkpoint, and the log that leads "
           "back is lost (the saved data still lies in the blocks the journal lists), or the "
-          "checkpoint was committed and a crash left the journal behind, in which case remove '{}'. "
+          "checkpoint was committed and the journal was left behind, in which case remove '{}'. "
           "Nothing written",
           image, path, h.blocks, h.block_size, h.log0_crc, h.s0c_initial, path));
 }
@@ -82,10 +97,13 @@ int run_restore(const RestoreCliOptions& opts) {
   }
   using O = bow::RestoreReport::Outcome;
   switch (r->outcome) {
-    case O::kNoCheckpoint:
-      if (Status s = no_log_but_journal(opts.image); !s.ok()) return fail(s.context());
+    case O::kNoCheckpoint: {
+      bool stale = false;
+      if (Status s = no_log_but_journal(*dev.value(), opts.image, &stale); !s.ok()) return fail(s.context());
+      if (stale && !opts.dry_run) (void)bow::ResumeJournal::remove(Env::posix(), journal_path(opts.image));
       std::printf("no checkpoint on %s; nothing to do\n", opts.image.c_str());
       return 0;
+    }
     case O::kValidated:
       if (r->continued_interrupted) {
         std::printf(
@@ -101,12 +119,18 @@ int run_restore(const RestoreCliOptions& opts) {
       }
       return 0;
     case O::kRestored:
+      // The checkpoint is over: its resume journal would only mislead.
+      if (Status s = bow::ResumeJournal::remove(Env::posix(), journal_path(opts.image)); !s.ok()) {
+        std::fprintf(stderr, "bowstack: warning: cannot remove %s: %s\n", journal_path(opts.image).c_str(),
+                     s.message().c_str());
+      }
       std::printf("%s: restored to the checkpoint (%llu log blocks, %llu entries, %s copied back%s)\n",
                   opts.image.c_str(), static_cast<unsigned long long>(r->log_blocks),
                   static_cast<unsigned long long>(r->entries), format_size(r->bytes).c_str(),
                   r->continued_interrupted ? ", finishing an interrupted restore" : "");
       return 0;
     case O::kRolledForward:
+      (void)bow::ResumeJournal::remove(Env::posix(), journal_path(opts.image));
       std::printf(
           "%s: the checkpoint log is invalid (%s); rolled forward: all changes kept, block 0 put back\n",
           opts.image.c_str(), r->validation_error.c_str());
@@ -129,7 +153,8 @@ int run_inspect(const std::string& image, bool json) {
   nlohmann::json j;
   j["image"] = image;
   if (*p == bow::ProbeResult::kNoCheckpoint) {
-    if (Status s = no_log_but_journal(image); !s.ok()) {
+    bool stale = false;
+    if (Status s = no_log_but_journal(*dev.value(), image, &stale); !s.ok()) {
       j["state"] = "none";
       j["valid"] = false;
       j["error"] = s.context();
