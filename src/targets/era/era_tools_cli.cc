@@ -1,9 +1,6 @@
 // Offline era tools: `bowstack era dump|invalidate|check|restore|export|apply`.
 // Logic lives in src/targets/era/; this file opens files and prints.
-#include <fcntl.h>
 #include <fmt/format.h>
-#include <sys/stat.h>
-#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -15,7 +12,7 @@
 
 #include "cli/report.h"
 #include "core/file_device.h"
-#include "core/file_lock.h"
+#include "core/file_paths.h"
 #include "core/parse.h"
 #include "targets/era/era_cli.h"
 #include "targets/era/era_export.h"
@@ -43,18 +40,17 @@ Result<std::shared_ptr<FileDevice>> open_file(const std::string& path, const cha
                                                 : ""));
   }
   if (!dev.ok()) {
-    struct stat st {};
     const bool metadata = std::string(what) == "metadata";
-    if (metadata && ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
-        static_cast<uint64_t>(st.st_size) < 2 * kMetaBlockSize) {
+    auto info = inspect_path(path);
+    if (metadata && info.ok() && info->regular && info->size < 2 * kMetaBlockSize) {
       return Status::Error(
-          EINVAL, st.st_size == 0 ? fmt::format("era metadata '{}' is empty (0 bytes): there is nothing to "
+          EINVAL, info->size == 0 ? fmt::format("era metadata '{}' is empty (0 bytes): there is nothing to "
                                                 "read (serving with --target era formats it; 'bowstack "
                                                 "era restore' writes it from XML)",
                                                 path)
                                   : fmt::format("era metadata '{}' has {} bytes, too few for era metadata "
                                                 "(its two superblocks alone take {})",
-                                                path, st.st_size, 2 * kMetaBlockSize));
+                                                path, info->size, 2 * kMetaBlockSize));
     }
     // The errno says why the system refused; a device's own sentence (not a
     // file or block device) says more than "Invalid argument".
@@ -94,26 +90,15 @@ Result<OutFile> open_output(const std::string& path) {
 // what is free.
 Result<ParseLimits> restore_limits(const std::string& metadata) {
   ParseLimits limits;
-  struct stat st {};
-  uint64_t capacity = 0;
-  if (::stat(metadata.c_str(), &st) == 0 && S_ISBLK(st.st_mode)) {
-    auto dev = FileDevice::open(metadata, FileDeviceOptions{.read_only = true});
-    if (!dev.ok()) return dev.status();
-    capacity = dev.value()->geometry().size;
-    limits.max_blocks_why = fmt::format("the metadata device '{}' ({} bytes)", metadata, capacity);
-  } else {
-    const size_t slash = metadata.rfind('/');
-    const std::string dir = slash == std::string::npos ? "." : metadata.substr(0, slash + 1);
-    struct statvfs vfs {};
-    if (::statvfs(dir.c_str(), &vfs) != 0) {
-      return Status::Error(errno, fmt::format("cannot look at the filesystem of '{}'", metadata));
-    }
-    const uint64_t existing = S_ISREG(st.st_mode) ? static_cast<uint64_t>(st.st_size) : 0;
-    capacity = existing + static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize;
-    limits.max_blocks_why =
-        fmt::format("the metadata file '{}' can grow to ({} bytes free)", metadata, capacity);
-  }
-  limits.max_blocks = std::min(kMaxDataBlocks, max_blocks_for_metadata(capacity));
+  auto info = inspect_path(metadata);
+  if (!info.ok()) return info.status();
+  auto capacity = path_capacity(metadata);
+  if (!capacity.ok()) return capacity.status();
+  limits.max_blocks_why =
+      info->block_device
+          ? fmt::format("the metadata device '{}' ({} bytes)", metadata, *capacity)
+          : fmt::format("the metadata file '{}' can grow to ({} bytes free)", metadata, *capacity);
+  limits.max_blocks = std::min(kMaxDataBlocks, max_blocks_for_metadata(*capacity));
   const long pages = ::sysconf(_SC_AVPHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
   if (pages > 0 && page > 0)
     limits.max_bytes = static_cast<uint64_t>(pages) * static_cast<uint64_t>(page) / 2;
@@ -212,20 +197,10 @@ int run_era_restore(const EraCliOptions& o) {
   auto model = parse_xml(text.str(), limits.value());
   if (!model.ok()) return fail(fmt::format("era restore: '{}': {}", o.input, why(model.status())));
   const uint64_t bytes = metadata_blocks_for(model->nr_blocks) * kMetaBlockSize;
-  // A held file is not even grown: check before touching it (the open
-  // below locks it for the restore itself).
-  if (int fd = ::open(o.metadata.c_str(), O_RDWR | O_CLOEXEC); fd >= 0) {
-    Status held = lock_file(fd, fmt::format("era metadata '{}'", o.metadata), true);
-    ::close(fd);
-    if (!held.ok()) return fail(held.context());
-  }
-  struct stat st {};
-  if (::stat(o.metadata.c_str(), &st) != 0) {
-    if (Status s = FileDevice::create(o.metadata, bytes); !s.ok()) return fail(why(s));
-  } else if (S_ISREG(st.st_mode) && static_cast<uint64_t>(st.st_size) < bytes) {
-    if (::truncate(o.metadata.c_str(), static_cast<off_t>(bytes)) != 0) {
-      return fail(fmt::format("cannot grow '{}' to {} bytes: {}", o.metadata, bytes, std::strerror(errno)));
-    }
+  // A held file is not even grown (the open below locks it again for the
+  // restore itself).
+  if (Status s = prepare_file(o.metadata, bytes, fmt::format("era metadata '{}'", o.metadata)); !s.ok()) {
+    return fail(s.code() == EBUSY ? s.context() : why(s));
   }
   auto dev = open_file(o.metadata, "metadata", false);
   if (!dev.ok()) return fail(dev.status().context());
