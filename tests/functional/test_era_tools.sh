@@ -113,6 +113,15 @@ expect_error "era metadata '$WORK/empty.era' is empty \(0 bytes\)" "$BOWSTACK" e
 expect_error "era metadata '$WORK/empty.era' is empty" "$BOWSTACK" era check "$WORK/empty.era"
 head -c 100 /dev/zero >"$WORK/short.era"
 expect_error "has 100 bytes, too few for era metadata" "$BOWSTACK" era invalidate "$WORK/short.era" --written-since 1
+# A writeset repeating the whole device in <marked> runs is merged, not replayed.
+{
+  printf '<superblock uuid="" block_size="8" nr_blocks="4000000" current_era="3"><writeset era="2" nr_bits="4000000">'
+  for _ in $(seq 2000); do printf '<marked block_begin="0" len="4000000"/>'; done
+  printf '</writeset></superblock>'
+} >"$WORK/marked.xml"
+timeout 30 "$BOWSTACK" era restore -i "$WORK/marked.xml" "$WORK/marked.era" >/dev/null || fail "restore of repeated <marked> runs"
+"$BOWSTACK" era invalidate "$WORK/marked.era" --written-since 2 | grep -q '<range begin="0" end="4000000"/>' ||
+  fail "repeated <marked> runs restored wrongly"
 truncate -s 32M "$WORK/small"
 expect_error "size mismatch" "$BOWSTACK" era apply -i "$WORK/changes" "$WORK/small"
 expect_error "wrong image" "$BOWSTACK" era export "$MD" "$WORK/small" --since 2 -o "$WORK/x"

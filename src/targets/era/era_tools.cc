@@ -228,19 +228,11 @@ Uuid parse_uuid_or_random(const std::string& text) {
 
 Status restore_metadata(const EraModel& m, std::shared_ptr<BlockDevice> dev) {
   if (Status s = validate_model(m); !s.ok()) return s;
-  // Archived writesets are folded into the era array; the current one stays a writeset.
-  std::vector<uint32_t> eras = m.eras;
-  std::vector<uint64_t> current(Layout::for_blocks(m.nr_blocks).ws_blocks * kWordsPerWritesetBlock, 0);
-  for (const auto& ws : m.writesets) {
-    for (uint64_t b = 0; b < m.nr_blocks; ++b) {
-      if (!test_bit(ws.bits, b)) continue;
-      if (ws.era == m.current_era) {
-        set_bit(current, b);
-      } else {
-        eras[b] = std::max(eras[b], ws.era);
-      }
-    }
-  }
+  // Archived writesets are folded into the era array; the current one stays
+  // a writeset. Both block by block, as they are written: no copy of the
+  // model is made (parse_xml sized its memory limit on the model alone).
+  std::vector<const EraModel::Writeset*> archived, current;
+  for (const auto& ws : m.writesets) (ws.era == m.current_era ? current : archived).push_back(&ws);
   // Until format writes the superblock at its very end, the device has no
   // valid superblock: an interrupted restore is never mistaken for a finished one.
   std::vector<std::byte> zero(2 * kMetaBlockSize);
@@ -252,16 +244,23 @@ Status restore_metadata(const EraModel& m, std::shared_ptr<BlockDevice> dev) {
                  parse_uuid_or_random(m.uuid), m.current_era};
   auto populate = [&](EraMetadata& md) -> Status {
     std::vector<Flip> flips;
+    std::vector<uint32_t> eras(kEntriesPerArrayBlock);
     for (uint64_t i = 0; i < md.layout().array_blocks; ++i) {
       const uint64_t first = i * kEntriesPerArrayBlock;
       const uint64_t n = std::min<uint64_t>(kEntriesPerArrayBlock, m.nr_blocks - first);
       bool any = false;
-      for (uint64_t e = 0; e < n; ++e) any = any || eras[first + e] != 0;
+      for (uint64_t e = 0; e < n; ++e) {
+        uint32_t era = m.eras[first + e];
+        for (const EraModel::Writeset* ws : archived) {
+          if (test_bit(ws->bits, first + e)) era = std::max(era, ws->era);
+        }
+        eras[e] = era;
+        any = any || era != 0;
+      }
       if (!any) continue;
       auto edit = md.edit_era_block(i);
       if (!edit.ok()) return edit.status();
-      for (uint64_t e = 0; e < n; ++e)
-        put_entry(edit->first.data(), static_cast<uint32_t>(e), eras[first + e]);
+      for (uint64_t e = 0; e < n; ++e) put_entry(edit->first.data(), static_cast<uint32_t>(e), eras[e]);
       edit->first.mark_dirty();
       edit->first.release();
       flips.push_back(edit->second);
@@ -269,8 +268,17 @@ Status restore_metadata(const EraModel& m, std::shared_ptr<BlockDevice> dev) {
         if (Status s = md.cache().write_back(); !s.ok()) return s;
       }
     }
+    std::vector<uint64_t> words(kWordsPerWritesetBlock);
     for (uint64_t i = 0; i < md.layout().ws_blocks; ++i) {
-      std::span<const uint64_t> words(current.data() + i * kWordsPerWritesetBlock, kWordsPerWritesetBlock);
+      std::fill(words.begin(), words.end(), 0);
+      const uint64_t first = i * kWordsPerWritesetBlock;
+      const uint64_t nr_words = (m.nr_blocks + 63) / 64;
+      const uint64_t tail = m.nr_blocks % 64 == 0 ? ~uint64_t{0} : (uint64_t{1} << (m.nr_blocks % 64)) - 1;
+      for (const EraModel::Writeset* ws : current) {
+        const uint64_t end = std::min({first + kWordsPerWritesetBlock, ws->bits.size(), nr_words});
+        for (uint64_t w = first; w < end; ++w)
+          words[w - first] |= w + 1 == nr_words ? ws->bits[w] & tail : ws->bits[w];
+      }
       if (std::all_of(words.begin(), words.end(), [](uint64_t w) { return w == 0; })) continue;
       auto f = md.stage_writeset(m.current_era, i, words);
       if (!f.ok()) return f.status();

@@ -97,7 +97,8 @@ Result<ParseLimits> restore_limits(const std::string& metadata) {
   limits.max_blocks_why =
       info->block_device
           ? fmt::format("the metadata device '{}' ({} bytes)", metadata, *capacity)
-          : fmt::format("the metadata file '{}' can grow to ({} bytes free)", metadata, *capacity);
+          : fmt::format("the metadata file '{}' ({} bytes with the free space of its filesystem)", metadata,
+                        *capacity);
   limits.max_blocks = std::min(kMaxDataBlocks, max_blocks_for_metadata(*capacity));
   const long pages = ::sysconf(_SC_AVPHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
   if (pages > 0 && page > 0)

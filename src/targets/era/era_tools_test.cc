@@ -2,9 +2,11 @@
 // written-since, check, and the export/apply incremental backup.
 #include "targets/era/era_tools.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -186,6 +188,44 @@ TEST(EraToolsTest, ParseChecksClaimsBeforeAllocating) {
     }
     EXPECT_GT(metadata_blocks_for(n + 1) * kMetaBlockSize, bytes);
   }
+}
+
+// A hostile writeset repeating the whole device in <marked> runs costs no
+// more than one run (they are merged before bits are set), and the bits are
+// exactly the union of the runs, whatever their order and overlap.
+TEST(EraToolsTest, MarkedRunsAreMergedNotRepeated) {
+  const uint64_t nr = 1'000'000;
+  std::string xml = fmt::format(
+      "<superblock uuid=\"\" block_size=\"8\" nr_blocks=\"{}\" current_era=\"3\"><writeset era=\"2\" "
+      "nr_bits=\"{}\">",
+      nr, nr);
+  for (int i = 0; i < 20000; ++i) xml += fmt::format("<marked block_begin=\"0\" len=\"{}\"/>", nr - 10);
+  xml += "<marked block_begin=\"999995\" len=\"3\"/><marked block_begin=\"70\" len=\"0\"/>";
+  xml += "<marked block_begin=\"5\" len=\"130\"/></writeset></superblock>";
+  const auto start = std::chrono::steady_clock::now();
+  auto m = parse_xml(xml);
+  ASSERT_TRUE(m.ok()) << m.status().message();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(20));
+  ASSERT_EQ(m->writesets.size(), 1u);
+  const auto& bits = m->writesets[0].bits;
+  for (uint64_t b : {uint64_t{0}, uint64_t{63}, uint64_t{64}, nr - 11, nr - 5, nr - 4, nr - 3}) {
+    EXPECT_TRUE(test_bit(bits, b)) << b;
+  }
+  for (uint64_t b : {nr - 10, nr - 9, nr - 6, nr - 2, nr - 1}) EXPECT_FALSE(test_bit(bits, b)) << b;
+  // Restored, the writeset is folded into the era array bit for bit.
+  auto md = std::make_shared<MemoryDevice>(meta_size(nr));
+  ASSERT_TRUE(restore_metadata(m.value(), md).ok());
+  auto src = open_source(md, false);
+  ASSERT_TRUE(src.ok()) << src.status().message();
+  uint64_t marked = 0;
+  ASSERT_TRUE(for_each_era(src.value(), true, nullptr, [&](uint64_t first, std::span<const uint32_t> eras) {
+                for (size_t e = 0; e < eras.size(); ++e) {
+                  EXPECT_EQ(eras[e], test_bit(bits, first + e) ? 2u : 0u) << first + e;
+                  marked += eras[e] == 2;
+                }
+                return Status::Ok();
+              }).ok());
+  EXPECT_EQ(marked, nr - 10 + 3);
 }
 
 TEST(EraToolsTest, CheckReportsDamageAndErasBeyondTheCurrentOne) {

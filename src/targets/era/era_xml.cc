@@ -264,6 +264,9 @@ Result<EraModel> parse_xml(std::string_view text, const ParseLimits& limits) {
       ws.era = static_cast<uint32_t>(*era);
       ws.nr_bits = *bits;
       ws.bits.assign(words, 0);
+      // Runs are set once merged: overlapping claims (a hostile file may
+      // repeat the whole device a million times) cost no more than one.
+      std::vector<std::pair<uint64_t, uint64_t>> runs;
       for (const pugi::xml_node& bit : child.children()) {
         if (bit.type() != pugi::node_element) continue;
         const std::string_view bn = bit.name();
@@ -280,10 +283,18 @@ Result<EraModel> parse_xml(std::string_view text, const ParseLimits& limits) {
           if (!begin.ok()) return begin.status();
           auto len = p.number(bit, "len", m.nr_blocks - *begin);
           if (!len.ok()) return len.status();
-          for (uint64_t b = *begin; b < *begin + *len; ++b) set_bit(ws.bits, b);
+          if (*len != 0) runs.emplace_back(*begin, *begin + *len);
         } else {
           return p.error(bit, fmt::format("unexpected <{}> in <writeset>", bn));
         }
+      }
+      std::sort(runs.begin(), runs.end());
+      uint64_t done = 0;  // blocks below are set
+      for (auto [b, e] : runs) {
+        for (b = std::max(b, done); b < e && b % 64 != 0; ++b) set_bit(ws.bits, b);
+        for (; b + 64 <= e; b += 64) ws.bits[b / 64] = ~uint64_t{0};
+        for (; b < e; ++b) set_bit(ws.bits, b);
+        done = std::max(done, e);
       }
       m.writesets.push_back(std::move(ws));
     } else if (name == "era_array") {
