@@ -65,13 +65,33 @@ $AB restore --stop-after 30 img >/dev/null || true
 cp img img.wob
 "$BOWSTACK" restore img | grep -q "interrupted" || fail "bowstack did not finish the interrupted restore"
 cmp -s img full || fail "finishing an interrupted restore gave a different result"
-# inspect and restore agree on a WOB whose log block is unusable (block size 3000).
+# inspect and restore agree on a WOB (one check decides for both, and
+# nothing is written unless it passes): one whose log block is unusable
+# (block size 3000), and one whose oldest saved copy is damaged (inspect
+# used to call that restorable; restore wrote the entries before it and
+# stopped there, half done).
 python3_poke() { /usr/bin/python3 -c 'import struct,sys; f=open(sys.argv[1],"r+b"); f.seek(int(sys.argv[2])); f.write(struct.pack("<I", int(sys.argv[3])))' "$@"; }
+cp img.wob img.wob2
 python3_poke img.wob 8 3000
 cp img.wob img.wob.orig
-expect_fail "unusable log block" "$BOWSTACK" restore img.wob
-expect_fail "interrupted restore \(magic WOB\) that restore cannot finish: .*unusable log block" "$BOWSTACK" inspect img.wob
+expect_fail "interrupted restore \(magic WOB\) cannot be finished, nothing written: .*block size 3000" "$BOWSTACK" restore img.wob
+expect_fail "interrupted restore \(magic WOB\) that restore cannot finish: .*block size 3000" "$BOWSTACK" inspect img.wob
 cmp -s img.wob img.wob.orig || fail "a refused restore of a WOB image changed it"
+# A saved copy restore will read as it lies: no entry restored before it writes over it.
+dest=$("$BOWSTACK" inspect --json img.wob2 | /usr/bin/python3 -c '
+import json, sys
+order = [e for b in reversed(json.load(sys.stdin)["log_blocks"]) for e in reversed(b["entries"])]
+for i, e in enumerate(order):
+    d = (e["dest"], e["dest"] + e["size"] // 512)
+    if all(x["source"] + x["size"] // 512 <= d[0] or x["source"] >= d[1] for x in order[:i]):
+        print(e["dest"]); break')
+[[ -n $dest ]] || fail "no saved copy of the WOB image to damage"
+python3_poke img.wob2 $((dest * 512 + 100)) 12345
+cp img.wob2 img.wob2.orig
+expect_fail "interrupted restore \(magic WOB\) cannot be finished, nothing written: log block [0-9]+ entry [0-9]+: checksum mismatch" "$BOWSTACK" restore img.wob2
+expect_fail "interrupted restore \(magic WOB\) that restore cannot finish: .*checksum mismatch" "$BOWSTACK" inspect img.wob2
+expect_fail "checksum mismatch" "$BOWSTACK" restore --dry-run img.wob2
+cmp -s img.wob2 img.wob2.orig || fail "a refused restore of a damaged WOB image changed it"
 
 # 3. Corrupt logs: refused, untouched; --roll-forward keeps the changes.
 $AB make-image --output good --expected exp --meta meta.json --block-size 4096 --blocks 512 --writes 100 --seed 4 >/dev/null

@@ -139,7 +139,8 @@ Result<LogChain> read_and_validate(BlockDevice& dev, ValidateOptions opts) {
   auto p = probe(dev);
   if (!p.ok()) return p.status();
   if (*p == ProbeResult::kNoCheckpoint) return Status::Error(ENOENT, "no checkpoint log on the device");
-  if (*p == ProbeResult::kInterruptedRestore) {
+  const bool wob = *p == ProbeResult::kInterruptedRestore;
+  if (wob && !opts.allow_interrupted) {
     return Status::Error(EBUSY, "the device holds an interrupted restore (magic WOB)");
   }
   // The newest block's header gives the block size.
@@ -147,7 +148,7 @@ Result<LogChain> read_and_validate(BlockDevice& dev, ValidateOptions opts) {
   AlignedBuf first(probe_len);
   if (Status s = dev.read(0, std::span(first.data(), probe_len)); !s.ok()) return s;
   LogHeader newest = unpack_header(std::span<const std::byte>(first.data(), kHeaderSize));
-  if (Status s = check_header(newest, device_bytes, 0, false); !s.ok()) {
+  if (Status s = check_header(newest, device_bytes, 0, wob); !s.ok()) {
     return Status::Error(EINVAL, fmt::format("log block {} (block 0): {}", newest.sequence, s.context()));
   }
   const uint32_t bs = newest.block_size;
@@ -177,7 +178,8 @@ Result<LogChain> read_and_validate(BlockDevice& dev, ValidateOptions opts) {
     }
     std::span<const std::byte> bytes(block.data(), bs);
     LogHeader h = unpack_header(bytes);
-    if (Status s = check_header(h, device_bytes, bs, false); !s.ok()) {
+    // Only block 0 itself may be marked WOB; older log blocks lie saved as written.
+    if (Status s = check_header(h, device_bytes, bs, wob && seq == newest.sequence); !s.ok()) {
       return Status::Error(EINVAL, fmt::format("log block {}: {}", seq, s.context()));
     }
     if (h.sequence != seq) {

@@ -56,12 +56,16 @@ Status check_entry(const LogEntry& e, uint32_t index, uint32_t block_size, uint6
 
 struct ValidateOptions {
   bool verify_checksums = true;
+  // Accept block 0 holding an interrupted restore (magic WOB): it is then
+  // the newest log block, its count what is left of it, and the chain is
+  // what the restore still has to roll back.
+  bool allow_interrupted = false;
 };
 
 // Walks the chain from the newest log block down to sequence 0 with the
 // relocation map, as Android's restore does, checking every header, every
 // entry and (optionally) every checksum. A device holding an interrupted
-// restore (WOB) is refused with EBUSY. Errors name the log block, entry and
+// restore (WOB) is refused with EBUSY unless `allow_interrupted`. Errors name the log block, entry and
 // what is wrong.
 Result<LogChain> read_and_validate(BlockDevice& dev, ValidateOptions opts = {});
 

@@ -11,6 +11,7 @@
 
 #include "core/aligned_buf.h"
 #include "targets/bow/bow_log.h"
+#include "targets/bow/resume_journal.h"
 
 namespace bowstack::bow {
 
@@ -210,63 +211,118 @@ Status roll_forward(BlockDevice& dev, RestoreReport* report) {
   return Status::Ok();
 }
 
+// Block 0 holds no bow log. A resume journal beside the image says a
+// checkpoint was begun on it and not finished: then "nothing to do" would
+// be a lie (block 0 may have been damaged, and with it the way back).
+// Unless block 0 holds the very data the checkpoint saved from it (its
+// checksum is the journal's log0_crc): then a restore finished and only
+// its journal was left behind (*stale is set).
+Status no_log_but_journal(BlockDevice& dev, const JournalRef& journal, bool* stale) {
+  *stale = false;
+  if (journal.env == nullptr) return Status::Ok();
+  auto j = ResumeJournal::load(journal.env, journal.path);
+  if (!j.ok()) return Status::Ok();  // absent or without a valid header: nothing says otherwise
+  const JournalHeader& h = j->header;
+  if (h.block_size >= 512 && h.block_size <= 4096 && h.block_size <= dev.geometry().size) {
+    AlignedBuf b0(h.block_size);
+    if (dev.read(0, b0.span()).ok() && entry_checksum(0, h.block_size, b0.span()) == h.log0_crc) {
+      *stale = true;
+      return Status::Ok();
+    }
+  }
+  return Status::Error(
+      EUCLEAN,
+      fmt::format("block 0 holds no bow log, but the resume journal '{}' records a checkpoint begun on "
+                  "the device ({} blocks of {} bytes, first log CRC {:08x}, original block 0 saved in "
+                  "block {}): either block 0 was damaged or overwritten after the checkpoint, and the log "
+                  "that leads back is lost (the saved data still lies in the blocks the journal lists), or "
+                  "the checkpoint was committed and the journal was left behind, in which case remove "
+                  "'{}'. Nothing written",
+                  journal.path, h.blocks, h.block_size, h.log0_crc, h.s0c_initial, journal.path));
+}
+
 }  // namespace
+
+uint64_t RestoreCheck::entries() const {
+  uint64_t n = 0;
+  for (const auto& b : chain.blocks) n += b.entries.size();
+  return n;
+}
+
+uint64_t RestoreCheck::bytes() const {
+  uint64_t n = 0;
+  for (const auto& b : chain.blocks) {
+    for (const auto& e : b.entries) n += e.size;
+  }
+  return n;
+}
+
+Result<RestoreCheck> check_restore(BlockDevice& dev, const JournalRef& journal) {
+  RestoreCheck c;
+  auto p = probe(dev);
+  if (!p.ok()) return p.status();
+  c.state = *p;
+  if (c.state == ProbeResult::kNoCheckpoint) {
+    c.problem = no_log_but_journal(dev, journal, &c.stale_journal);
+    return c;
+  }
+  // An interrupted restore is validated like a log: what is left of the
+  // log block at 0 and every older one, with the saved copies' checksums.
+  // Android skips this and would stop half-way at the first bad entry,
+  // having written the ones before it.
+  auto chain = read_and_validate(dev, ValidateOptions{.verify_checksums = true, .allow_interrupted = true});
+  if (!chain.ok()) {
+    if (chain.status().code() != EINVAL) return chain.status();
+    c.problem = chain.status();
+    return c;
+  }
+  c.chain = std::move(chain.value());
+  return c;
+}
 
 Result<RestoreReport> restore(BlockDevice& dev, const RestoreOptions& opts) {
   RestoreReport report;
-  auto p = probe(dev);
-  if (!p.ok()) return p.status();
-  if (*p == ProbeResult::kNoCheckpoint) return report;
-
-  uint32_t bs = 0;
-  uint64_t total = 0;
-  if (*p == ProbeResult::kCheckpoint) {
-    auto chain = read_and_validate(dev, ValidateOptions{.verify_checksums = true});
-    if (!chain.ok()) {
-      if (opts.dry_run || !opts.roll_forward) {
-        return Status::Error(EINVAL, "validation failed, nothing written: " + chain.status().context());
-      }
-      report.validation_error = chain.status().context();
-      if (Status s = roll_forward(dev, &report); !s.ok()) return s;
-      return report;
+  auto check = check_restore(dev, opts.journal);
+  if (!check.ok()) return check.status();
+  const RestoreCheck& c = check.value();
+  report.continued_interrupted = c.state == ProbeResult::kInterruptedRestore;
+  if (!c.problem.ok()) {
+    switch (c.state) {
+      case ProbeResult::kNoCheckpoint:
+        return c.problem;
+      case ProbeResult::kInterruptedRestore:
+        return Status::Error(c.problem.code(),
+                             "the interrupted restore (magic WOB) cannot be finished, "
+                             "nothing written: " +
+                                 c.problem.context());
+      case ProbeResult::kCheckpoint:
+        if (opts.dry_run || !opts.roll_forward) {
+          return Status::Error(c.problem.code(),
+                               "validation failed, nothing written: " + c.problem.context());
+        }
+        break;
     }
-    bs = chain->block_size;
-    for (const auto& b : chain->blocks) total += b.entries.size();
-    report.block_size = bs;
-    report.log_blocks = chain->blocks.size();
-    report.entries = total;
-    for (const auto& b : chain->blocks) {
-      for (const auto& e : b.entries) report.bytes += e.size;
-    }
-    if (opts.dry_run) {
-      report.outcome = RestoreReport::Outcome::kValidated;
-      return report;
-    }
-  } else {
-    // Interrupted restore: Android skips validation; we still check every
-    // header and entry before using it.
-    report.continued_interrupted = true;
-    const uint32_t n = std::max<uint32_t>(512, dev.geometry().logical_block_size);
-    AlignedBuf head(n);
-    if (Status s = dev.read(0, std::span(head.data(), n)); !s.ok()) return s;
-    LogHeader h = unpack_header(std::span<const std::byte>(head.data(), kHeaderSize));
-    if (Status s = check_header(h, dev.geometry().size, 0, true); !s.ok()) {
-      return Status::Error(EINVAL, "interrupted restore with an unusable log block: " + s.context());
-    }
-    bs = h.block_size;
-    report.block_size = bs;
-    total = h.count + static_cast<uint64_t>(h.sequence) * log_capacity(bs, h.header_size);
-    if (opts.dry_run) {
-      report.outcome = RestoreReport::Outcome::kValidated;
-      report.log_blocks = h.sequence + 1;
-      report.entries = total;
-      return report;
-    }
+    report.validation_error = c.problem.context();
+    if (Status s = roll_forward(dev, &report); !s.ok()) return s;
+    return report;
+  }
+  if (c.state == ProbeResult::kNoCheckpoint) {
+    report.stale_journal = c.stale_journal;
+    return report;
+  }
+  const uint64_t total = c.entries();
+  report.block_size = c.chain.block_size;
+  report.log_blocks = c.chain.blocks.size();
+  report.entries = total;
+  report.bytes = c.bytes();
+  if (opts.dry_run) {
+    report.outcome = RestoreReport::Outcome::kValidated;
+    return report;
   }
   report.bytes = 0;
   report.log_blocks = 0;
   Restorer r(dev, opts);
-  if (Status s = r.run(bs, total, &report); !s.ok()) return s;
+  if (Status s = r.run(c.chain.block_size, total, &report); !s.ok()) return s;
   report.outcome = RestoreReport::Outcome::kRestored;
   return report;
 }

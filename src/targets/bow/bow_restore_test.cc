@@ -1,16 +1,21 @@
 // Restore under crashes with a volatile write cache: writes not yet flushed
 // may be lost in any combination, which stopping after the N-th write (the
-// functional test) never shows.
+// functional test) never shows. And check_restore, the one judgement behind
+// restore, its dry run and inspect: interrupted restores and a damaged
+// block 0 beside a resume journal.
 #include "targets/bow/bow_restore.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <cstring>
 #include <random>
 
+#include "core/env.h"
 #include "core/memory_device.h"
 #include "crash/recording.h"
 #include "targets/bow/bow_target.h"
+#include "targets/bow/resume_journal.h"
 
 namespace bowstack::bow {
 namespace {
@@ -148,6 +153,132 @@ TEST(BowRestore, ReRunAfterTornBlock0Writes) {
     ++checked;
   }
   EXPECT_GT(checked, 2);
+}
+
+// An interrupted restore (block 0 marked WOB) used to be judged by its
+// header alone: inspect and restore --dry-run called it restorable, then
+// restore wrote the entries after a damaged saved copy and stopped at it,
+// half done. Now check_restore validates what is left of the chain, every
+// checksum included, and restore, its dry run and inspect all use it:
+// refused before anything is written.
+TEST(BowRestore, InterruptedRestoreIsValidatedWholeBeforeAnyWrite) {
+  const Checkpointed c = make_checkpointed(7);
+  // Stop a restore where block 0 holds a WOB log block of several entries.
+  std::shared_ptr<MemoryDevice> wob;
+  RestoreCheck check;
+  for (int64_t n = 1; n < 200 && !wob; ++n) {
+    auto dev = std::make_shared<MemoryDevice>(c.image.size());
+    ASSERT_TRUE(dev->write(0, c.image, 0).ok());
+    auto r = restore(*dev, RestoreOptions{.stop_after_writes = n});
+    ASSERT_FALSE(r.ok());
+    ASSERT_EQ(r.status().code(), ECANCELED) << r.status().message();
+    auto ch = check_restore(*dev);
+    ASSERT_TRUE(ch.ok());
+    if (ch->state != ProbeResult::kInterruptedRestore || ch->chain.blocks.back().entries.size() < 3) continue;
+    ASSERT_TRUE(ch->problem.ok()) << "a WOB state a restore left does not validate: "
+                                  << ch->problem.message();
+    wob = dev;
+    check = std::move(ch.value());
+  }
+  ASSERT_TRUE(wob) << "no interrupted restore with a WOB log block of 3 entries or more";
+  EXPECT_GT(check.chain.blocks.size(), 1u);
+  // A dry run reports exactly what is left, and the real run finishes it.
+  auto dry = restore(*wob, RestoreOptions{.dry_run = true});
+  ASSERT_TRUE(dry.ok()) << dry.status().message();
+  EXPECT_EQ(dry->outcome, RestoreReport::Outcome::kValidated);
+  EXPECT_TRUE(dry->continued_interrupted);
+  EXPECT_EQ(dry->entries, check.entries());
+  {
+    auto copy = std::make_shared<MemoryDevice>(wob->contents().size());
+    ASSERT_TRUE(copy->write(0, wob->contents(), 0).ok());
+    auto done = restore(*copy, RestoreOptions{});
+    ASSERT_TRUE(done.ok()) << done.status().message();
+    EXPECT_TRUE(done->continued_interrupted);
+    expect_checkpoint(c, copy->contents(), "finished interrupted restore");
+  }
+  // Damage the saved copy of entry 1 of the WOB log block: a restore would
+  // write entries 2.. first. Then the same for a saved copy in the oldest
+  // log block, which the old check never looked at.
+  const LogBlock& newest = check.chain.blocks.back();
+  const LogBlock& oldest = check.chain.blocks.front();
+  for (const auto& [e, what] : {std::pair{newest.entries[1], "entry 1 of the WOB log block"},
+                                std::pair{oldest.entries.back(), "the oldest log block"}}) {
+    SCOPED_TRACE(what);
+    auto dev = std::make_shared<MemoryDevice>(wob->contents().size());
+    ASSERT_TRUE(dev->write(0, wob->contents(), 0).ok());
+    Bytes flip(512);
+    ASSERT_TRUE(dev->read(e.dest * 512, flip).ok());
+    flip[100] ^= std::byte{0xff};
+    ASSERT_TRUE(dev->write(e.dest * 512, flip, 0).ok());
+    const Bytes before = dev->contents();
+    auto ch = check_restore(*dev);
+    ASSERT_TRUE(ch.ok());
+    EXPECT_EQ(ch->state, ProbeResult::kInterruptedRestore);
+    ASSERT_FALSE(ch->problem.ok());
+    EXPECT_EQ(ch->problem.code(), EINVAL);
+    EXPECT_NE(ch->problem.context().find("checksum mismatch"), std::string::npos) << ch->problem.context();
+    for (bool dry_run : {true, false}) {
+      auto r = restore(*dev, RestoreOptions{.dry_run = dry_run, .roll_forward = true});
+      ASSERT_FALSE(r.ok());
+      EXPECT_EQ(r.status().context(),
+                "the interrupted restore (magic WOB) cannot be finished, nothing written: " +
+                    ch->problem.context());
+    }
+    EXPECT_TRUE(dev->contents() == before) << "a refused restore wrote to the device";
+  }
+}
+
+// Block 0 without a log, but the resume journal beside it records a
+// checkpoint (block 0's magic damaged): not "nothing to do" but an error
+// naming the journal, and nothing written. A journal left beside a
+// finished restore (block 0 holds what the checkpoint saved of it) is
+// recognised as a leftover.
+TEST(BowRestore, NoLogButAJournalIsAnError) {
+  const Checkpointed c = make_checkpointed(8);
+  const std::string path = "img.bowmeta";
+  MemEnv env;
+  const uint32_t crc0 = entry_checksum(0, c.bs, std::span(c.at_checkpoint.data(), c.bs));
+  JournalHeader h{.block_size = c.bs,
+                  .blocks = c.image.size() / c.bs,
+                  .s0c_initial = 5,
+                  .log0_dest = 2000,
+                  .log0_crc = crc0};
+  ASSERT_TRUE(ResumeJournal::create(&env, path, h, {{JournalRecord::kFree, 1024, 1024}}).ok());
+  const JournalRef journal{.env = &env, .path = path};
+
+  Bytes damaged = c.image;
+  std::memset(damaged.data(), 0, 4);  // the magic
+  auto dev = std::make_shared<MemoryDevice>(damaged.size());
+  ASSERT_TRUE(dev->write(0, damaged, 0).ok());
+  auto ch = check_restore(*dev, journal);
+  ASSERT_TRUE(ch.ok());
+  EXPECT_EQ(ch->state, ProbeResult::kNoCheckpoint);
+  ASSERT_FALSE(ch->problem.ok());
+  EXPECT_EQ(ch->problem.code(), EUCLEAN);
+  const std::string& why = ch->problem.context();
+  EXPECT_NE(why.find("block 0 holds no bow log, but the resume journal 'img.bowmeta' records a checkpoint"),
+            std::string::npos)
+      << why;
+  EXPECT_NE(why.find(fmt::format("first log CRC {:08x}", crc0)), std::string::npos) << why;
+  for (bool dry_run : {true, false}) {
+    auto r = restore(*dev, RestoreOptions{.dry_run = dry_run, .roll_forward = true, .journal = journal});
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), EUCLEAN);
+  }
+  EXPECT_TRUE(dev->contents() == damaged) << "a refused restore wrote to the device";
+  // Without a journal the same device has no checkpoint.
+  auto plain = check_restore(*dev);
+  ASSERT_TRUE(plain.ok());
+  EXPECT_TRUE(plain->problem.ok());
+
+  // After a finished restore block 0 is what the checkpoint saved: a leftover.
+  auto done = std::make_shared<MemoryDevice>(c.image.size());
+  ASSERT_TRUE(done->write(0, c.image, 0).ok());
+  ASSERT_TRUE(restore(*done, RestoreOptions{}).ok());
+  auto r = restore(*done, RestoreOptions{.journal = journal});
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->outcome, RestoreReport::Outcome::kNoCheckpoint);
+  EXPECT_TRUE(r->stale_journal);
 }
 
 }  // namespace

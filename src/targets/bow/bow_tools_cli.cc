@@ -6,11 +6,9 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/report.h"
-#include "core/aligned_buf.h"
 #include "core/file_device.h"
 #include "core/parse.h"
 #include "targets/bow/bow_cli.h"
-#include "targets/bow/bow_format.h"
 #include "targets/bow/bow_log.h"
 #include "targets/bow/bow_restore.h"
 #include "targets/bow/resume_journal.h"
@@ -45,36 +43,8 @@ class ProgressBar {
 
 std::string journal_path(const std::string& image) { return image + ".bowmeta"; }
 
-// Block 0 holds no bow log. A resume journal beside the image says a
-// checkpoint was begun on it and not finished: then "nothing to do" would
-// be a lie (block 0 may have been damaged, and with it the way back).
-// Unless block 0 holds the very data the checkpoint saved from it (its
-// checksum is the journal's log0_crc): then a restore finished and only
-// its journal was left behind (*stale is set). Returns the error to report,
-// or OK when nothing is wrong.
-Status no_log_but_journal(BlockDevice& dev, const std::string& image, bool* stale) {
-  *stale = false;
-  const std::string path = journal_path(image);
-  auto j = bow::ResumeJournal::load(Env::posix(), path);
-  if (!j.ok()) return Status::Ok();  // absent or without a valid header: nothing says otherwise
-  const bow::JournalHeader& h = j->header;
-  if (h.block_size >= 512 && h.block_size <= 4096 && h.block_size <= dev.geometry().size) {
-    AlignedBuf b0(h.block_size);
-    if (dev.read(0, b0.span()).ok() && bow::entry_checksum(0, h.block_size, b0.span()) == h.log0_crc) {
-      *stale = true;
-      return Status::Ok();
-    }
-  }
-  return Status::Error(
-      EUCLEAN,
-      fmt::format(
-          "block 0 of '{}' holds no bow log, but the resume journal '{}' records a checkpoint begun on "
-          "it ({} blocks of {} bytes, first log CRC {:08x}, original block 0 saved in block {}): "
-          "either block 0 was damaged or overwritten after the checkpoint, and the log that leads "
-          "back is lost (the saved data still lies in the blocks the journal lists), or the "
-          "checkpoint was committed and the journal was left behind, in which case remove '{}'. "
-          "Nothing written",
-          image, path, h.blocks, h.block_size, h.log0_crc, h.s0c_initial, path));
+bow::JournalRef journal_of(const std::string& image) {
+  return bow::JournalRef{.env = Env::posix(), .path = journal_path(image)};
 }
 
 }  // namespace
@@ -87,6 +57,7 @@ int run_restore(const RestoreCliOptions& opts) {
   ro.dry_run = opts.dry_run;
   ro.roll_forward = opts.roll_forward;
   ro.stop_after_writes = opts.stop_after_writes;
+  ro.journal = journal_of(opts.image);
   ProgressBar bar;
   ro.progress = [&](uint64_t done, uint64_t total) { bar.update(done, total); };
   auto r = bow::restore(*dev.value(), ro);
@@ -97,19 +68,19 @@ int run_restore(const RestoreCliOptions& opts) {
   }
   using O = bow::RestoreReport::Outcome;
   switch (r->outcome) {
-    case O::kNoCheckpoint: {
-      bool stale = false;
-      if (Status s = no_log_but_journal(*dev.value(), opts.image, &stale); !s.ok()) return fail(s.context());
-      if (stale && !opts.dry_run) (void)bow::ResumeJournal::remove(Env::posix(), journal_path(opts.image));
+    case O::kNoCheckpoint:
+      if (r->stale_journal && !opts.dry_run) {
+        (void)bow::ResumeJournal::remove(Env::posix(), journal_path(opts.image));
+      }
       std::printf("no checkpoint on %s; nothing to do\n", opts.image.c_str());
       return 0;
-    }
     case O::kValidated:
       if (r->continued_interrupted) {
         std::printf(
-            "%s holds an interrupted restore (block size %u, about %llu entries left); running restore "
-            "will finish it\n",
-            opts.image.c_str(), r->block_size, static_cast<unsigned long long>(r->entries));
+            "%s holds an interrupted restore (block size %u, %llu log blocks, %llu entries left, "
+            "checksums verified); running restore will finish it\n",
+            opts.image.c_str(), r->block_size, static_cast<unsigned long long>(r->log_blocks),
+            static_cast<unsigned long long>(r->entries));
       } else {
         std::printf(
             "checkpoint log on %s is valid: block size %u, %llu log blocks, %llu entries, %s saved; "
@@ -148,20 +119,32 @@ int run_inspect(const std::string& image, bool json) {
     return fail(dev.status().context() + " (a running server shows its checkpoint with 'bowstack status')");
   }
   if (!dev.ok()) return fail(dev.status().message());
-  auto p = bow::probe(*dev.value());
-  if (!p.ok()) return fail(p.status().message());
+  // restore's own check decides, so that inspect never calls restorable
+  // what restore would refuse, or the other way round.
+  auto checked = bow::check_restore(*dev.value(), journal_of(image));
+  if (!checked.ok()) return fail(fmt::format("{}: {}", image, checked.status().message()));
+  const bow::RestoreCheck& c = checked.value();
+  const bool wob = c.state == bow::ProbeResult::kInterruptedRestore;
   nlohmann::json j;
   j["image"] = image;
-  if (*p == bow::ProbeResult::kNoCheckpoint) {
-    bool stale = false;
-    if (Status s = no_log_but_journal(*dev.value(), image, &stale); !s.ok()) {
-      j["state"] = "none";
-      j["valid"] = false;
-      j["error"] = s.context();
-      if (json) std::printf("%s\n", j.dump(2).c_str());
-      return fail(s.context());
+  j["state"] = c.state == bow::ProbeResult::kNoCheckpoint ? "none"
+               : wob                                      ? "interrupted-restore"
+                                                          : "checkpoint";
+  if (!c.problem.ok()) {
+    j["valid"] = false;
+    j["error"] = c.problem.context();
+    if (json) std::printf("%s\n", j.dump(2).c_str());
+    switch (c.state) {
+      case bow::ProbeResult::kNoCheckpoint:
+        return fail(fmt::format("{}: {}", image, c.problem.context()));
+      case bow::ProbeResult::kInterruptedRestore:
+        return fail(fmt::format("{}: an interrupted restore (magic WOB) that restore cannot finish: {}",
+                                image, c.problem.context()));
+      case bow::ProbeResult::kCheckpoint:
+        return fail(fmt::format("{}: invalid checkpoint log: {}", image, c.problem.context()));
     }
-    j["state"] = "none";
+  }
+  if (c.state == bow::ProbeResult::kNoCheckpoint) {
     if (json) {
       std::printf("%s\n", j.dump(2).c_str());
     } else {
@@ -169,46 +152,13 @@ int run_inspect(const std::string& image, bool json) {
     }
     return 0;
   }
-  if (*p == bow::ProbeResult::kInterruptedRestore) {
-    // restore's own dry run decides, so that inspect never calls restorable
-    // what restore would refuse (or the other way round).
-    j["state"] = "interrupted-restore";
-    auto dry = bow::restore(*dev.value(), bow::RestoreOptions{.dry_run = true});
-    j["valid"] = dry.ok();
-    if (!dry.ok()) {
-      j["error"] = dry.status().context();
-      if (json) std::printf("%s\n", j.dump(2).c_str());
-      return fail(fmt::format("{}: an interrupted restore (magic WOB) that restore cannot finish: {}", image,
-                              dry.status().context()));
-    }
-    j["block_size"] = dry->block_size;
-    j["entries_left"] = dry->entries;
-    if (json) {
-      std::printf("%s\n", j.dump(2).c_str());
-    } else {
-      std::printf(
-          "%s: an interrupted restore (magic WOB), block size %u, about %llu entries left; run 'bowstack "
-          "restore %s' to finish it\n",
-          image.c_str(), dry->block_size, static_cast<unsigned long long>(dry->entries), image.c_str());
-    }
-    return 0;
-  }
-  auto chain = bow::read_and_validate(*dev.value(), bow::ValidateOptions{.verify_checksums = true});
-  if (!chain.ok()) {
-    j["state"] = "checkpoint";
-    j["valid"] = false;
-    j["error"] = chain.status().context();
-    if (json) std::printf("%s\n", j.dump(2).c_str());
-    return fail(fmt::format("{}: invalid checkpoint log: {}", image, chain.status().context()));
-  }
-  j["state"] = "checkpoint";
+  const bow::LogChain& chain = c.chain;
   j["valid"] = true;
-  j["block_size"] = chain->block_size;
-  j["sector0"] = chain->sector0;
+  j["block_size"] = chain.block_size;
+  j["sector0"] = chain.sector0;
   auto& blocks = j["log_blocks"];
   blocks = nlohmann::json::array();
-  uint64_t entries = 0, bytes = 0;
-  for (const auto& b : chain->blocks) {
+  for (const auto& b : chain.blocks) {
     nlohmann::json jb{{"sequence", b.header.sequence},
                       {"count", b.header.count},
                       {"sector0", b.header.sector0},
@@ -217,23 +167,31 @@ int run_inspect(const std::string& image, bool json) {
     je = nlohmann::json::array();
     for (const auto& e : b.entries) {
       je.push_back({{"source", e.source}, {"dest", e.dest}, {"size", e.size}, {"checksum", e.checksum}});
-      ++entries;
-      bytes += e.size;
     }
     blocks.push_back(std::move(jb));
   }
-  j["entries"] = entries;
-  j["bytes"] = bytes;
+  j["entries"] = c.entries();
+  j["bytes"] = c.bytes();
+  if (wob) j["entries_left"] = c.entries();
   if (json) {
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   }
-  std::printf("%s: checkpoint log, block size %u, live block 0 at sector %llu\n", image.c_str(),
-              chain->block_size, static_cast<unsigned long long>(chain->sector0));
-  std::printf("%zu log blocks, %llu entries, %s saved; checksums verified\n", chain->blocks.size(),
-              static_cast<unsigned long long>(entries), format_size(bytes).c_str());
-  for (auto it = chain->blocks.rbegin(); it != chain->blocks.rend(); ++it) {
-    std::printf("log block %u: %u entries, sector0 %llu\n", it->header.sequence, it->header.count,
+  if (wob) {
+    std::printf(
+        "%s: an interrupted restore (magic WOB), block size %u, %zu log blocks, %llu entries left, "
+        "checksums verified; run 'bowstack restore %s' to finish it\n",
+        image.c_str(), chain.block_size, chain.blocks.size(), static_cast<unsigned long long>(c.entries()),
+        image.c_str());
+  } else {
+    std::printf("%s: checkpoint log, block size %u, live block 0 at sector %llu\n", image.c_str(),
+                chain.block_size, static_cast<unsigned long long>(chain.sector0));
+    std::printf("%zu log blocks, %llu entries, %s saved; checksums verified\n", chain.blocks.size(),
+                static_cast<unsigned long long>(c.entries()), format_size(c.bytes()).c_str());
+  }
+  for (auto it = chain.blocks.rbegin(); it != chain.blocks.rend(); ++it) {
+    std::printf("log block %u: %u entries%s, sector0 %llu\n", it->header.sequence, it->header.count,
+                wob && it == chain.blocks.rbegin() ? " left" : "",
                 static_cast<unsigned long long>(it->header.sector0));
     for (size_t i = 0; i < it->entries.size(); ++i) {
       const auto& e = it->entries[i];
