@@ -18,6 +18,7 @@
 #include "core/file_device.h"
 #include "core/memory_device.h"
 #include "targets/bow/bow_restore.h"
+#include "targets/bow/resume_journal.h"
 
 namespace bowstack::bow {
 namespace {
@@ -595,6 +596,50 @@ TEST_F(BowResumeTest, MissingJournalRefusesToServe) {
   auto again = BowTarget::open(FileDevice::open(image_).value(), opts);
   ASSERT_FALSE(again.ok());
   EXPECT_NE(again.status().message().find("bowstack restore"), std::string::npos);
+}
+
+// A journal that lost its tail at a record boundary (here its last record,
+// the claim of a block that received flushed data in free space) would make
+// that block look free, and the next saved copy would go over the data:
+// resuming from it is refused with a message naming the journal, and the
+// image is left as it was (restore still rolls back).
+TEST_F(BowResumeTest, JournalThatLostItsTailIsRefused) {
+  const uint32_t bs = 4096;
+  const uint64_t size = 4u << 20;
+  ASSERT_TRUE(FileDevice::create(image_, size).ok());
+  BowOptions opts{.block_size = bs, .meta_path = image_ + ".bowmeta"};
+  const Bytes data(bs, std::byte{0xc3});
+  {
+    auto bow = BowTarget::open(FileDevice::open(image_).value(), opts).value();
+    ASSERT_TRUE(bow->trim(size / 2, size / 2, 0).ok());
+    ASSERT_TRUE(bow->checkpoint().ok());
+    ASSERT_TRUE(bow->write(bs, Bytes(bs, std::byte{0xb2}), 0).ok());  // a first overwrite: saved, logged
+    ASSERT_TRUE(bow->write(size / 2 + 8 * bs, data, 0).ok());         // into free space: claimed
+    ASSERT_TRUE(bow->flush().ok());
+  }
+  auto j = ResumeJournal::load(Env::posix(), opts.meta_path);
+  ASSERT_TRUE(j.ok()) << j.status().message();
+  ASSERT_FALSE(j->extents.empty());
+  ASSERT_EQ(j->extents.back().type, JournalRecord::kClaim);
+  EXPECT_EQ(j->extents.back().start, (size / 2) / bs + 8);
+  EXPECT_FALSE(j->tail_lost());
+  // Cut exactly at the record boundary before the claim.
+  std::filesystem::resize_file(opts.meta_path, (j->valid_records - 1) * 64);
+  Bytes before(size);
+  ASSERT_TRUE(FileDevice::open(image_).value()->read(0, before).ok());
+  auto again = BowTarget::open(FileDevice::open(image_).value(), opts);
+  ASSERT_FALSE(again.ok()) << "resumed from a journal that lost its tail";
+  const std::string why = again.status().message();
+  EXPECT_NE(why.find("resume journal '" + opts.meta_path + "' lost its tail"), std::string::npos) << why;
+  EXPECT_NE(why.find("bowstack restore"), std::string::npos) << why;
+  Bytes after(size);
+  auto file = FileDevice::open(image_).value();
+  ASSERT_TRUE(file->read(0, after).ok());
+  EXPECT_TRUE(after == before) << "a refused resume wrote to the image";
+  EXPECT_EQ(std::filesystem::file_size(opts.meta_path), (j->valid_records - 1) * 64);
+  auto r = restore(*file, RestoreOptions{});
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->outcome, RestoreReport::Outcome::kRestored);
 }
 
 TEST_F(BowResumeTest, CommitRemovesJournalAndNextServeStartsFresh) {
