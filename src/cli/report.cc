@@ -9,9 +9,4 @@ int fail(const std::string& what) {
   return 1;
 }
 
-std::string why(const Status& s) {
-  if (s.context().empty()) return s.message();
-  return s.code() == EINVAL || s.code() == EBUSY ? s.context() : s.message();
-}
-
 }  // namespace bowstack::cli

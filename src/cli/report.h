@@ -10,8 +10,7 @@ namespace bowstack::cli {
 
 // Prints "bowstack: what" on stderr; returns 1, the exit status.
 int fail(const std::string& what);
-// The text of an error for a person: a target's sentence as it is (its
-// errno would only add "Invalid argument"), else the context with strerror.
-std::string why(const Status& s);
+// The text of an error for a person (core/status.h).
+using bowstack::why;
 
 }  // namespace bowstack::cli

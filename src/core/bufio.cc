@@ -42,7 +42,6 @@ using bufio_detail::State;
 
 namespace {
 // The inner error's own words, without repeating strerror twice when wrapped.
-std::string why(const Status& s) { return s.context().empty() ? s.message() : s.context(); }
 }  // namespace
 
 // ---- Buffer ----------------------------------------------------------------

@@ -14,13 +14,6 @@ namespace bowstack {
 
 namespace {
 
-// A target's EINVAL (or a lock's EBUSY) carries a whole sentence, where
-// strerror would only add "Invalid argument"; any other errno text says
-// what the system refused.
-std::string why(const Status& s) {
-  return s.context().empty() || (s.code() != EINVAL && s.code() != EBUSY) ? s.message() : s.context();
-}
-
 // The factory's error with the node's place in the table in front.
 Status at_node(const TableNode& n, const Status& s) {
   return Status::Error(s.code(), fmt::format("{}: {}", n.json_path, why(s)));

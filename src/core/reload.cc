@@ -39,8 +39,6 @@ void target_identities(const TableNode& n, std::set<std::string>* out) {
   }
 }
 
-std::string why(const Status& s) { return s.context().empty() ? s.message() : s.context(); }
-
 // The side stores of target nodes: of `n` only, or of its whole subtree.
 void side_stores(const TableNode& n, const TargetRegistry& registry, bool recurse,
                  std::set<std::string>* out) {

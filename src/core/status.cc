@@ -11,4 +11,9 @@ std::string Status::message() const {
   return context_ + ": " + what;
 }
 
+std::string why(const Status& s) {
+  if (s.context().empty() || (s.code() != EINVAL && s.code() != EBUSY)) return s.message();
+  return s.context();
+}
+
 }  // namespace bowstack

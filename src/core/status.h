@@ -36,6 +36,12 @@ class [[nodiscard]] Status {
 
 // A value or an error Status. Used for construction and configuration paths
 // where a message matters more than speed.
+// The one sentence to show a human: an EINVAL or EBUSY carries a whole
+// sentence in its context, where strerror would only add "Invalid argument"
+// or "Device or resource busy"; any other code keeps the errno text, which
+// says what the system refused ("context: No space left on device").
+std::string why(const Status& s);
+
 template <typename T>
 class [[nodiscard]] Result {
  public:

@@ -265,7 +265,7 @@ Status BowTarget::write_saving(uint64_t first, std::span<const std::byte> data, 
   p->new_s0c = plan.new_s0c;
   p->busy.assign(spans.begin(), spans.end());
   for (const auto& c : plan.copies) p->busy.emplace_back(c.dest, c.dest + c.count);  // marked when planned
-  p->first = first;
+  p->data_block = first;
   p->data = pool_.get(data.size());
   std::memcpy(p->data.span().data(), data.data(), data.size());
   p->flags = flags;
@@ -273,23 +273,8 @@ Status BowTarget::write_saving(uint64_t first, std::span<const std::byte> data, 
   for (const auto& sv : p->saved) bytes += sv.data.size();
   p->bytes = bytes;
 
-  std::unique_lock q(q_mu_);
-  // With nothing pending at all a write larger than the limit still goes.
-  space_cv_.wait(q,
-                 [this] { return pending_bytes_ < opts_.max_pending_bytes || pending_bytes_ == 0 || stop_; });
-  pending_bytes_ += bytes;
-  queue_.push_back(p);
-  ++enqueued_;
-  if (flags & kFua) commit_now_ = true;  // its writer waits for the batch: no gathering
-  if (committer_waiting_) {
-    committer_waiting_ = false;
-    work_cv_.notify_one();
-  } else {
-    end_gathering_locked();
-  }
-  if (!(flags & kFua)) return Status::Ok();  // acknowledged; durable at the next flush
-  done_cv_.wait(q, [&] { return p->done; });
-  return p->status;
+  p->wait = (flags & kFua) != 0;  // acknowledged at once otherwise; durable at the next flush
+  return wb_->submit(std::move(p));
 }
 
 Status BowTarget::write_zeroes(uint64_t offset, uint64_t length, uint32_t flags) {
@@ -358,16 +343,9 @@ Status BowTarget::trim(uint64_t offset, uint64_t length, uint32_t flags) {
 
 Status BowTarget::flush() {
   if (!failure().ok()) return Status::Error(EIO, "bow: device failed earlier");
-  {
-    // Every write acknowledged before this flush must be applied first.
-    std::unique_lock q(q_mu_);
-    const uint64_t target = enqueued_;
-    if (target > applied_) {
-      commit_now_ = true;  // the committer must not gather while a flush waits
-      end_gathering_locked();
-    }
-    done_cv_.wait(q, [&] { return applied_ >= target; });
-  }
+  // Every write acknowledged before this flush must be applied first
+  // (bow's failures are its own: the pipeline's drain never fails).
+  (void)wb_->drain();
   std::shared_ptr<ResumeJournal> journal;
   {
     std::lock_guard lock(mu_);

@@ -5,7 +5,6 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <nlohmann/json.hpp>
@@ -51,11 +50,10 @@ BowTarget::BowTarget(std::shared_ptr<BlockDevice> lower, BowOptions opts, uint64
 }
 
 BowTarget::~BowTarget() {
-  // In this order: the automatic commit uses the committer; the applier
-  // stops once the committer has drained its queue into logged_.
+  // In this order: the automatic commit uses the pipeline, which applies
+  // everything queued before it stops.
   if (auto_commit_) auto_commit_->stop();
-  if (committer_) committer_->stop();
-  if (applier_) applier_->stop();
+  if (wb_) wb_->stop();
 }
 
 Result<std::shared_ptr<BowTarget>> BowTarget::open(std::shared_ptr<BlockDevice> lower, BowOptions opts) {
@@ -110,7 +108,7 @@ Result<std::shared_ptr<BowTarget>> BowTarget::open(std::shared_ptr<BlockDevice> 
     // (committed) or never-completed checkpoint.
     if (Status s = ResumeJournal::remove(t->env_, t->opts_.meta_path); !s.ok()) return s;
   }
-  t->start_committer();
+  t->start_write_behind();
   return t;
 }
 
@@ -172,35 +170,6 @@ Capabilities BowTarget::capabilities() const {
   return c;
 }
 
-void BowTarget::start_committer() {
-  committer_ = jobs_->start(
-      "commit", Job::Kind::kService,
-      [this](JobControl&) {
-        committer_loop();
-        return Status::Ok();
-      },
-      [this] {
-        {
-          std::lock_guard lock(q_mu_);
-          stop_ = true;
-        }
-        work_cv_.notify_all();
-      });
-  applier_ = jobs_->start(
-      "apply", Job::Kind::kService,
-      [this](JobControl&) {
-        applier_loop();
-        return Status::Ok();
-      },
-      [this] {
-        {
-          std::lock_guard lock(q_mu_);
-          applier_stop_ = true;
-        }
-        logged_cv_.notify_all();
-      });
-}
-
 Status BowTarget::fail(Status s) {
   std::lock_guard lock(mu_);
   if (failed_.ok()) {
@@ -244,10 +213,7 @@ BowTarget::Stats BowTarget::stats() const {
   s.range_count = map_.run_count();
   s.sector0_block = state_ == State::kCheckpoint ? s0c_ : 0;
   s.failed = !failed_.ok();
-  {
-    std::lock_guard q(q_mu_);
-    s.pending_bytes = pending_bytes_;
-  }
+  s.pending_bytes = wb_->stats().pending_bytes;
   return s;
 }
 

@@ -12,8 +12,9 @@
 //  * Every write (and trim) in TRIM/CHECKPOINT marks its blocks busy for its
 //    duration; overlapping operations wait, others run in parallel.
 //  * A write that must save checkpoint data reads it in its own thread, then
-//    hands the saved copy, its log entries and its new data to the committer
-//    thread and returns (unless FUA). The committer gathers: with fewer
+//    hands the saved copy, its log entries and its new data to the core's
+//    write-behind (core/write_behind.h) and returns (unless FUA). Its
+//    commit job (the committer) gathers: with fewer
 //    than a full batch queued it waits up to gather_us for more (the writes
 //    are acknowledged; flushes and FUA writes end the wait). For a whole
 //    batch the committer makes the saved copies and the new log entries
@@ -23,7 +24,7 @@
 //    then publishes the entries with a FUA write of the header: two barriers
 //    per batch, also when the batch overflows the log block (while a free
 //    block is left for a partly filled log block). Only then does
-//    it pass the batch to the applier thread, which writes the batch's
+//    it pass the batch to the apply job (the applier), which writes the batch's
 //    overwrites and updates the map: the saved copy and its log entry are
 //    stable before the overwrite can reach the backing store. The applier
 //    works on one batch while the committer waits for the next one's
@@ -32,17 +33,18 @@
 //  * flush() waits until every write acknowledged before it is applied, makes
 //    the resume journal durable, then flushes the device below.
 //
-// Lock order: log_mu_, then mu_, then q_mu_. A thread holding one of them
-// may take only those after it (the log writer takes mu_ to update the map;
-// stats() takes q_mu_ under mu_); none is held across I/O except log_mu_,
-// which serialises the log block's writers (committer and transitions).
-// Condition variables: cv_ with mu_; work_cv_, space_cv_, done_cv_ and
-// logged_cv_ with q_mu_.
+// Lock order: log_mu_, then mu_, then the pipeline's lock (inside
+// WriteBehind). A thread holding one of them may take only those after it
+// (the log writer takes mu_ to update the map; stats() asks the pipeline
+// under mu_); none is held across I/O except log_mu_, which serialises the
+// log block's writers (committer and transitions). The pipeline calls bow's
+// hooks with no lock of its own held.
+// Condition variable: cv_ with mu_.
 //
 // Files, one job each: bow_target.cc (construction, jobs, status,
 // messages), bow_io.cc (the front end: reads, writes, trims, flushes, the
-// busy set), bow_plan.cc (the backup planner), bow_commit.cc (committer and
-// applier), bow_log_writer.cc (block 0's log and rollovers), bow_state.cc
+// busy set), bow_plan.cc (the backup planner), bow_commit.cc (the commit and
+// apply hooks), bow_log_writer.cc (block 0's log and rollovers), bow_state.cc
 // (TRIM -> CHECKPOINT -> COMMITTED, automatic commit, resume);
 // bow_target_internal.h holds what they share.
 #pragma once
@@ -50,7 +52,6 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -62,11 +63,12 @@
 
 #include "core/aligned_buf.h"
 #include "core/block_device.h"
+#include "core/block_set.h"
 #include "core/jobs.h"
 #include "core/target_registry.h"
+#include "core/write_behind.h"
 #include "targets/bow/bow_format.h"
 #include "targets/bow/bow_log.h"
-#include "targets/bow/busy_map.h"
 #include "targets/bow/range_map.h"
 #include "targets/bow/resume_journal.h"
 #include "targets/bow/span_list.h"
@@ -148,7 +150,7 @@ class BowTarget final : public StackedDevice {
   class OpGuard;
 
   BowTarget(std::shared_ptr<BlockDevice> lower, BowOptions opts, uint64_t blocks);
-  void start_committer();
+  void start_write_behind();
 
   using SpanRefs = std::span<const std::pair<uint64_t, uint64_t>>;  // [start, end) in blocks
   void release_busy(SpanRefs spans);
@@ -168,20 +170,12 @@ class BowTarget final : public StackedDevice {
   Status plan_backups_locked(uint64_t first, uint64_t count, Plan* plan);
   void undo_plan_locked(const Plan& plan);
 
-  // Committer thread: makes a batch's saved copies and log entries durable
-  // and publishes them, then hands the batch to the applier thread.
-  void committer_loop();
-  // Whether the queue is worth committing at once. REQUIRES: q_mu_ held.
-  bool batch_full_locked() const;
-  // Wakes a gathering committer if it should stop waiting (commit_now_ or a
-  // full batch). REQUIRES: q_mu_ held.
-  void end_gathering_locked();
-  Status log_batch(std::vector<std::shared_ptr<Pending>>& batch, uint64_t* new_s0c);
-  // Applier thread: writes the overwrites of logged batches, in order, and
-  // updates the map. It runs beside the committer, so the next batch's
-  // barrier waits for the device while this one's data is written.
-  void applier_loop();
-  Status apply_batch(std::vector<std::shared_ptr<Pending>>& batch, Status logged, uint64_t new_s0c);
+  // Commit hook: makes a batch's saved copies and log entries durable and
+  // publishes them (two barriers per batch).
+  Status log_batch(WriteBehind::Batch& batch);
+  // Apply hook: writes the overwrites of a logged batch and updates the
+  // map. Batches come in log order.
+  Status apply_batch(WriteBehind::Batch& batch, Status logged);
   // Appends a batch's entries to the log. `durable` (the batch's saved
   // copies) is made durable together with the log writes that must precede
   // the header that publishes the entries. REQUIRES: log_mu_ held.
@@ -214,7 +208,7 @@ class BowTarget final : public StackedDevice {
   std::condition_variable cv_;              // busy_/transition_/reads_ changes
   std::atomic<State> state_{State::kTrim};  // written under mu_
   RangeMap map_;                            // guarded by mu_ (but prefetch())
-  BusyMap busy_;                            // guarded by mu_
+  BlockSet busy_;                           // guarded by mu_
   bool transition_ = false;                 // guarded by mu_
   uint64_t reads_in_flight_ = 0;            // guarded by mu_
   uint64_t s0c_ = 0;                        // guarded by mu_: live block 0 location (block)
@@ -233,41 +227,9 @@ class BowTarget final : public StackedDevice {
   Status failed_;                    // guarded by mu_: sticky
   bool auto_commit_failed_ = false;  // guarded by mu_
 
-  // Committer queue.
-  mutable std::mutex q_mu_;
-  std::condition_variable work_cv_;   // committer: queue non-empty / stop
-  std::condition_variable space_cv_;  // writers: pending bytes freed
-  std::condition_variable done_cv_;   // a batch completed
-  // Guarded by q_mu_: the committer waits on work_cv_. The first writer to
-  // find it so clears it and wakes it; the others need not, which saves a
-  // futex call per write (a context switch costs much in a VM).
-  bool committer_waiting_ = false;
-  // Guarded by q_mu_: the committer has a batch and waits (at most
-  // gather_us) for a fuller one; a writer that fills it wakes it.
-  bool committer_gathering_ = false;
-  // Guarded by q_mu_: a flush or FUA write waits for the queue: the next
-  // batch goes without gathering.
-  bool commit_now_ = false;
-  std::deque<std::shared_ptr<Pending>> queue_;  // guarded by q_mu_
-  // Logged batches for the applier, in log order: each with the status of
-  // its logging and where it moved the live block 0 (0: it did not).
-  struct Logged {
-    std::vector<std::shared_ptr<Pending>> batch;
-    Status status;
-    uint64_t new_s0c = 0;
-  };
-  std::deque<Logged> logged_;          // guarded by q_mu_
-  std::condition_variable logged_cv_;  // applier: logged_ non-empty / stop
-  bool applier_waiting_ = false;       // guarded by q_mu_ (as committer_waiting_)
-  bool applier_stop_ = false;          // guarded by q_mu_: set once the committer has stopped
-  // Guarded by q_mu_: memory held by acknowledged writes not yet applied
-  // (new data, and saved copies until they are written).
-  uint64_t pending_bytes_ = 0;
-  uint64_t enqueued_ = 0;  // guarded by q_mu_: writes enqueued so far
-  uint64_t applied_ = 0;   // guarded by q_mu_: writes applied (or failed) so far
-  bool stop_ = false;      // guarded by q_mu_
-  Job* committer_ = nullptr;
-  Job* applier_ = nullptr;
+  // Acknowledged overwrites waiting for their log commit: the core's
+  // write-behind, with jobs "commit" and "apply" and gathering.
+  std::unique_ptr<WriteBehind> wb_;
 
   // Log state: only the committer thread and transitions (with the committer
   // idle) touch these.

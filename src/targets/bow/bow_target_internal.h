@@ -45,7 +45,9 @@ namespace bowstack::bow {
 using internal::Spans;
 
 // One acknowledged write waiting for its log entries to become durable.
-struct BowTarget::Pending {
+// QueuedOp::bytes is the memory it holds (data + saved copies); wait is
+// set for FUA.
+struct BowTarget::Pending : QueuedOp {
   struct Saved {
     uint64_t dest = 0;  // block
     AlignedBuf data;    // the checkpoint data to save there
@@ -55,14 +57,11 @@ struct BowTarget::Pending {
   Spans sources;           // ranges that become kChanged once durable (blocks)
   bool moves_s0c = false;  // this write moved the live block 0
   uint64_t old_s0c = 0, new_s0c = 0;
-  Spans busy;          // released once applied
-  uint64_t first = 0;  // logical block of `data`
+  Spans busy;               // released once applied
+  uint64_t data_block = 0;  // logical block of `data`
   AlignedBuf data;
   uint32_t flags = 0;
-  uint64_t bytes = 0;       // guarded by q_mu_ once queued: memory held (data + saved copies)
   bool has_claims = false;  // FUA must also make the journal durable
-  bool done = false;        // guarded by q_mu_
-  Status status;            // guarded by q_mu_
 };
 
 // What a checkpoint write needs: saved copies to make, blocks to claim.

@@ -19,24 +19,19 @@ struct FreeDeleter {
   void operator()(std::byte* p) const { std::free(p); }
 };
 
-std::string why(const Status& s) { return s.context().empty() ? s.message() : s.context(); }
-
 bool valid_block_size(uint64_t bs) { return bs >= 512 && bs <= (1u << 30) && (bs & (bs - 1)) == 0; }
 
 }  // namespace
 
 // One queued first write (or trim / write-zeroes) waiting for its bits.
-struct EraTarget::Op {
+// QueuedOp::first/end are its blocks; wait is set for FUA, trim and zeroes.
+struct EraTarget::Op : QueuedOp {
   enum Type { kWrite, kTrim, kZeroes };
   Type type = kWrite;
   uint64_t offset = 0, length = 0;
   uint32_t flags = 0;
   std::unique_ptr<std::byte, FreeDeleter> data;
-  uint64_t first = 0, end = 0;     // blocks
-  std::vector<uint64_t> new_bits;  // bits this op asked to commit
-  bool waited = false;             // the caller waits for it to be applied
-  bool done = false;               // guarded by q_mu_
-  Status status;                   // guarded by q_mu_
+  std::vector<uint64_t> new_bits;  // bits this op asked to commit (set under the pipeline's lock)
 };
 
 EraTarget::EraTarget(std::shared_ptr<BlockDevice> origin, std::unique_ptr<EraMetadata> md, EraOptions opts,
@@ -52,8 +47,8 @@ EraTarget::EraTarget(std::shared_ptr<BlockDevice> origin, std::unique_ptr<EraMet
 }
 
 EraTarget::~EraTarget() {
-  // The committer applies everything queued before it returns.
-  if (committer_) committer_->stop();
+  // Applies everything queued before the members the hooks use go.
+  if (wb_) wb_->stop();
 }
 
 Result<std::shared_ptr<EraTarget>> EraTarget::open(std::shared_ptr<BlockDevice> origin,
@@ -112,20 +107,7 @@ Result<std::shared_ptr<EraTarget>> EraTarget::open(std::shared_ptr<BlockDevice> 
   if (Status s = t->recover(); !s.ok()) {
     return Status::Error(s.code(), "era: cannot use the metadata: " + why(s) + " (see 'bowstack era check')");
   }
-  EraTarget* p = t.get();
-  t->committer_ = t->jobs_->start(
-      "commit", Job::Kind::kService,
-      [p](JobControl&) {
-        p->committer_loop();
-        return Status::Ok();
-      },
-      [p] {
-        {
-          std::lock_guard lock(p->q_mu_);
-          p->stop_ = true;
-        }
-        p->q_cv_.notify_all();
-      });
+  t->start_write_behind();
   return t;
 }
 
@@ -336,33 +318,79 @@ void EraTarget::clear_marked(uint64_t b) {
 
 // ---- Data path ------------------------------------------------------------
 
-Status EraTarget::failure() const {
-  std::lock_guard lock(q_mu_);
-  return failed_;
-}
+Status EraTarget::failure() const { return wb_ ? wb_->failure() : Status::Ok(); }
 
 Status EraTarget::fail(Status s) {
-  std::lock_guard lock(q_mu_);
-  if (failed_.ok()) {
-    spdlog::error("era: {}; writes fail from now on (the blocks they touch could not be tracked)", why(s));
-    failed_ = s;
-    failed_flag_.store(true);
+  return wb_->fail(Status::Error(s.code(), "era: metadata failed earlier: " + why(s) +
+                                               " (the blocks later writes touch could not be tracked)"));
+}
+
+void EraTarget::start_write_behind() {
+  WriteBehind::Hooks h;
+  // A block newly pending: if its bit is committed already, clear the
+  // in-core bit so that later writes queue behind this op instead of
+  // overtaking it; otherwise this op commits the bit.
+  h.block_queued = [this](QueuedOp& op, uint64_t b) {
+    if (all_marked(b, b + 1)) {
+      clear_marked(b);
+    } else {
+      static_cast<Op&>(op).new_bits.push_back(b);
+    }
+  };
+  h.commit = [this](WriteBehind::Batch& batch) {
+    std::vector<uint64_t> bits;
+    for (const auto& op : batch) {
+      const auto& nb = static_cast<const Op&>(*op).new_bits;
+      bits.insert(bits.end(), nb.begin(), nb.end());
+    }
+    if (bits.empty()) return Status::Ok();
+    Status s = commit_bits(bits);
+    if (!s.ok()) (void)fail(s);
+    return s;
+  };
+  h.apply = [this](WriteBehind::Batch& batch, const Status& committed) { apply_batch(batch, committed); };
+  // No queued op holds the block any more: writes may pass straight
+  // through again once its bit is durable. committed_ changes only on the
+  // commit job, which is also where this runs (no apply job).
+  h.block_released = [this](uint64_t b, bool healthy) {
+    if (healthy && test_bit(committed_, b)) set_marked(b);
+  };
+  h.finished = [this](WriteBehind::Batch& batch) { gate_leave(batch.size()); };
+  wb_ = std::make_unique<WriteBehind>(
+      jobs_, WriteBehind::Options{.max_pending_bytes = opts_.max_pending_bytes, .blocks = nr_blocks_},
+      std::move(h));
+}
+
+void EraTarget::apply_batch(WriteBehind::Batch& batch, const Status& committed) {
+  for (auto& qop : batch) {
+    Op& op = static_cast<Op&>(*qop);
+    if (!committed.ok()) {
+      op.status = Status::Error(EIO, "era: metadata commit failed: " + why(committed));
+      continue;
+    }
+    Status s;
+    switch (op.type) {
+      case Op::kWrite:
+        s = lower_device()->write(op.offset, std::span<const std::byte>(op.data.get(), op.length), op.flags);
+        break;
+      case Op::kTrim:
+        s = lower_device()->trim(op.offset, op.length, op.flags);
+        break;
+      case Op::kZeroes:
+        s = lower_device()->write_zeroes(op.offset, op.length, op.flags);
+        break;
+    }
+    // An acknowledged write that cannot be applied is lost: only a sticky
+    // failure tells the client (at its next flush).
+    if (!s.ok() && !op.wait)
+      (void)fail(Status::Error(s.code(), "writing acknowledged data failed: " + why(s)));
+    op.status = std::move(s);
   }
-  done_cv_.notify_all();
-  return s;
 }
 
 void EraTarget::wait_not_pending(uint64_t offset, uint64_t length) {
-  if (pending_count_.load(std::memory_order_acquire) == 0) return;
   const auto [first, end] = block_range(offset, length);
-  std::unique_lock lock(q_mu_);
-  done_cv_.wait(lock, [&, first = first, end = end] {
-    if (pending_.empty()) return true;
-    for (uint64_t b = first; b < end; ++b) {
-      if (pending_.count(b) != 0) return false;
-    }
-    return true;
-  });
+  wb_->wait_not_pending(first, end);
 }
 
 Status EraTarget::read(uint64_t offset, std::span<std::byte> buf) {
@@ -378,7 +406,7 @@ Status EraTarget::block_status(uint64_t offset, uint64_t length, std::vector<Ext
 }
 
 Status EraTarget::write(uint64_t offset, std::span<const std::byte> buf, uint32_t flags) {
-  if (failed_flag_.load(std::memory_order_acquire)) return Status::Error(EIO, "era: metadata failed earlier");
+  if (wb_->failed()) return Status::Error(EIO, why(wb_->failure()));
   const auto [first, end] = block_range(offset, buf.size());
   gate_enter();
   if (all_marked(first, end)) {
@@ -393,10 +421,15 @@ Status EraTarget::write(uint64_t offset, std::span<const std::byte> buf, uint32_
   op->length = buf.size();
   op->flags = flags;
   op->data.reset(static_cast<std::byte*>(std::aligned_alloc(4096, (buf.size() + 4095) / 4096 * 4096)));
+  if (!op->data) {
+    gate_leave();
+    return Status::Error(ENOMEM, "era: no memory to queue a first write");
+  }
   std::memcpy(op->data.get(), buf.data(), buf.size());
   op->first = first;
   op->end = end;
-  op->waited = (flags & kFua) != 0;
+  op->bytes = buf.size();
+  op->wait = (flags & kFua) != 0;
   return submit(std::move(op));
 }
 
@@ -412,7 +445,7 @@ Status EraTarget::write_zeroes(uint64_t offset, uint64_t length, uint32_t flags)
 // a range with blocks not yet marked in this era goes through the queue
 // (bits committed before it is applied), and the caller waits for it.
 Status EraTarget::range_op(bool zeroes, uint64_t offset, uint64_t length, uint32_t flags) {
-  if (failed_flag_.load(std::memory_order_acquire)) return Status::Error(EIO, "era: metadata failed earlier");
+  if (wb_->failed()) return Status::Error(EIO, why(wb_->failure()));
   const auto [first, end] = block_range(offset, length);
   gate_enter();
   if (all_marked(first, end)) {
@@ -428,45 +461,17 @@ Status EraTarget::range_op(bool zeroes, uint64_t offset, uint64_t length, uint32
   op->flags = flags;
   op->first = first;
   op->end = end;
-  op->waited = true;
+  op->wait = true;
   return submit(std::move(op));
 }
 
-// REQUIRES: the gate entered for `op`; it is left when the op is applied.
+// REQUIRES: the gate entered for `op`; it is left when the op is applied
+// (the pipeline's finished hook), or here if the pipeline refuses it.
 Status EraTarget::submit(std::shared_ptr<Op> op) {
-  const uint64_t bytes = op->type == Op::kWrite ? op->length : 0;
-  std::unique_lock lock(q_mu_);
-  done_cv_.wait(lock, [&] {
-    return !failed_.ok() || pending_bytes_ == 0 || pending_bytes_ + bytes <= opts_.max_pending_bytes;
-  });
-  if (!failed_.ok()) {
-    lock.unlock();
-    gate_leave();
-    return Status::Error(EIO, "era: metadata failed earlier");
-  }
-  for (uint64_t b = op->first; b < op->end; ++b) {
-    auto [it, inserted] = pending_.try_emplace(b);
-    if (inserted) {
-      if (all_marked(b, b + 1)) {
-        // Committed already: clear the in-core bit so that later writes
-        // queue behind this one instead of overtaking it.
-        it->second.committed = true;
-        clear_marked(b);
-      } else {
-        op->new_bits.push_back(b);
-      }
-    }
-    ++it->second.ops;
-  }
-  pending_count_.store(pending_.size(), std::memory_order_release);
-  pending_bytes_ += bytes;
-  ++enqueued_;
   queued_writes_.fetch_add(1, std::memory_order_relaxed);
-  queue_.push_back(op);
-  q_cv_.notify_one();
-  if (!op->waited) return Status::Ok();
-  done_cv_.wait(lock, [&] { return op->done; });
-  return op->status;
+  Status s = wb_->submit(op);
+  if (!op->queued) gate_leave();  // refused (a failure earlier, or stopping): s says why
+  return s;
 }
 
 Status EraTarget::commit_bits(std::vector<uint64_t>& bits) {
@@ -492,80 +497,6 @@ Status EraTarget::commit_bits(std::vector<uint64_t>& bits) {
   return Status::Ok();
 }
 
-void EraTarget::committer_loop() {
-  std::unique_lock lock(q_mu_);
-  for (;;) {
-    q_cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
-    if (queue_.empty()) return;  // stopping, and everything is applied
-    std::vector<std::shared_ptr<Op>> batch(queue_.begin(), queue_.end());
-    queue_.clear();
-    std::vector<uint64_t> bits;
-    for (const auto& op : batch) bits.insert(bits.end(), op->new_bits.begin(), op->new_bits.end());
-    Status st = failed_;
-    lock.unlock();
-
-    // 1. The bits, durable before any of the batch's data can reach the origin.
-    if (st.ok() && !bits.empty()) {
-      st = commit_bits(bits);
-      if (!st.ok()) (void)fail(st);
-    }
-    if (st.ok()) {
-      lock.lock();
-      for (uint64_t b : bits) pending_[b].committed = true;
-      lock.unlock();
-    }
-    // 2. The data, in queue order.
-    std::vector<Status> results(batch.size());
-    for (size_t i = 0; i < batch.size(); ++i) {
-      const Op& op = *batch[i];
-      if (!st.ok()) {
-        results[i] = Status::Error(EIO, "era: metadata commit failed: " + why(st));
-        continue;
-      }
-      Status s;
-      switch (op.type) {
-        case Op::kWrite:
-          s = lower_device()->write(op.offset, std::span<const std::byte>(op.data.get(), op.length),
-                                    op.flags);
-          break;
-        case Op::kTrim:
-          s = lower_device()->trim(op.offset, op.length, op.flags);
-          break;
-        case Op::kZeroes:
-          s = lower_device()->write_zeroes(op.offset, op.length, op.flags);
-          break;
-      }
-      // An acknowledged write that cannot be applied is lost: only a sticky
-      // failure tells the client (at its next flush).
-      if (!s.ok() && !op.waited)
-        (void)fail(Status::Error(s.code(), "writing acknowledged data failed: " + why(s)));
-      results[i] = std::move(s);
-    }
-    // 3. Unblock the blocks; mark those no longer pending.
-    lock.lock();
-    const bool healthy = failed_.ok();
-    for (size_t i = 0; i < batch.size(); ++i) {
-      Op& op = *batch[i];
-      for (uint64_t b = op.first; b < op.end; ++b) {
-        auto it = pending_.find(b);
-        if (--it->second.ops == 0) {
-          if (it->second.committed && healthy) set_marked(b);
-          pending_.erase(it);
-        }
-      }
-      if (op.type == Op::kWrite) pending_bytes_ -= op.length;
-      op.status = std::move(results[i]);
-      op.done = true;
-      ++applied_;
-    }
-    pending_count_.store(pending_.size(), std::memory_order_release);
-    done_cv_.notify_all();
-    lock.unlock();
-    gate_leave(batch.size());
-    lock.lock();
-  }
-}
-
 Status EraTarget::flush() {
   if (Status s = detach(); !s.ok()) return s;
   return lower_device()->flush();
@@ -574,10 +505,7 @@ Status EraTarget::flush() {
 Status EraTarget::detach() {
   // Every bit is committed before its data is written, so applying the
   // queue is all that is owed; the data's durability is the next flush's.
-  std::unique_lock lock(q_mu_);
-  const uint64_t target = enqueued_;
-  done_cv_.wait(lock, [&] { return applied_ >= target || !failed_.ok(); });
-  if (!failed_.ok()) return Status::Error(EIO, "era: metadata failed earlier: " + why(failed_));
+  if (Status s = wb_->drain(); !s.ok()) return Status::Error(EIO, why(s));
   return Status::Ok();
 }
 
@@ -617,9 +545,8 @@ EraTarget::Stats EraTarget::stats() const {
   s.committed_bits = committed_bits_.load();
   s.fast_writes = fast_writes_.load();
   s.queued_writes = queued_writes_.load();
-  std::lock_guard lock(q_mu_);
-  s.pending_bytes = pending_bytes_;
-  s.failed = !failed_.ok();
+  s.pending_bytes = wb_->stats().pending_bytes;
+  s.failed = wb_->failed();
   return s;
 }
 

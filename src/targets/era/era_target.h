@@ -11,15 +11,16 @@
 //  * Fast path: a write whose blocks are all marked (in-core bit set) goes
 //    straight down; no lock is held across I/O, only the era gate (a counter
 //    under gate_mu_) is entered and left around it.
-//  * First writes are write-behind: the data is copied into a pending op,
-//    queued, and the write is acknowledged (it is volatile until a flush, as
-//    on any disk). The committer thread takes all queued ops, commits all
-//    their new bits with one write_dirty_buffers (writes + ONE metadata
-//    flush: group commit), and only then writes their data to the origin in
-//    queue order. FUA writes, trims and write-zeroes wait for that.
-//  * While an op is queued, its blocks are "pending": their in-core bits are
-//    clear, so later writes to them queue behind it (order kept), and reads
-//    of them wait until it is applied (read-your-writes).
+//  * First writes are write-behind, through the core's WriteBehind: the
+//    data is copied into an op, queued, and the write is acknowledged (it is
+//    volatile until a flush, as on any disk). The commit job takes all
+//    queued ops, commits all their new bits with one write_dirty_buffers
+//    (writes + ONE metadata flush: group commit), and only then writes their
+//    data to the origin in queue order. FUA writes, trims and write-zeroes
+//    wait for that.
+//  * While an op is queued, its blocks are pending in the pipeline: their
+//    in-core bits are clear, so later writes to them queue behind it (order
+//    kept), and reads of them wait until it is applied (read-your-writes).
 //  * flush() waits until every op queued before it is applied, then flushes
 //    the origin. No metadata flush is needed there: every bit was made
 //    durable before its data was written.
@@ -34,16 +35,15 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <mutex>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "core/block_device.h"
 #include "core/jobs.h"
 #include "core/target_registry.h"
+#include "core/write_behind.h"
 #include "targets/era/era_metadata.h"
 
 namespace bowstack::era {
@@ -122,7 +122,9 @@ class EraTarget final : public StackedDevice {
   bool all_marked(uint64_t first, uint64_t end) const;
   void set_marked(uint64_t b);
   void clear_marked(uint64_t b);
+  void start_write_behind();
   Status submit(std::shared_ptr<Op> op);
+  void apply_batch(WriteBehind::Batch& batch, const Status& committed);
   Status range_op(bool zeroes, uint64_t offset, uint64_t length, uint32_t flags);
   // Waits until no acknowledged write to [offset, offset+length) is queued.
   void wait_not_pending(uint64_t offset, uint64_t length);
@@ -132,7 +134,6 @@ class EraTarget final : public StackedDevice {
   void gate_close();
   void gate_open();
 
-  void committer_loop();
   Status commit_bits(std::vector<uint64_t>& bits);
   Status fail(Status s);
   Status failure() const;
@@ -155,25 +156,11 @@ class EraTarget final : public StackedDevice {
   uint64_t active_ = 0;  // guarded by gate_mu_
   bool closed_ = false;  // guarded by gate_mu_
 
-  // Write-behind queue.
-  struct PendingBlock {
-    uint32_t ops = 0;        // queued ops touching the block
-    bool committed = false;  // its bit is durable in this era's writeset
-  };
-  mutable std::mutex q_mu_;
-  std::condition_variable q_cv_;                        // work for the committer / stop
-  std::condition_variable done_cv_;                     // an op was applied; space freed
-  std::deque<std::shared_ptr<Op>> queue_;               // guarded by q_mu_
-  std::unordered_map<uint64_t, PendingBlock> pending_;  // guarded by q_mu_
-  std::atomic<uint64_t> pending_count_{0};              // pending_.size(), for reads' fast check
-  uint64_t pending_bytes_ = 0;                          // guarded by q_mu_
-  uint64_t enqueued_ = 0;                               // guarded by q_mu_
-  uint64_t applied_ = 0;                                // guarded by q_mu_
-  bool stop_ = false;                                   // guarded by q_mu_
-  Status failed_;                                       // guarded by q_mu_: sticky
-  std::atomic<bool> failed_flag_{false};
+  // First writes wait here for their bits (the core's write-behind:
+  // group commit on its job "commit", pending blocks, the memory bound and
+  // the sticky metadata failure).
   std::shared_ptr<JobRunner> jobs_;
-  Job* committer_ = nullptr;
+  std::unique_ptr<WriteBehind> wb_;
 
   std::mutex admin_mu_;  // checkpoint, snapshots, recovery
 

@@ -18,8 +18,6 @@ BufioOptions tool_cache() {
   return o;
 }
 
-std::string why(const Status& s) { return s.context().empty() ? s.message() : s.context(); }
-
 }  // namespace
 
 Result<EraSource> open_source(std::shared_ptr<BlockDevice> dev, bool snapshot, DamageSink* sink) {
