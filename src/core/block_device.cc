@@ -16,6 +16,12 @@ Status BlockDevice::write_batch(std::span<const WriteRef> writes, uint32_t flags
   return (flags & kFua) ? flush() : Status::Ok();
 }
 
+Status BlockDevice::reserve(uint64_t offset, uint64_t length) {
+  (void)offset;
+  (void)length;
+  return Status::Ok();
+}
+
 Status BlockDevice::cache(uint64_t /*offset*/, uint64_t /*length*/) { return Status::Ok(); }
 
 Result<std::string> BlockDevice::message(std::string_view text) {

@@ -104,6 +104,13 @@ class BlockDevice {
   virtual Status block_status(uint64_t offset, uint64_t length, std::vector<Extent>* out);
   // Prefetch hint. The default does nothing.
   virtual Status cache(uint64_t offset, uint64_t length);
+  // Makes sure that later writes to the range cannot fail for want of space
+  // in the backing store (a sparse file's holes are allocated; data is kept).
+  // ENOSPC when the backing store is full: a layer that acknowledges writes
+  // before writing them (bow's saved copies) reserves first, so a full disk
+  // fails the write it can still refuse rather than one it acknowledged. The
+  // default succeeds: storage of fixed size has nothing to allocate.
+  virtual Status reserve(uint64_t offset, uint64_t length);
   // A hint from a front end that a write of this range is about to arrive
   // (NBD calls it once a write's header is parsed, before its payload is
   // read off the socket). A layer may start loading the metadata that
@@ -165,6 +172,7 @@ class StackedDevice : public BlockDevice {
     return lower_->block_status(offset, length, out);
   }
   Status cache(uint64_t offset, uint64_t length) override { return lower_->cache(offset, length); }
+  Status reserve(uint64_t offset, uint64_t length) override { return lower_->reserve(offset, length); }
   // Forwarded unchanged; a layer that moves data to other offsets overrides
   // it (or hints nothing: a wrong hint costs a wasted prefetch, no more).
   void will_write(uint64_t offset, uint64_t length) noexcept override { lower_->will_write(offset, length); }

@@ -52,6 +52,14 @@ class PosixFile final : public File {
     if (::fstat(fd_, &st) != 0) return Status::Error(errno, "stat '" + path_ + "'");
     return static_cast<uint64_t>(st.st_size);
   }
+  Status reserve(uint64_t offset, uint64_t length) override {
+    int rc;
+    do {
+      rc = ::fallocate(fd_, FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset), static_cast<off_t>(length));
+    } while (rc != 0 && errno == EINTR);
+    if (rc == 0 || errno == EOPNOTSUPP || errno == ENOSYS) return Status::Ok();
+    return Status::Error(errno, "reserve space in '" + path_ + "'");
+  }
 
  private:
   const int fd_;

@@ -37,6 +37,15 @@ class File {
   virtual Status sync() = 0;
   virtual Status truncate(uint64_t size) = 0;
   virtual Result<uint64_t> size() = 0;
+  // Allocates space for [offset, offset+length) without changing the size
+  // or the contents, so that later writes there cannot fail with ENOSPC.
+  // ENOSPC when the filesystem is full. The default (memory files, and
+  // filesystems that cannot allocate ahead) succeeds.
+  virtual Status reserve(uint64_t offset, uint64_t length) {
+    (void)offset;
+    (void)length;
+    return Status::Ok();
+  }
 };
 
 enum class OpenMode {

@@ -258,6 +258,21 @@ Status FileDevice::trim(uint64_t offset, uint64_t length, uint32_t flags) {
   return Status::Ok();
 }
 
+Status FileDevice::reserve(uint64_t offset, uint64_t length) {
+  if (block_device_ || length == 0 || !reserve_supported_.load(std::memory_order_relaxed))
+    return Status::Ok();
+  int rc;
+  do {
+    rc = ::fallocate(fd_, 0, static_cast<off_t>(offset), static_cast<off_t>(length));
+  } while (rc != 0 && errno == EINTR);
+  if (rc == 0) return Status::Ok();
+  if (errno == EOPNOTSUPP || errno == ENOSYS) {
+    reserve_supported_.store(false, std::memory_order_relaxed);
+    return Status::Ok();
+  }
+  return errno_status("reserve space in '" + path_ + "'");
+}
+
 Status FileDevice::write_zero_buffer(uint64_t offset, uint64_t length) {
   auto zeroes = zero_chunk();
   while (length > 0) {

@@ -58,6 +58,10 @@ class FileDevice final : public BlockDevice {
   Status write_zeroes(uint64_t offset, uint64_t length, uint32_t flags) override;
   Status block_status(uint64_t offset, uint64_t length, std::vector<Extent>* out) override;
   Status cache(uint64_t offset, uint64_t length) override;
+  // fallocate(2) without flags on a regular file; nothing on a block device
+  // or where the filesystem cannot allocate ahead (then a full filesystem
+  // still shows as ENOSPC at the write).
+  Status reserve(uint64_t offset, uint64_t length) override;
   void describe(nlohmann::json* out) const override;
   std::string status_line() const override;
 
@@ -75,6 +79,7 @@ class FileDevice final : public BlockDevice {
   const std::string path_;
   const int fd_;
   const bool block_device_;
+  std::atomic<bool> reserve_supported_{true};  // cleared when fallocate says EOPNOTSUPP
   const FileDeviceOptions opts_;
   Geometry geometry_;
   Capabilities caps_;

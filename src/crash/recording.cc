@@ -325,6 +325,8 @@ class RecordingEnv::RecordingFile final : public File {
     if (s.ok()) rec_->append(Record{.op = Op::kSyncEnd, .stream = stream_, .barrier = id});
     return s;
   }
+  // Changes no contents: nothing to record.
+  Status reserve(uint64_t offset, uint64_t length) override { return f_->reserve(offset, length); }
   Status truncate(uint64_t size) override {
     Status s = f_->truncate(size);
     if (s.ok()) rec_->append(Record{.op = Op::kFileTruncate, .stream = stream_, .offset = size});

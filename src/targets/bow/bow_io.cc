@@ -146,6 +146,7 @@ Status BowTarget::write(uint64_t offset, std::span<const std::byte> buf, uint32_
   SpanList spans;
   uint64_t s0c;
   for (;;) {  // the live block 0 may move while we wait: recompute each time
+    if (!failed_.ok()) return Status::Error(EIO, "bow: device failed earlier");
     s0c = state_ == State::kCheckpoint ? s0c_ : 0;
     spans = spans_for(first, end, s0c);
     bool clear = !transition_;
@@ -190,7 +191,21 @@ Status BowTarget::write(uint64_t offset, std::span<const std::byte> buf, uint32_
     journal = journal_.get();
   }
   lock.unlock();
-  if (st == State::kCheckpoint) maybe_auto_commit();
+  if (st == State::kCheckpoint) {
+    // Space in the backing store for what is written after this write is
+    // acknowledged (saved copies, the overwrite, log rollovers) and for its
+    // claims in the journal: a full disk fails this write, nothing else.
+    Status r;
+    if (!plan.copies.empty()) r = reserve_backing(first, count, plan);
+    if (r.ok() && journal && !plan.claims.empty()) r = journal->reserve(plan.claims.size());
+    if (!r.ok()) {
+      abandon_plan(plan, spans);
+      return Status::Error(r.code(), "bow: no space in the backing store for this write: " + why(r) +
+                                         " (reads and writes that save nothing go on; free space "
+                                         "there, or commit)");
+    }
+    maybe_auto_commit();
+  }
 
   std::span<const std::byte> data = buf;
   AlignedBuf merged;
@@ -200,11 +215,10 @@ Status BowTarget::write(uint64_t offset, std::span<const std::byte> buf, uint32_
     Status s = read_blocks_physical(first, count, merged.span(), s0c);
     if (!s.ok()) {
       if (st == State::kCheckpoint) {
-        std::lock_guard relock(mu_);
-        undo_plan_locked(plan);
-        for (const auto& c : plan.copies) busy_.clear(c.dest, c.dest + c.count);
+        abandon_plan(plan, spans);
+      } else {
+        release_busy(spans);
       }
-      release_busy(spans);
       return s;
     }
     std::memcpy(merged.span().data() + (offset - first * bs_), buf.data(), buf.size());
@@ -245,11 +259,7 @@ Status BowTarget::write_saving(uint64_t first, std::span<const std::byte> data, 
     uint32_t crc = 0;
     if (s.ok() && !c.s0c_move) crc = entry_checksum(c.src * spb_, bs_, tmp.span());
     if (!s.ok()) {
-      std::lock_guard lock(mu_);
-      undo_plan_locked(plan);
-      for (const auto& [b, e] : spans) busy_.clear(b, e);
-      for (const auto& cp : plan.copies) busy_.clear(cp.dest, cp.dest + cp.count);
-      cv_.notify_all();
+      abandon_plan(plan, spans);
       return s;
     }
     p->entries.push_back(LogEntry{c.src * spb_, c.dest * spb_, static_cast<uint32_t>(c.count * bs_), crc});
@@ -335,7 +345,14 @@ Status BowTarget::trim(uint64_t offset, uint64_t length, uint32_t flags) {
       return trim(offset, length, flags);  // committed meanwhile
     }
   }
-  if (journal) {
+  if (journal && !released.empty()) {
+    // Without space for the records the blocks stay changed in the journal:
+    // a resumed checkpoint then treats them as changed, which only forgoes
+    // their reuse as free space.
+    if (Status r = journal->reserve(released.size()); !r.ok()) {
+      spdlog::warn("bow: trim not recorded in the resume journal: {}", why(r));
+      return Status::Ok();
+    }
     for (const auto& [s, n] : released) journal->append(JournalRecord::kRelease, s, n);
   }
   return Status::Ok();

@@ -109,13 +109,26 @@ Status BowTarget::append_entries(const std::vector<LogEntry>& entries, std::opti
     pack_entries(blk.span(), h, cap - h.count);
     pack_header(h, blk.span());
     uint64_t dest;
+    bool backed = true;
     {
       std::lock_guard lock(mu_);
       if (rollover_blocks_.empty())
         return Status::Error(EIO, "bow: internal error: no block reserved for the log");
-      dest = *rollover_blocks_.begin();
-      rollover_blocks_.erase(rollover_blocks_.begin());
+      // A block whose space a queued write reserved, when there is one
+      // (there is, for the entries of writes queued so far).
+      auto it = rollover_blocks_.begin();
+      while (it != rollover_blocks_.end() && rollover_unbacked_.count(*it) != 0) ++it;
+      if (it == rollover_blocks_.end()) {
+        it = rollover_blocks_.begin();
+        backed = false;
+        rollover_unbacked_.erase(*it);
+      }
+      dest = *it;
+      rollover_blocks_.erase(it);
       log_saving_.insert(dest);
+    }
+    if (!backed) {
+      if (Status s = lower_device()->reserve(dest * bs_, bs_); !s.ok()) return s;
     }
     save_block(dest);
   }
@@ -138,6 +151,15 @@ Status BowTarget::append_entries(const std::vector<LogEntry>& entries, std::opti
         // reservations assumed (they counted on it holding them).
         log_slots_ += static_cast<int64_t>(rest);
       }
+    }
+    if (extra && !lower_device()->reserve(*extra * bs_, bs_).ok()) {
+      // No space behind it in the backing store: do without (two more
+      // barriers below) rather than fail the batch.
+      std::lock_guard lock(mu_);
+      map_.set(*extra, 1, BlockType::kFree);
+      log_saving_.erase(*extra);
+      log_slots_ -= static_cast<int64_t>(rest);
+      extra.reset();
     }
     if (extra) {
       pack_entries(blk.span(), h, rest);

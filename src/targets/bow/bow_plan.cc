@@ -60,6 +60,7 @@ Status BowTarget::plan_backups_locked(uint64_t first, uint64_t count, Plan* plan
   });
   for (uint64_t b : plan->unreserved) {
     rollover_blocks_.erase(b);
+    rollover_unbacked_.erase(b);
     log_slots_ -= cap - 1;
   }
   for (const auto& [s, e] : plan->claims) map_.set(s, e - s, BlockType::kChanged);
@@ -94,6 +95,7 @@ Status BowTarget::plan_backups_locked(uint64_t first, uint64_t count, Plan* plan
     auto f = map_.first_free(1);
     map_.set(f->start, 1, BlockType::kBackup);
     rollover_blocks_.insert(f->start);
+    rollover_unbacked_.insert(f->start);  // the writer reserves its space (reserve_backing)
     log_slots_ += cap - 1;
   }
   if (!ok) {
@@ -102,6 +104,7 @@ Status BowTarget::plan_backups_locked(uint64_t first, uint64_t count, Plan* plan
     for (uint64_t b : plan->unreserved) {
       map_.set(b, 1, BlockType::kBackup);
       rollover_blocks_.insert(b);
+      rollover_unbacked_.insert(b);  // perhaps backed before; reserving again costs little
       log_slots_ += cap - 1;
     }
     plan->claims.clear();
@@ -112,7 +115,48 @@ Status BowTarget::plan_backups_locked(uint64_t first, uint64_t count, Plan* plan
   }
   log_slots_ -= want;
   plan->slots = plan->copies.size();
+  if (!plan->copies.empty()) plan->unbacked.assign(rollover_unbacked_.begin(), rollover_unbacked_.end());
   return Status::Ok();
+}
+
+// A write that saves data is acknowledged before the commit and apply jobs
+// write its saved copies, its overwrite and any log block rolled over for
+// its entries. On a sparse backing file, any of those may need space the
+// host filesystem no longer has; reserving it here turns a full disk into
+// ENOSPC for this write (still refusable, nothing changed yet) instead of a
+// failed acknowledged write later, which would fail the whole device.
+// Rollover blocks reserved so far are backed too: the log may roll over
+// into any of them for this write's entries.
+Status BowTarget::reserve_backing(uint64_t first, uint64_t count, const Plan& plan) {
+  for (const auto& c : plan.copies) {
+    if (Status s = lower_device()->reserve(c.dest * bs_, c.count * bs_); !s.ok()) return s;
+  }
+  if (Status s = lower_device()->reserve(first * bs_, count * bs_); !s.ok()) return s;
+  if (plan.unbacked.empty()) return Status::Ok();
+  for (uint64_t b : plan.unbacked) {
+    if (Status s = lower_device()->reserve(b * bs_, bs_); !s.ok()) return s;
+  }
+  std::lock_guard lock(mu_);
+  for (uint64_t b : plan.unbacked) rollover_unbacked_.erase(b);
+  return Status::Ok();
+}
+
+void BowTarget::abandon_plan(const Plan& plan, SpanRefs spans) {
+  const int64_t cap = log_capacity(bs_, kHeaderSize);
+  std::lock_guard lock(mu_);
+  undo_plan_locked(plan);
+  // The claimed blocks are still busy (this write's own), so nobody has
+  // seen them changed: they go back to what they were.
+  for (const auto& [s, e] : plan.claims) map_.set(s, e - s, BlockType::kFree);
+  for (uint64_t b : plan.unreserved) {
+    map_.set(b, 1, BlockType::kBackup);
+    rollover_blocks_.insert(b);
+    rollover_unbacked_.insert(b);
+    log_slots_ += cap - 1;
+  }
+  for (const auto& [b, e] : spans) busy_.clear(b, e);
+  for (const auto& c : plan.copies) busy_.clear(c.dest, c.dest + c.count);
+  cv_.notify_all();
 }
 
 void BowTarget::undo_plan_locked(const Plan& plan) {

@@ -160,10 +160,12 @@ Status BowTarget::commit() {
   // live contents then go to the other sectors first and the first sector
   // last, so block 0 is a valid log until the final write.
   std::optional<uint64_t> spare;
+  bool spare_reserved = false;  // taken from the rollover reservations (else from free space)
   const bool tearable = lbs < bs_ && kHeaderSize + kEntrySize * log_header_.count > lbs;
   if (tearable) {
     if (!rollover_blocks_.empty()) {
       spare = *rollover_blocks_.begin();
+      spare_reserved = true;
       rollover_blocks_.erase(rollover_blocks_.begin());
     } else if (auto f = map_.first_free(1)) {
       spare = f->start;
@@ -171,6 +173,28 @@ Status BowTarget::commit() {
     }
   }
   lock.unlock();
+  if (spare) {
+    // The log is rolled over into the spare first: with no space behind it
+    // in the backing store, refuse before anything is written (the
+    // checkpoint stays as it was; commit again once there is space).
+    if (Status r = lower_device()->reserve(*spare * bs_, bs_); !r.ok()) {
+      lock.lock();
+      if (spare_reserved) {
+        rollover_blocks_.insert(*spare);
+      } else {
+        map_.set(*spare, 1, BlockType::kFree);
+      }
+      transition_ = false;
+      cv_.notify_all();
+      return Status::Error(r.code(),
+                           "bow: cannot commit: no space in the backing store for the log "
+                           "rollover that makes the commit atomic: " +
+                               why(r));
+    }
+    lock.lock();
+    rollover_unbacked_.erase(*spare);
+    lock.unlock();
+  }
 
   Status s;
   {

@@ -168,7 +168,14 @@ class BowTarget final : public StackedDevice {
   Status read_blocks_physical(uint64_t first, uint64_t count, std::span<std::byte> out, uint64_t s0c);
   Status write_physical(uint64_t first, std::span<const std::byte> data, uint32_t flags, uint64_t s0c);
   Status plan_backups_locked(uint64_t first, uint64_t count, Plan* plan);
+  // Reserves backing space for what a saving write leaves to the jobs
+  // (BlockDevice::reserve): ENOSPC when the backing store is full.
+  Status reserve_backing(uint64_t first, uint64_t count, const Plan& plan);
   void undo_plan_locked(const Plan& plan);
+  // Gives back everything a plan took (destinations, claims, rollover
+  // reservations) and the write's busy spans, for a write that fails before
+  // it is queued. Takes mu_.
+  void abandon_plan(const Plan& plan, SpanRefs spans);
 
   // Commit hook: makes a batch's saved copies and log entries durable and
   // publishes them (two barriers per batch).
@@ -220,6 +227,10 @@ class BowTarget final : public StackedDevice {
   // Guarded by mu_: free blocks reserved to save full log blocks into. They
   // stay free space to the filesystem: a write to one takes it back.
   std::set<uint64_t> rollover_blocks_;
+  // Guarded by mu_: rollover blocks whose space in the backing store no
+  // writer has reserved yet (reserve_backing). The log writer prefers the
+  // others, which every write queued so far made sure of.
+  std::set<uint64_t> rollover_unbacked_;
   // Guarded by mu_: reserved blocks the committer is writing a full log
   // block into. A writer whose range holds one waits until the copy is
   // durable before it plans (it must save what restore will read there).

@@ -76,6 +76,7 @@ struct BowTarget::Plan {
   SpanList claims;                   // free -> changed
   Spans sources;                     // saved ranges (logical == physical; never block 0)
   std::vector<uint64_t> unreserved;  // log rollover reservations taken back (now claimed)
+  std::vector<uint64_t> unbacked;    // rollover blocks whose backing space is not reserved yet
   bool moves_s0c = false;
   uint64_t old_s0c = 0, new_s0c = 0;
   uint64_t slots = 0;  // log entries reserved

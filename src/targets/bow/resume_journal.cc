@@ -54,10 +54,9 @@ void encode_record(JournalRecord type, const JournalHeader* header, const Journa
 void seal_record(unsigned char record[64]) { put32(record + 60, record_crc(record)); }
 
 ResumeJournal::ResumeJournal(std::string path, std::unique_ptr<File> file, uint64_t records)
-    : path_(std::move(path)),
-      file_(std::move(file)),
-      records_(records),
-      sync_([this] { return write_pending(); }) {}
+    : path_(std::move(path)), file_(std::move(file)), records_(records), room_(records), sync_([this] {
+        return write_pending();
+      }) {}
 
 ResumeJournal::~ResumeJournal() = default;
 
@@ -151,9 +150,29 @@ Status ResumeJournal::remove(Env* env, const std::string& path) {
   return env->sync_dir(path);
 }
 
+Status ResumeJournal::reserve(uint64_t n) {
+  // Space for a chunk of records at a time: one fallocate per 1024 records.
+  // It runs under mu_ (appenders wait for it), which is rare enough.
+  constexpr uint64_t kChunkRecords = 1024;
+  std::lock_guard lock(mu_);
+  if (!failed_.ok()) return failed_;
+  const uint64_t need = records_ + pending_.size() + promised_ + n;
+  if (need > room_) {
+    const uint64_t from = std::max(room_, records_);
+    const uint64_t to = std::max(need, from + kChunkRecords);
+    if (Status s = file_->reserve(from * kRecord, (to - from) * kRecord); !s.ok()) {
+      return Status::Error(s.code(), "resume journal: " + why(s));
+    }
+    room_ = to;
+  }
+  promised_ += n;
+  return Status::Ok();
+}
+
 void ResumeJournal::append(JournalRecord type, uint64_t start, uint64_t count) {
   std::lock_guard lock(mu_);
   pending_.push_back({type, start, count});
+  if (promised_ > 0) --promised_;
 }
 
 Status ResumeJournal::write_pending() {

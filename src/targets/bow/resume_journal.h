@@ -80,6 +80,11 @@ class ResumeJournal {
 
   ~ResumeJournal();
 
+  // Makes sure the file has space for `n` more records beyond those
+  // appended or reserved already (File::reserve, in chunks), so that a full
+  // filesystem fails the caller now (ENOSPC, not sticky) rather than a
+  // later sync (sticky). Each append() uses up one reserved record.
+  Status reserve(uint64_t n);
   // Queues a record; it reaches the file at the next sync().
   void append(JournalRecord type, uint64_t start, uint64_t count);
   // Writes queued records and makes them durable; then, in a second step,
@@ -99,6 +104,8 @@ class ResumeJournal {
   std::mutex mu_;
   std::vector<JournalExtent> pending_;  // guarded by mu_
   uint64_t records_;                    // guarded by mu_: records in the file
+  uint64_t room_;                       // guarded by mu_: records the file has space for
+  uint64_t promised_ = 0;               // guarded by mu_: reserved, not yet appended
   // The header record as in the file; touched only inside sync_'s barrier
   // (one at a time) and by create/reopen.
   unsigned char header_record_[64] = {};

@@ -415,6 +415,14 @@ Status EraTarget::write(uint64_t offset, std::span<const std::byte> buf, uint32_
     gate_leave();
     return s;
   }
+  // The write is acknowledged before it reaches the origin: make sure the
+  // origin has space for it now, while a full disk can still fail just this
+  // write (ENOSPC) instead of an acknowledged one later, which would fail
+  // the target.
+  if (Status r = lower_device()->reserve(offset, buf.size()); !r.ok()) {
+    gate_leave();
+    return r;
+  }
   auto op = std::make_shared<Op>();
   op->type = Op::kWrite;
   op->offset = offset;

@@ -72,6 +72,10 @@ Status LinearTarget::block_status(uint64_t offset, uint64_t length, std::vector<
   return lower_device()->block_status(offset_ + offset, length, out);
 }
 
+Status LinearTarget::reserve(uint64_t offset, uint64_t length) {
+  return lower_device()->reserve(offset_ + offset, length);
+}
+
 Status LinearTarget::cache(uint64_t offset, uint64_t length) {
   return lower_device()->cache(offset_ + offset, length);
 }

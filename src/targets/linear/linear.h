@@ -28,6 +28,7 @@ class LinearTarget final : public StackedDevice {
   Status write_zeroes(uint64_t offset, uint64_t length, uint32_t flags) override;
   Status block_status(uint64_t offset, uint64_t length, std::vector<Extent>* out) override;
   Status cache(uint64_t offset, uint64_t length) override;
+  Status reserve(uint64_t offset, uint64_t length) override;
   void will_write(uint64_t offset, uint64_t length) noexcept override;
   void describe(nlohmann::json* out) const override;
   std::string status_line() const override;
