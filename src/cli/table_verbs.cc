@@ -11,6 +11,7 @@
 #include "cli/report.h"
 #include "cli/verbs.h"
 #include "control/control_server.h"
+#include "core/table.h"
 
 namespace bowstack::cli {
 
@@ -78,16 +79,9 @@ int run_table(const ClientOptions& opts) {
 int run_reload(const ClientOptions& opts, const std::string& file, bool noflush) {
   auto text = read_table_text(file);
   if (!text.ok()) return fail(text.status().message());
-  nlohmann::json table;
-  try {
-    table = nlohmann::json::parse(*text);
-  } catch (const nlohmann::json::parse_error& e) {
-    std::string what = e.what();
-    const size_t at = what.find("parse error");
-    return fail(
-        fmt::format("{}: $: not valid JSON: {}", file, at == std::string::npos ? what : what.substr(at)));
-  }
-  auto reply = control_request(opts.control, {{"cmd", "reload"}, {"table", table}, {"noflush", noflush}});
+  auto table = parse_json_text(*text);
+  if (!table.ok()) return fail(fmt::format("{}: {}", file, why(table.status())));
+  auto reply = control_request(opts.control, {{"cmd", "reload"}, {"table", *table}, {"noflush", noflush}});
   if (!reply.ok()) return fail(reply.status().message());
   if (opts.json) std::printf("%s\n", reply->dump(2).c_str());
   if (!reply->value("ok", false)) {

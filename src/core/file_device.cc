@@ -39,7 +39,7 @@ Result<std::shared_ptr<FileDevice>> FileDevice::open(const std::string& path, Fi
   int flags = (opts.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC;
   if (opts.direct) flags |= O_DIRECT;
   int fd = ::open(path.c_str(), flags);
-  if (fd < 0) return errno_status("cannot open image '" + path + "'");
+  if (fd < 0) return errno_status("cannot open '" + path + "'");
   if (opts.lock) {
     if (Status s = lock_file(fd, "'" + path + "'", !opts.read_only); !s.ok()) {
       ::close(fd);
@@ -76,8 +76,8 @@ Result<std::shared_ptr<FileDevice>> FileDevice::open(const std::string& path, Fi
   g.size -= g.size % g.logical_block_size;
   if (g.size == 0) {
     ::close(fd);
-    return Status::Error(EINVAL, "image '" + path + "' is smaller than one " +
-                                     std::to_string(g.logical_block_size) + "-byte block");
+    return Status::Error(
+        EINVAL, "'" + path + "' is smaller than one " + std::to_string(g.logical_block_size) + "-byte block");
   }
   g.preferred_block_size = std::max<uint32_t>(4096, g.logical_block_size);
   return std::shared_ptr<FileDevice>(new FileDevice(path, fd, block_device, opts, g));
@@ -85,10 +85,10 @@ Result<std::shared_ptr<FileDevice>> FileDevice::open(const std::string& path, Fi
 
 Status FileDevice::create(const std::string& path, uint64_t size) {
   int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (fd < 0) return errno_status("cannot create image '" + path + "'");
+  if (fd < 0) return errno_status("cannot create '" + path + "'");
   Status s;
-  if (::ftruncate(fd, static_cast<off_t>(size)) != 0) s = errno_status("cannot size image '" + path + "'");
-  if (s.ok() && ::fsync(fd) != 0) s = errno_status("cannot sync image '" + path + "'");
+  if (::ftruncate(fd, static_cast<off_t>(size)) != 0) s = errno_status("cannot size '" + path + "'");
+  if (s.ok() && ::fsync(fd) != 0) s = errno_status("cannot sync '" + path + "'");
   ::close(fd);
   if (!s.ok()) ::unlink(path.c_str());
   return s;

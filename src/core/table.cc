@@ -316,17 +316,21 @@ Result<TableNode> parse_table(const nlohmann::json& table, const TargetRegistry&
   return root;
 }
 
-Result<TableNode> parse_table_text(std::string_view text, const TargetRegistry& registry) {
-  nlohmann::json j;
+Result<nlohmann::json> parse_json_text(std::string_view text) {
   try {
-    j = nlohmann::json::parse(text);
+    return nlohmann::json::parse(text);
   } catch (const nlohmann::json::parse_error& e) {
     // e.what() is "[json.exception.parse_error.101] parse error at line L, column C: ..."
     std::string what = e.what();
     const size_t at = what.find("parse error");
     return Status::Error(EINVAL, "$: not valid JSON: " + (at == std::string::npos ? what : what.substr(at)));
   }
-  return parse_table(j, registry);
+}
+
+Result<TableNode> parse_table_text(std::string_view text, const TargetRegistry& registry) {
+  auto j = parse_json_text(text);
+  if (!j.ok()) return j.status();
+  return parse_table(*j, registry);
 }
 
 Result<TableNode> table_from_shorthand(const std::string& image, std::optional<uint64_t> create_size,

@@ -67,6 +67,9 @@ struct TableNode {
 Result<TableNode> parse_table(const nlohmann::json& table, const TargetRegistry& registry);
 // The same from text (errors for unparsable JSON name the line and column).
 Result<TableNode> parse_table_text(std::string_view text, const TargetRegistry& registry);
+// Parses JSON text only (no check against a registry): EINVAL "$: not valid
+// JSON: parse error at line L, column C: ..." when it is not JSON.
+Result<nlohmann::json> parse_json_text(std::string_view text);
 
 // The table `serve IMAGE --target a --target b` stands for: a file leaf
 // with the targets stacked on it, bottom first. A shorthand key naming a

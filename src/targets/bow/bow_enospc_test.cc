@@ -40,6 +40,19 @@ class SparseBudgetDevice final : public StackedDevice {
     ++reserves_;
     return take(offset, length);
   }
+  // Like SEEK_DATA/SEEK_HOLE: blocks without space are holes.
+  Status block_status(uint64_t offset, uint64_t length, std::vector<Extent>* out) override {
+    std::lock_guard lock(mu_);
+    for (uint64_t b = offset / kBs; b < (offset + length + kBs - 1) / kBs; ++b) {
+      const uint32_t flags = held_.count(b) ? 0 : (kExtentHole | kExtentZero);
+      if (!out->empty() && out->back().flags == flags) {
+        out->back().length += kBs;
+      } else {
+        out->push_back({kBs, flags});
+      }
+    }
+    return Status::Ok();
+  }
   // Marks [0, length) as holding space already (an image written before).
   void allocated(uint64_t length) {
     std::lock_guard lock(mu_);

@@ -128,7 +128,7 @@ Status BowTarget::append_entries(const std::vector<LogEntry>& entries, std::opti
       log_saving_.insert(dest);
     }
     if (!backed) {
-      if (Status s = lower_device()->reserve(dest * bs_, bs_); !s.ok()) return s;
+      if (Status s = space_.reserve(dest * bs_, bs_); !s.ok()) return s;
     }
     save_block(dest);
   }
@@ -152,7 +152,7 @@ Status BowTarget::append_entries(const std::vector<LogEntry>& entries, std::opti
         log_slots_ += static_cast<int64_t>(rest);
       }
     }
-    if (extra && !lower_device()->reserve(*extra * bs_, bs_).ok()) {
+    if (extra && !space_.reserve(*extra * bs_, bs_).ok()) {
       // No space behind it in the backing store: do without (two more
       // barriers below) rather than fail the batch.
       std::lock_guard lock(mu_);

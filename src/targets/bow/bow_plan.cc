@@ -129,12 +129,12 @@ Status BowTarget::plan_backups_locked(uint64_t first, uint64_t count, Plan* plan
 // into any of them for this write's entries.
 Status BowTarget::reserve_backing(uint64_t first, uint64_t count, const Plan& plan) {
   for (const auto& c : plan.copies) {
-    if (Status s = lower_device()->reserve(c.dest * bs_, c.count * bs_); !s.ok()) return s;
+    if (Status s = space_.reserve(c.dest * bs_, c.count * bs_); !s.ok()) return s;
   }
-  if (Status s = lower_device()->reserve(first * bs_, count * bs_); !s.ok()) return s;
+  if (Status s = space_.reserve(first * bs_, count * bs_); !s.ok()) return s;
   if (plan.unbacked.empty()) return Status::Ok();
   for (uint64_t b : plan.unbacked) {
-    if (Status s = lower_device()->reserve(b * bs_, bs_); !s.ok()) return s;
+    if (Status s = space_.reserve(b * bs_, bs_); !s.ok()) return s;
   }
   std::lock_guard lock(mu_);
   for (uint64_t b : plan.unbacked) rollover_unbacked_.erase(b);

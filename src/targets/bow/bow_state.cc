@@ -177,7 +177,7 @@ Status BowTarget::commit() {
     // The log is rolled over into the spare first: with no space behind it
     // in the backing store, refuse before anything is written (the
     // checkpoint stays as it was; commit again once there is space).
-    if (Status r = lower_device()->reserve(*spare * bs_, bs_); !r.ok()) {
+    if (Status r = space_.reserve(*spare * bs_, bs_); !r.ok()) {
       lock.lock();
       if (spare_reserved) {
         rollover_blocks_.insert(*spare);

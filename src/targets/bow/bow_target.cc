@@ -40,7 +40,8 @@ BowTarget::BowTarget(std::shared_ptr<BlockDevice> lower, BowOptions opts, uint64
       spb_(opts_.block_size / 512),
       blocks_(blocks),
       map_(blocks),
-      busy_(blocks) {
+      busy_(blocks),
+      space_(lower_device().get(), lower_device()->geometry().size) {
   geometry_ = lower_device()->geometry();
   geometry_.size = blocks_ * bs_;
   geometry_.logical_block_size = bs_;

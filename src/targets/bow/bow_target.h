@@ -65,6 +65,7 @@
 #include "core/block_device.h"
 #include "core/block_set.h"
 #include "core/jobs.h"
+#include "core/space_reserver.h"
 #include "core/target_registry.h"
 #include "core/write_behind.h"
 #include "targets/bow/bow_format.h"
@@ -241,6 +242,9 @@ class BowTarget final : public StackedDevice {
   // Acknowledged overwrites waiting for their log commit: the core's
   // write-behind, with jobs "commit" and "apply" and gathering.
   std::unique_ptr<WriteBehind> wb_;
+  // Backing space for what is written after an acknowledgement (saved
+  // copies, overwrites, log rollovers); bow never deallocates below.
+  SpaceReserver space_;
 
   // Log state: only the committer thread and transitions (with the committer
   // idle) touch these.

@@ -30,6 +30,10 @@
 //    flow. admin_mu_ serialises them.
 //  * A metadata failure is sticky: writes then fail with EIO, because their
 //    blocks could no longer be tracked.
+//
+// Files: era_target.cc (construction, factory, messages, status),
+// era_eras.cc (recovery, eras, snapshots, the gate, in-core bits),
+// era_io.cc (the data path and the write-behind hooks).
 #pragma once
 
 #include <atomic>
@@ -42,6 +46,7 @@
 
 #include "core/block_device.h"
 #include "core/jobs.h"
+#include "core/space_reserver.h"
 #include "core/target_registry.h"
 #include "core/write_behind.h"
 #include "targets/era/era_metadata.h"
@@ -126,6 +131,7 @@ class EraTarget final : public StackedDevice {
   Status submit(std::shared_ptr<Op> op);
   void apply_batch(WriteBehind::Batch& batch, const Status& committed);
   Status range_op(bool zeroes, uint64_t offset, uint64_t length, uint32_t flags);
+  Status range_op_gated(bool zeroes, uint64_t offset, uint64_t length, uint32_t flags);
   // Waits until no acknowledged write to [offset, offset+length) is queued.
   void wait_not_pending(uint64_t offset, uint64_t length);
 
@@ -161,6 +167,9 @@ class EraTarget final : public StackedDevice {
   // the sticky metadata failure).
   std::shared_ptr<JobRunner> jobs_;
   std::unique_ptr<WriteBehind> wb_;
+  // Origin space for queued first writes (they are acknowledged first);
+  // trims and zeroes passed down may punch holes, so they forget().
+  SpaceReserver space_;
 
   std::mutex admin_mu_;  // checkpoint, snapshots, recovery
 
