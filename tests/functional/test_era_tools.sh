@@ -113,6 +113,13 @@ expect_error "era metadata '$WORK/empty.era' is empty \(0 bytes\)" "$BOWSTACK" e
 expect_error "era metadata '$WORK/empty.era' is empty" "$BOWSTACK" era check "$WORK/empty.era"
 head -c 100 /dev/zero >"$WORK/short.era"
 expect_error "has 100 bytes, too few for era metadata" "$BOWSTACK" era invalidate "$WORK/short.era" --written-since 1
+# Zeroes or another format: not era metadata (not "damaged"), for every tool.
+truncate -s 1M "$WORK/zero.era"
+expect_error "'$WORK/zero.era' is not era metadata: both superblock slots .* are all zeroes" "$BOWSTACK" era dump "$WORK/zero.era"
+expect_error "'$WORK/zero.era' is not era metadata" "$BOWSTACK" era check "$WORK/zero.era"
+head -c 1M /dev/urandom >"$WORK/other.era"
+expect_error "'$WORK/other.era' is not era metadata: neither superblock slot .* holds era's superblock magic" \
+  "$BOWSTACK" era export "$WORK/other.era" "$IMG" --since 1 -o "$WORK/x"
 # A writeset repeating the whole device in <marked> runs is merged, not replayed.
 {
   printf '<superblock uuid="" block_size="8" nr_blocks="4000000" current_era="3"><writeset era="2" nr_bits="4000000">'

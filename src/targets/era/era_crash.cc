@@ -174,6 +174,15 @@ class EraChecker final : public crash::Checker {
     CheckResult r;
     // The crashed metadata as the offline tools see it.
     auto damage = check_metadata(md);
+    if (!damage.ok() && damage.status().code() == EMEDIUMTYPE) {
+      // Not era metadata at all: the crash came before the format that the
+      // first open writes was durable. Fine only if nothing was promised yet.
+      if (durable_ops > 0 || min_era > kFirstEra) {
+        return {"the metadata is not era metadata, though writes or checkpoints were acknowledged: " +
+                damage.status().message()};
+      }
+      damage = era::CheckResult{};
+    }
     if (!damage.ok()) return {"era check failed: " + damage.status().message()};
     if (damage->superblock_ok && !damage->damage.empty()) {
       return {"era check reports damage: " + damage->damage.front().what};

@@ -18,11 +18,43 @@ BufioOptions tool_cache() {
   return o;
 }
 
+// Neither superblock slot is valid. Damaged era metadata still shows era's
+// magic in a superblock or in the blocks after them; a device with none
+// (zeroes, another format) is not era metadata at all: EMEDIUMTYPE, saying
+// what its superblock slots hold.
+Status identify(BlockDevice& dev, const Status& damaged) {
+  constexpr uint64_t kLook = 256;  // blocks (1 MiB): the superblocks, writesets and first array blocks
+  const uint64_t n = std::min<uint64_t>(kLook, dev.geometry().size / kMetaBlockSize);
+  if (n < 2) return damaged;
+  std::vector<std::byte> head(n * kMetaBlockSize);
+  if (!dev.read(0, head).ok()) return damaged;
+  for (uint64_t i = 0; i < n; ++i) {
+    const uint32_t magic = unpack_header(std::span(head).subspan(i * kMetaBlockSize, kMetaBlockSize)).magic;
+    for (Kind k :
+         {Kind::kSuperblock, Kind::kWriteset, Kind::kEraArray, Kind::kSnapWriteset, Kind::kSnapEraArray}) {
+      if (magic == static_cast<uint32_t>(k)) return damaged;
+    }
+  }
+  const std::span<const std::byte> slots(head.data(), 2 * kMetaBlockSize);
+  if (all_zero(slots)) {
+    return Status::Error(EMEDIUMTYPE,
+                         "both superblock slots (metadata blocks 0 and 1) are all zeroes and no era block "
+                         "follows: it was never formatted (serving with --target era formats it; 'bowstack "
+                         "era restore' writes it from XML)");
+  }
+  return Status::Error(
+      EMEDIUMTYPE,
+      fmt::format("neither superblock slot (metadata blocks 0 and 1) holds era's superblock magic "
+                  "(found {:08x} and {:08x}), nor does any block after them",
+                  unpack_header(slots.first(kMetaBlockSize)).magic,
+                  unpack_header(slots.subspan(kMetaBlockSize)).magic));
+}
+
 }  // namespace
 
 Result<EraSource> open_source(std::shared_ptr<BlockDevice> dev, bool snapshot, DamageSink* sink) {
-  auto md = EraMetadata::open(std::move(dev), tool_cache(), sink);
-  if (!md.ok()) return md.status();
+  auto md = EraMetadata::open(dev, tool_cache(), sink);
+  if (!md.ok()) return md.status().code() == EUCLEAN ? identify(*dev, md.status()) : md.status();
   EraSource src;
   src.md = std::move(md.value());
   src.sb = src.md->superblock();

@@ -28,6 +28,9 @@ struct EraSource {
 
 // Opens the metadata (or its snapshot) and loads the writesets. Damage goes
 // to `sink` when given (the caller decides), else it is an EUCLEAN error.
+// EMEDIUMTYPE: no superblock slot holds era's magic, so the device holds
+// no era metadata at all (never formatted, or something else); the context
+// says what it found.
 Result<EraSource> open_source(std::shared_ptr<BlockDevice> dev, bool snapshot, DamageSink* sink = nullptr);
 
 // Calls fn(first data block, eras) for each era array block in order, as

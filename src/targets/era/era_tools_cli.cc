@@ -63,6 +63,7 @@ Result<std::shared_ptr<FileDevice>> open_file(const std::string& path, const cha
 
 // Damage is the metadata's fault, not the tool's: say so and where to look.
 int fail_source(const std::string& path, const Status& s) {
+  if (s.code() == EMEDIUMTYPE) return fail(fmt::format("'{}' is not era metadata: {}", path, s.context()));
   if (s.code() == EUCLEAN) {
     return fail(
         fmt::format("era metadata '{}' is damaged: {} (run 'bowstack era check {}')", path, why(s), path));
@@ -149,6 +150,7 @@ int run_era_check(const EraCliOptions& o) {
   auto dev = open_file(o.metadata, "metadata", true);
   if (!dev.ok()) return fail(dev.status().context());
   auto r = check_metadata(dev.value());
+  if (!r.ok() && r.status().code() == EMEDIUMTYPE) return fail_source(o.metadata, r.status());
   if (!r.ok()) return fail(fmt::format("era check of '{}': {}", o.metadata, why(r.status())));
   const CheckResult& c = r.value();
   if (o.json) {

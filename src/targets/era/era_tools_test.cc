@@ -228,6 +228,44 @@ TEST(EraToolsTest, MarkedRunsAreMergedNotRepeated) {
   EXPECT_EQ(marked, nr - 10 + 3);
 }
 
+// Metadata that is not era's (never written, or another format) is told
+// from damaged era metadata: EMEDIUMTYPE, saying what the superblocks hold.
+TEST(EraToolsTest, NotEraMetadataIsNotCalledDamage) {
+  auto zero = std::make_shared<MemoryDevice>(1 << 20);
+  auto r = open_source(zero, false);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), EMEDIUMTYPE);
+  EXPECT_NE(r.status().context().find("all zeroes and no era block follows: it was never formatted"),
+            std::string::npos)
+      << r.status().context();
+  auto other = std::make_shared<MemoryDevice>(1 << 20);
+  ASSERT_TRUE(other->write(0, pattern(1, 2 * kMetaBlockSize), 0).ok());
+  r = open_source(other, false);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), EMEDIUMTYPE);
+  EXPECT_NE(
+      r.status().context().find("neither superblock slot (metadata blocks 0 and 1) holds era's superblock "
+                                "magic"),
+      std::string::npos)
+      << r.status().context();
+  // check says so too, rather than listing it as damage.
+  auto c = check_metadata(other);
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), EMEDIUMTYPE);
+  // Era metadata whose two superblocks are damaged (era's magic still in
+  // them, or in the blocks after them) is damage, as before.
+  Fixture fx;
+  for (uint64_t slot = 0; slot < 2; ++slot) {
+    Bytes sb(kMetaBlockSize);
+    ASSERT_TRUE(fx.md->read(slot * kMetaBlockSize, sb).ok());
+    sb[200] ^= std::byte{0x5a};
+    ASSERT_TRUE(fx.md->write(slot * kMetaBlockSize, sb, 0).ok());
+  }
+  r = open_source(fx.md, false);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), EUCLEAN) << r.status().message();
+}
+
 TEST(EraToolsTest, CheckReportsDamageAndErasBeyondTheCurrentOne) {
   Fixture fx;
   auto clean = check_metadata(fx.md);
