@@ -43,6 +43,9 @@ Status SpaceReserver::reserve(uint64_t offset, uint64_t length) {
     if (!wholly_allocated(c)) {
       device_reserves_.fetch_add(1, std::memory_order_relaxed);
       if (Status s = dev_->reserve(pos, piece_end - pos); !s.ok()) return s;
+      // Writes fill holes (this reservation too): ask again next time, so
+      // that a chunk written full stops costing a reservation per write.
+      state_[c].store(kUnknown, std::memory_order_relaxed);
     }
     pos = piece_end;
   }

@@ -9,8 +9,10 @@
 // rate (docs/performance.md). But most ranges are allocated already (an
 // image's data, a filesystem's deleted files), and a layer below never
 // deallocates them while it is in use. So the reserver remembers, per chunk
-// of the device, whether the chunk is wholly allocated (asked once, through
-// block_status), and calls reserve() only for chunks with holes.
+// of the device, whether the chunk is wholly allocated (asked through
+// block_status: once for a chunk found full, again after each reservation
+// in a chunk that had holes, since writes fill them), and calls reserve()
+// only for chunks with holes.
 //
 // Contract: nothing deallocates the device's blocks while the reserver is
 // in use (a layer that passes trims down must forget() the trimmed range).

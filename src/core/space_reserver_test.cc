@@ -41,19 +41,35 @@ TEST(SpaceReserver, AsksOncePerChunkAndReservesOnlyWhereThereAreHoles) {
   for (int i = 0; i < 10; ++i) ASSERT_TRUE(r.reserve(4096 * i, 4096).ok());
   EXPECT_EQ(dev.queries, 1);
   EXPECT_EQ(dev.reserves, 0);
-  // Chunk 1 has holes: every reservation there goes to the device.
+  // Chunk 1 has holes: a reservation there goes to the device; it fills
+  // them, so the chunk is asked again next time, found full, and costs
+  // nothing more.
   ASSERT_TRUE(r.reserve(300 * 4096, 8192).ok());
+  EXPECT_EQ(dev.reserves, 1);
+  int q = dev.queries;
   ASSERT_TRUE(r.reserve(260 * 4096, 4096).ok());
-  EXPECT_EQ(dev.reserves, 2);
-  EXPECT_EQ(r.device_reserves(), 2u);
-  // A range across chunks 0..2 reserves only the piece in chunk 1 (and
-  // asks about chunk 2 once).
-  const int q = dev.queries;
-  ASSERT_TRUE(r.reserve((1 << 20) - 4096, (1 << 20) + 8192).ok());
-  EXPECT_EQ(dev.reserves, 3);
+  ASSERT_TRUE(r.reserve(320 * 4096, 4096).ok());
+  EXPECT_EQ(dev.reserves, 1);
   EXPECT_EQ(dev.queries, q + 1);
+  // A chunk that keeps a hole elsewhere pays a reservation per write.
+  dev.holes = {400, 500};
+  r.forget(1 << 20, 1 << 20);
+  ASSERT_TRUE(r.reserve(400 * 4096, 4096).ok());
+  ASSERT_TRUE(r.reserve(410 * 4096, 4096).ok());
+  EXPECT_EQ(dev.reserves, 3);
+  EXPECT_EQ(r.device_reserves(), 3u);
+  // A range across chunks 1..3 with a hole in chunk 2 reserves only the
+  // piece in chunk 2 (asking about chunks 2 and 3 once each).
+  dev.holes = {600};
+  r.forget(1 << 20, 1 << 20);
+  q = dev.queries;
+  ASSERT_TRUE(r.reserve((2 << 20) - 4096, (1 << 20) + 8192).ok());
+  EXPECT_EQ(dev.reserves, 4);
+  EXPECT_EQ(dev.queries, q + 3);
   // A full device fails the reservation with ENOSPC.
   dev.full = true;
+  dev.holes.insert(300);
+  r.forget(300 * 4096, 4096);
   EXPECT_EQ(r.reserve(300 * 4096, 4096).code(), ENOSPC);
   EXPECT_TRUE(r.reserve(0, 4096).ok());  // chunk 0 needs nothing
   // After forget() (a trim below may have punched holes) it asks again.
