@@ -31,5 +31,31 @@ TEST(Crc32, ChainsLikeOneRun) {
   EXPECT_EQ(crc32(0, "123456789", 9), 0xcbf43926u);  // the standard check value
 }
 
+// Bit by bit, as the definition says: the reference crc32c() must match.
+uint32_t crc32c_reference(uint32_t crc, const unsigned char* p, size_t n) {
+  crc = ~crc;
+  for (size_t i = 0; i < n; ++i) {
+    crc ^= p[i];
+    for (int k = 0; k < 8; ++k) crc = (crc >> 1) ^ (0x82F63B78u & (0u - (crc & 1)));
+  }
+  return ~crc;
+}
+
+TEST(Crc32c, CheckValueAndReference) {
+  EXPECT_EQ(crc32c(0, "123456789", 9), 0xE3069283u);
+  EXPECT_EQ(crc32c(0, nullptr, 0), 0u);
+  std::mt19937_64 rng(9);
+  std::vector<unsigned char> buf(9000);
+  for (auto& b : buf) b = static_cast<unsigned char>(rng());
+  for (size_t len : {1, 7, 8, 31, 64, 255, 512, 4096, 4104, 9000}) {
+    for (uint32_t seed : {0u, 1u, 0xffffffffu, 0xdeadbeefu}) {
+      EXPECT_EQ(crc32c(seed, buf.data(), len), crc32c_reference(seed, buf.data(), len))
+          << "len " << len << " seed " << seed;
+    }
+  }
+  const uint32_t whole = crc32c(0, buf.data(), 9000);
+  EXPECT_EQ(crc32c(crc32c(0, buf.data(), 4000), buf.data() + 4000, 5000), whole);
+}
+
 }  // namespace
 }  // namespace bowstack
