@@ -1,6 +1,7 @@
 #include "targets/builtin.h"
 
 #include "targets/bow/bow_target.h"
+#include "targets/csum/csum_target.h"
 #include "targets/era/era_target.h"
 #include "targets/linear/linear.h"
 
@@ -10,6 +11,7 @@ void register_builtin_targets(TargetRegistry* registry) {
   registry->add(LinearTarget::info());
   registry->add(bow::BowTarget::info());
   registry->add(era::EraTarget::info());
+  registry->add(csum::CsumTarget::info());
 }
 
 }  // namespace bowstack

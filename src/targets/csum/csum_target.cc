@@ -1,0 +1,268 @@
+// csum: construction, the registry factory, clean close, status.
+#include "targets/csum/csum_target.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "core/parse.h"
+
+namespace bowstack::csum {
+
+namespace {
+
+Uuid random_uuid() {
+  std::random_device rd;
+  Uuid u;
+  for (auto& b : u) b = std::byte(static_cast<unsigned char>(rd()));
+  u[6] = (u[6] & std::byte{0x0f}) | std::byte{0x40};  // version 4
+  u[8] = (u[8] & std::byte{0x3f}) | std::byte{0x80};  // variant 1
+  return u;
+}
+
+// True when every byte of the device is a hole: certainly never written.
+Result<bool> holds_no_data(BlockDevice& dev) {
+  const uint64_t size = dev.geometry().size;
+  uint64_t pos = 0;
+  while (pos < size) {
+    std::vector<Extent> ext;
+    if (Status s = dev.block_status(pos, std::min<uint64_t>(size - pos, uint64_t{1} << 30), &ext); !s.ok())
+      return s;
+    if (ext.empty()) return false;
+    for (const Extent& e : ext) {
+      if (!(e.flags & kExtentHole)) return false;
+      pos += e.length;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+CsumTarget::CsumTarget(std::shared_ptr<BlockDevice> data, std::unique_ptr<CsumMetadata> md, CsumOptions opts)
+    : StackedDevice(std::move(data)),
+      opts_(std::move(opts)),
+      md_(std::move(md)),
+      bs_(md_->layout().block_size),
+      blocks_(md_->layout().nr_blocks) {
+  jobs_ = opts_.jobs ? opts_.jobs : std::make_shared<JobRunner>("csum");
+}
+
+Result<std::shared_ptr<CsumTarget>> CsumTarget::open(std::shared_ptr<BlockDevice> data,
+                                                     std::shared_ptr<BlockDevice> metadata,
+                                                     CsumOptions opts) {
+  const Geometry dg = data->geometry();
+  auto blank = CsumMetadata::is_blank(*metadata);
+  if (!blank.ok()) return Status::Error(blank.status().code(), "csum: metadata: " + why(blank.status()));
+  if (*blank) {
+    auto empty = holds_no_data(*data);
+    if (!empty.ok()) return empty.status();
+    if (!*empty) {
+      return Status::Error(
+          EINVAL,
+          "csum: the checksum metadata is blank but the data device already holds data; csum "
+          "never takes existing data as correct by itself (start from an empty image, or "
+          "format the metadata over this data explicitly)");
+    }
+    FormatParams p;
+    p.block_size = opts.block_size;
+    p.data_size = dg.size;
+    p.uuid = random_uuid();
+    p.created = opts.now != 0 ? opts.now
+                              : static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::seconds>(
+                                                          std::chrono::system_clock::now().time_since_epoch())
+                                                          .count());
+    if (Status s = CsumMetadata::format(*metadata, p); !s.ok()) {
+      return Status::Error(s.code(), "csum: formatting the metadata: " + why(s));
+    }
+    spdlog::info("csum: formatted new metadata: {} blocks of {} bytes, mode dual", dg.size / p.block_size,
+                 p.block_size);
+  }
+  auto md = CsumMetadata::open(metadata, opts.cache);
+  if (!md.ok())
+    return Status::Error(md.status().code(), "csum: cannot use the metadata: " + why(md.status()));
+  const Superblock sb = (*md)->superblock();
+  if (opts.block_size_given && opts.block_size != sb.layout.block_size) {
+    return Status::Error(EINVAL, fmt::format("csum: block_size={} given, but the metadata uses {}",
+                                             opts.block_size, sb.layout.block_size));
+  }
+  if (sb.layout.data_size != dg.size) {
+    return Status::Error(EINVAL,
+                         fmt::format("csum: the metadata belongs to a data device of {} bytes; this one "
+                                     "has {}; refusing to use it",
+                                     sb.layout.data_size, dg.size));
+  }
+  if (sb.mode != Mode::kDual) {
+    return Status::Error(ENOTSUP,
+                         fmt::format("csum: the metadata was last used in mode {}, which this version "
+                                     "cannot recover yet",
+                                     mode_name(sb.mode)));
+  }
+  auto t =
+      std::shared_ptr<CsumTarget>(new CsumTarget(std::move(data), std::move(md.value()), std::move(opts)));
+  if (Status s = t->start(); !s.ok()) return s;
+  return t;
+}
+
+Status CsumTarget::start() {
+  Superblock sb = md_->superblock();
+  if (!sb.clean()) {
+    // The last writer stopped without closing: what it wrote may still sit
+    // in a cache below. Flush first, so that what reads verify is durable.
+    // Pairs with two checksums are then read as either (no scan).
+    if (Status s = lower_device()->flush(); !s.ok()) return s;
+    ++sb.unclean_opens;
+    spdlog::warn(
+        "csum: the last stop was not clean; blocks written just before it may read as either "
+        "version, and a torn one fails with EIO");
+  }
+  // From now on the volume is in use: CLEAN is clear on disk before the
+  // first write to either device.
+  sb.flags &= ~kFlagClean;
+  sb.mode = Mode::kDual;
+  if (Status s = md_->commit_superblock(sb); !s.ok()) {
+    return Status::Error(s.code(), "csum: writing the superblock: " + why(s));
+  }
+  WriteBehind::Hooks h;
+  h.commit = [this](WriteBehind::Batch& batch) { return commit_batch(batch); };
+  h.apply = [this](WriteBehind::Batch& batch, const Status& committed) { apply_batch(batch, committed); };
+  wb_ = std::make_unique<WriteBehind>(
+      jobs_, WriteBehind::Options{.max_pending_bytes = opts_.max_pending_bytes, .blocks = blocks_},
+      std::move(h));
+  return Status::Ok();
+}
+
+CsumTarget::~CsumTarget() {
+  if (Status s = close_cleanly(); !s.ok()) {
+    spdlog::error("csum: closing: {}; the next open recovers as after a crash", why(s));
+  }
+}
+
+Status CsumTarget::close_cleanly() {
+  if (!wb_ || closed_) return Status::Ok();
+  closed_ = true;
+  wb_->stop();  // applies everything queued
+  if (wb_->failed()) return wb_->failure();
+  if (Status s = lower_device()->flush(); !s.ok()) return s;
+  {
+    std::lock_guard lock(pairs_mu_);
+    retire_locked(applied_seq_);
+  }
+  if (Status s = md_->write_dirty(); !s.ok()) return s;
+  Superblock sb = md_->superblock();
+  sb.flags |= kFlagClean;
+  sb.mismatches_total += mismatches_.load();
+  return md_->commit_superblock(sb);
+}
+
+Result<std::shared_ptr<BlockDevice>> CsumTarget::create(TargetContext& ctx, const TargetArgs& args) {
+  CsumOptions o;
+  auto bs = args.get_size("block_size", 4096);
+  if (!bs.ok()) return bs.status();
+  if (*bs < 512 || *bs > 4096 || (*bs & (*bs - 1)) != 0) {
+    return Status::Error(EINVAL, fmt::format("csum: block_size {} must be 512, 1024, 2048 or 4096", *bs));
+  }
+  o.block_size = static_cast<uint32_t>(*bs);
+  o.block_size_given = args.has("block_size");
+  const std::string mode = args.get_string("mode", "dual");
+  if (mode != "dual") {
+    if (mode == "journal" || mode == "rebuild") {
+      return Status::Error(ENOTSUP, fmt::format("csum: mode={} is not implemented yet; mode=dual is", mode));
+    }
+    return Status::Error(EINVAL, fmt::format("csum: mode '{}' is not dual, journal or rebuild", mode));
+  }
+  auto cache = args.get_size("cache", o.cache.max_bytes);
+  if (!cache.ok()) return cache.status();
+  o.cache.max_bytes = *cache;
+  o.metadata_path = ctx.side_file("metadata");
+  o.jobs = ctx.jobs();
+  std::shared_ptr<BlockDevice> data = ctx.data();
+  FormatParams p;
+  p.block_size = o.block_size;
+  p.data_size = data->geometry().size;
+  auto bytes = CsumMetadata::bytes_needed(p);
+  if (!bytes.ok()) return bytes.status();
+  auto dev = ctx.side_device("metadata", *bytes);
+  if (!dev.ok()) return Status::Error(dev.status().code(), "csum: metadata: " + why(dev.status()));
+  if (!dev.value()) return Status::Error(EINVAL, "csum: needs a metadata device (slot metadata)");
+  auto t = open(std::move(data), dev.value(), std::move(o));
+  if (!t.ok()) return t.status();
+  return std::shared_ptr<BlockDevice>(t.value());
+}
+
+TargetInfo CsumTarget::info() {
+  return TargetInfo{
+      "csum",
+      "a checksum per block, crash-consistent (old+new checksums), verified on every read",
+      {{"block_size",
+        "bytes per checksummed block: 512, 1024, 2048 or 4096 (default 4096; existing metadata "
+        "keeps its own)"},
+       {"mode",
+        "dual (the default: old and new checksum per block); journal and rebuild are not "
+        "implemented yet"},
+       {"cache", "metadata cache size in bytes (default 16M)"}},
+      {{"data", SlotKind::kDevice, true, "", "", "the device whose blocks are checksummed"},
+       {"metadata", SlotKind::kSideDevice, true, ".csum", "metadata",
+        "the checksums, created sparse if absent (default IMAGE.csum beside the data image)"}},
+      &CsumTarget::create,
+  };
+}
+
+Geometry CsumTarget::geometry() const {
+  Geometry g = lower_device()->geometry();
+  g.logical_block_size = std::max(bs_, g.logical_block_size);
+  g.preferred_block_size = std::max(bs_, g.preferred_block_size);
+  g.max_io_size = std::max<uint32_t>(bs_, g.max_io_size / bs_ * bs_);
+  g.accepts_unaligned = false;
+  return g;
+}
+
+Capabilities CsumTarget::capabilities() const {
+  Capabilities c = lower_device()->capabilities();
+  c.trim = !c.read_only;
+  c.write_zeroes = !c.read_only;
+  c.fast_zero = false;
+  c.block_status = false;
+  return c;
+}
+
+CsumTarget::Stats CsumTarget::stats() const {
+  Stats s;
+  s.mismatches = mismatches_.load();
+  s.metadata_errors = metadata_errors_.load();
+  s.commits = commits_.load();
+  s.data_flushes = data_flushes_.load();
+  s.failed = wb_ && wb_->failed();
+  std::lock_guard lock(pairs_mu_);
+  s.pending_blocks = pending_.size();
+  return s;
+}
+
+void CsumTarget::describe(nlohmann::json* out) const {
+  const Stats st = stats();
+  const Superblock sb = md_->superblock();
+  auto& j = *out;
+  j["metadata"] = opts_.metadata_path;
+  j["mode"] = mode_name(Mode::kDual);
+  j["block_size"] = bs_;
+  j["nr_blocks"] = blocks_;
+  j["uuid"] = uuid_text(sb.uuid);
+  j["mismatches"] = st.mismatches;
+  j["metadata_errors"] = st.metadata_errors;
+  j["commits"] = st.commits;
+  j["data_flushes"] = st.data_flushes;
+  j["pending_blocks"] = st.pending_blocks;
+  j["unclean_opens"] = sb.unclean_opens;
+  j["failed"] = st.failed;
+}
+
+std::string CsumTarget::status_line() const {
+  const Stats st = stats();
+  return fmt::format("dual, {} blocks of {}, {} mismatches, {} metadata errors{}", blocks_, format_size(bs_),
+                     st.mismatches, st.metadata_errors, st.failed ? ", FAILED" : "");
+}
+
+}  // namespace bowstack::csum

@@ -1,0 +1,140 @@
+// csum: a checksum per data block, kept crash-consistent and verified on
+// every read (docs/format/csum.md; seeds 000 and 001). This is mode `dual`,
+// the old+new scheme of seed 000, over layout=csum (checksums on a
+// metadata device, by default the sidecar IMAGE.csum).
+//
+// Concurrency and ordering (the format doc's section 5):
+//  * Writes go through the core's write-behind (core/write_behind.h): the
+//    writer computes its blocks' checksums in its own thread and queues the
+//    write (acknowledged at once unless FUA). The commit job takes a batch,
+//    puts each block's new checksum in the slot of its pair that does not
+//    describe the data now durable, and makes the batch's pair sectors
+//    durable with ONE metadata flush (group commit); only then does the
+//    apply hook write the batch's data. So the checksum of any data that can
+//    reach the device is on stable storage first.
+//  * A block written again before a data flush made its previous write
+//    durable would need a third slot: such a batch first flushes the data
+//    device (settling every earlier write), then proceeds. Within a batch a
+//    block gets one new checksum: the last write to it; earlier writes to it
+//    in the batch are not written (the later data replaces them anyway).
+//  * A data flush settles ("retires") the older checksum of every block
+//    whose write completed before it: the pair then holds one checksum.
+//    Reads accept either slot, so a read racing a commit sees a pair that
+//    describes the data it read; a mismatch is re-checked once before it
+//    fails, to rule out a write that landed between the read and the lookup.
+//  * Reads of blocks with a queued write wait for it (the pipeline's
+//    pending blocks), then read and verify. pairs_mu_ guards the pair
+//    sectors' bytes in the cache and the pending map; it is never held
+//    across data I/O.
+//  * Lock order: the pipeline's lock, then pairs_mu_ (the pipeline never
+//    holds its lock while calling the hooks that take pairs_mu_).
+//
+// Not yet (issue 17): modes journal and rebuild, layout=integrity, scrub,
+// requests smaller than a block (refused by the geometry), the offline
+// tools.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "core/block_device.h"
+#include "core/jobs.h"
+#include "core/target_registry.h"
+#include "core/write_behind.h"
+#include "targets/csum/csum_metadata.h"
+
+namespace bowstack::csum {
+
+struct CsumOptions {
+  uint32_t block_size = 4096;
+  bool block_size_given = false;           // an explicit block_size must match existing metadata
+  uint64_t max_pending_bytes = 64u << 20;  // acknowledged writes waiting for their checksums
+  BufioOptions cache{};
+  std::string metadata_path;        // for status only
+  std::shared_ptr<JobRunner> jobs;  // null: a runner of the target's own
+  uint64_t now = 0;                 // unix seconds for a format (0: the clock)
+};
+
+class CsumTarget final : public StackedDevice {
+ public:
+  // Opens the target over `data` with its metadata device. Blank metadata
+  // is formatted only when the data device holds no data (every block a
+  // hole: certainly unwritten); otherwise the data would have to be
+  // accepted explicitly, which serve never does. After an unclean stop the
+  // data device is flushed first, and pairs left with two checksums are
+  // read as either (the format's recovery: no scan).
+  static Result<std::shared_ptr<CsumTarget>> open(std::shared_ptr<BlockDevice> data,
+                                                  std::shared_ptr<BlockDevice> metadata, CsumOptions opts);
+  static Result<std::shared_ptr<BlockDevice>> create(TargetContext& ctx, const TargetArgs& args);
+  static TargetInfo info();
+  // A clean close: drains, flushes the data, settles every pair, writes the
+  // metadata and the superblock with CLEAN set. Errors are logged.
+  ~CsumTarget() override;
+
+  std::string_view kind() const override { return "csum"; }
+  Geometry geometry() const override;
+  Capabilities capabilities() const override;
+  Status read(uint64_t offset, std::span<std::byte> buf) override;
+  Status write(uint64_t offset, std::span<const std::byte> buf, uint32_t flags) override;
+  Status flush() override;
+  Status trim(uint64_t offset, uint64_t length, uint32_t flags) override;
+  Status write_zeroes(uint64_t offset, uint64_t length, uint32_t flags) override;
+  // Applies the queue and makes the pairs durable (no data flush).
+  Status detach() override;
+  void describe(nlohmann::json* out) const override;
+  std::string status_line() const override;
+
+  struct Stats {
+    uint64_t mismatches = 0;       // reads that found data not matching its checksum
+    uint64_t metadata_errors = 0;  // reads whose pair sector is damaged
+    uint64_t commits = 0;          // metadata flushes of the write path
+    uint64_t data_flushes = 0;     // data flushes forced by a rewrite before a flush
+    uint64_t pending_blocks = 0;   // written since the last data flush
+    bool failed = false;
+  };
+  Stats stats() const;
+  const Layout& layout() const { return md_->layout(); }
+
+ private:
+  struct Op;
+  CsumTarget(std::shared_ptr<BlockDevice> data, std::unique_ptr<CsumMetadata> md, CsumOptions opts);
+  Status start();
+  Status queue(uint64_t first, uint64_t end, const std::byte* data, uint32_t flags, int kind);
+
+  // Write-behind hooks.
+  Status commit_batch(WriteBehind::Batch& batch);
+  void apply_batch(WriteBehind::Batch& batch, const Status& committed);
+  // Settles the pairs of pending blocks whose data a completed flush made
+  // durable (committed in batch <= upto). REQUIRES: pairs_mu_ held.
+  void retire_locked(uint64_t upto);
+  // Verifies blocks [first, end) whose data is in `buf`; the first bad one
+  // in *bad. EIO-free: returns false when one does not match.
+  Status verify(uint64_t first, uint64_t end, std::span<const std::byte> buf, uint64_t* bad, bool* ok);
+  Status close_cleanly();
+
+  const CsumOptions opts_;
+  const std::unique_ptr<CsumMetadata> md_;
+  const uint32_t bs_;
+  const uint64_t blocks_;
+  std::shared_ptr<JobRunner> jobs_;
+  std::unique_ptr<WriteBehind> wb_;
+
+  mutable std::mutex pairs_mu_;
+  // Guarded by pairs_mu_: blocks written since the data flush that would
+  // settle them, with the batch that committed their newest checksum.
+  std::unordered_map<uint64_t, uint64_t> pending_;
+  uint64_t committed_seq_ = 0;  // guarded by pairs_mu_: batches committed
+  uint64_t applied_seq_ = 0;    // guarded by pairs_mu_: batches whose data writes completed
+  std::set<uint64_t> logged_;   // guarded by pairs_mu_: mismatching blocks already logged (bounded)
+
+  std::atomic<uint64_t> mismatches_{0}, metadata_errors_{0}, commits_{0}, data_flushes_{0};
+  bool closed_ = false;  // touched by the destructor only
+};
+
+}  // namespace bowstack::csum
