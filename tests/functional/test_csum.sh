@@ -22,6 +22,14 @@ json=$("$BOWSTACK" status --control "$CTL" --json)
 echo "$json" | grep -q '"mismatches": *0' || fail "status: $json"
 stop_server
 
+out=$("$BOWSTACK" csum verify "$IMG") || fail "csum verify of a clean volume: $out"
+echo "$out" | grep -q "16384 blocks of 4096 bytes verified, 0 mismatches" || fail "verify: $out"
+rc=0
+start_server "$IMG" --target csum
+"$BOWSTACK" csum verify "$IMG" >"$WORK/v.out" 2>&1 || rc=$?
+[[ $rc -eq 2 ]] && grep -q "in use\|PID\|locked\|busy" "$WORK/v.out" || fail "verify of a served image (rc $rc): $(cat "$WORK/v.out")"
+stop_server
+
 log "one flipped byte in block 300 (in the 64 KiB run written with byte 18)"
 /usr/bin/python3 -c 'import sys; f=open(sys.argv[1],"r+b"); f.seek(300*4096+123); b=f.read(1); f.seek(300*4096+123); f.write(bytes([b[0]^0x40]))' "$IMG"
 start_server "$IMG" --target csum
@@ -41,6 +49,13 @@ grep -q "block 300 (bytes 1228800..1232895) does not match its checksum" "$WORK/
   fail "the server did not log the damaged block"
 log "ok: EIO for block 300 only, counted and logged"
 stop_server
+rc=0
+out=$("$BOWSTACK" csum verify "$IMG") || rc=$?
+[[ $rc -eq 1 ]] || fail "csum verify exited $rc on a damaged volume: $out"
+echo "$out" | grep -q "^mismatch: block 300 (byte offset 1228800)$" || fail "verify did not name the block: $out"
+out=$("$BOWSTACK" csum verify --json "$IMG") || true
+echo "$out" | grep -q '"block": 300' || fail "verify --json: $out"
+log "ok: csum verify names block 300 and exits 1"
 
 log "kill -9 under writes: flushed data reads back, nothing unreadable"
 start_server "$IMG" --target csum
@@ -70,4 +85,6 @@ for b in range(0, 16384, 256):
 assert bad == [], "unreadable after the crash: %r" % bad' || fail "after kill -9"
 grep -q "last stop was not clean" "$WORK/server.log" || fail "the unclean stop went unnoticed"
 stop_server
+out=$("$BOWSTACK" csum verify "$IMG") || fail "csum verify after the crash and a clean stop: $out"
+log "ok: $out"
 pass
