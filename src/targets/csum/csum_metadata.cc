@@ -138,6 +138,7 @@ Result<Buffer> CsumMetadata::page_of(uint64_t sector) {
 }
 
 Status CsumMetadata::pairs(uint64_t first, uint64_t end, std::vector<Pair>* out) {
+  std::shared_lock hold(hold_mu_);
   out->clear();
   if (first >= end) return Status::Ok();
   if (end > layout_.nr_blocks) return Status::Error(EINVAL, "csum: pair lookup beyond the device");
@@ -156,6 +157,7 @@ Status CsumMetadata::pairs(uint64_t first, uint64_t end, std::vector<Pair>* out)
 }
 
 Status CsumMetadata::set_pairs(std::vector<std::pair<uint64_t, Pair>> updates) {
+  std::shared_lock hold(hold_mu_);
   std::sort(updates.begin(), updates.end(), [](const auto& x, const auto& y) { return x.first < y.first; });
   size_t i = 0;
   while (i < updates.size()) {
@@ -176,6 +178,9 @@ Status CsumMetadata::set_pairs(std::vector<std::pair<uint64_t, Pair>> updates) {
   return Status::Ok();
 }
 
-Status CsumMetadata::write_dirty() { return cache_->write_dirty_buffers(); }
+Status CsumMetadata::write_dirty() {
+  std::unique_lock hold(hold_mu_);  // no page held: every dirty one is written (see hold_mu_)
+  return cache_->write_dirty_buffers();
+}
 
 }  // namespace bowstack::csum

@@ -13,10 +13,13 @@
 // admin path). pairs() and set_pairs() may run concurrently for different
 // pair sectors; the caller serialises changes to one sector (the target
 // changes pairs only on its commit job, or with writes held).
+// write_dirty() waits for pairs() and set_pairs() calls in progress and
+// holds new ones off until the pages are durable.
 #pragma once
 
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <utility>
 #include <vector>
 
@@ -78,6 +81,13 @@ class CsumMetadata {
   const std::unique_ptr<BufferCache> cache_;
   const Layout layout_;
   const Uuid uuid_;
+  // The cache skips buffers someone holds when it makes dirty ones durable
+  // (core/bufio.h): a reader holding a pair page during write_dirty() would
+  // leave that page unwritten although write_dirty() succeeds. So pairs()
+  // and set_pairs() hold pages only under this lock (shared), and
+  // write_dirty() runs with it exclusive. The crash explorer found this: a
+  // writer's damage check held the page while the commit job flushed.
+  mutable std::shared_mutex hold_mu_;
   mutable std::mutex sb_mu_;
   Superblock sb_;         // guarded by sb_mu_
   uint64_t sb_location_;  // guarded by sb_mu_: the current copy
