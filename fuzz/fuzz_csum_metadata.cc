@@ -30,7 +30,7 @@ using Sector = std::array<std::byte, kSector>;
 void reseal(Sector& s, uint64_t location, const Uuid* uuid) {
   store_le(std::span<std::byte>(s), 8, location, 8);
   uint32_t c = 0;
-  if (uuid) c = crc32c(c, std::span<const std::byte>(*uuid));
+  if (uuid) c = crc32c(c, uuid->data(), uuid->size());
   c = crc32c(c, std::span<const std::byte>(s).subspan(4));
   store_le(std::span<std::byte>(s), 0, c, 4);
 }

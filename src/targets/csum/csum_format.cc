@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <cstring>
 
 #include "core/crc32.h"
 #include "core/endian.h"
@@ -21,7 +22,7 @@ bool all_zero(std::span<const std::byte> b) {
 // crc32c(0, uuid ‖ bytes 4..511): the seal of every sector but the superblock.
 uint32_t seal(std::span<const std::byte> sector, const Uuid* uuid) {
   uint32_t c = 0;
-  if (uuid) c = crc32c(c, std::span<const std::byte>(*uuid));
+  if (uuid) c = crc32c(c, uuid->data(), uuid->size());
   return crc32c(c, sector.subspan(4));
 }
 
@@ -116,7 +117,7 @@ void encode_superblock(const Superblock& sb, uint64_t location, std::span<std::b
   store_le(out, 20, sb.incompat, 4);
   store_le(out, 24, sb.ro_compat, 4);
   store_le(out, 28, sb.compat, 4);
-  std::copy(sb.uuid.begin(), sb.uuid.end(), out.begin() + 32);
+  std::memcpy(out.data() + 32, sb.uuid.data(), sb.uuid.size());
   store_le(out, 48, sb.generation, 8);
   store_le(out, 56, l.block_size, 4);
   store_le(out, 60, kPairsPerSector, 4);
@@ -165,7 +166,7 @@ Result<Superblock> decode_superblock(std::span<const std::byte> s, uint64_t loca
                                               "{:#x}",
                                               location, sb.incompat));
   }
-  std::copy(s.begin() + 32, s.begin() + 48, sb.uuid.begin());
+  std::memcpy(sb.uuid.data(), s.data() + 32, sb.uuid.size());
   sb.generation = load_le(s, 48, 8);
   const auto bs = static_cast<uint32_t>(load_le(s, 56, 4));
   const uint64_t data_size = load_le(s, 64, 8);
@@ -302,15 +303,6 @@ uint32_t block_checksum(uint64_t block, uint32_t block_size, std::span<const std
 uint32_t zero_checksum(uint64_t block, uint32_t block_size) {
   static const std::array<std::byte, 4096> zeroes{};
   return block_checksum(block, block_size, std::span<const std::byte>(zeroes).first(block_size));
-}
-
-std::string uuid_text(const Uuid& u) {
-  std::string s;
-  for (size_t i = 0; i < u.size(); ++i) {
-    if (i == 4 || i == 6 || i == 8 || i == 10) s += '-';
-    s += fmt::format("{:02x}", std::to_integer<unsigned>(u[i]));
-  }
-  return s;
 }
 
 }  // namespace bowstack::csum

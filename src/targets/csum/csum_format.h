@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "core/status.h"
+#include "core/uuid.h"
 
 namespace bowstack::csum {
 
@@ -46,7 +47,7 @@ enum class Mode : uint32_t { kDual = 1, kJournal = 2, kRebuild = 3 };
 const char* mode_name(Mode m);
 inline constexpr uint32_t kFlagClean = 1;
 
-using Uuid = std::array<std::byte, 16>;
+using bowstack::Uuid;  // core/uuid.h
 
 // Where everything lives on the metadata device, in sectors (section 2).
 struct Layout {
@@ -149,7 +150,5 @@ Result<DirtyBits> decode_dirty(std::span<const std::byte> sector, const Uuid& uu
 uint32_t block_checksum(uint64_t block, uint32_t block_size, std::span<const std::byte> data);
 // z(b): the checksum of a block of zeroes.
 uint32_t zero_checksum(uint64_t block, uint32_t block_size);
-
-std::string uuid_text(const Uuid& u);
 
 }  // namespace bowstack::csum

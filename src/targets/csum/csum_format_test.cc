@@ -17,7 +17,7 @@ Uuid example_uuid() {
   const unsigned char u[16] = {0x5f, 0x0c, 0x2a, 0x91, 0x7d, 0x3e, 0x4b, 0x8a,
                                0x9c, 0x61, 0x0e, 0x4f, 0x2b, 0x7d, 0x8a, 0x13};
   Uuid out;
-  for (int i = 0; i < 16; ++i) out[i] = std::byte{u[i]};
+  for (int i = 0; i < 16; ++i) out[i] = u[i];
   return out;
 }
 
@@ -61,7 +61,7 @@ TEST(CsumFormat, WorkedExample) {
   EXPECT_EQ(back->layout.pairs_sectors, 4376u);
   EXPECT_TRUE(back->clean());
   EXPECT_EQ(back->created, 1767225600u);
-  EXPECT_EQ(uuid_text(back->uuid), "5f0c2a91-7d3e-4b8a-9c61-0e4f2b7d8a13");
+  EXPECT_EQ(uuid_string(back->uuid), "5f0c2a91-7d3e-4b8a-9c61-0e4f2b7d8a13");
 }
 
 TEST(CsumFormat, SuperblockRefusesWhatItCannotTrust) {
@@ -139,7 +139,7 @@ TEST(CsumFormat, PairSectorsRoundTripAndCheckThemselves) {
   EXPECT_TRUE(*back == p);
   EXPECT_EQ(decode_pairs(s, u, 2074).status().code(), EUCLEAN);  // misdirected
   Uuid other = u;
-  other[0] ^= std::byte{1};
+  other[0] ^= 1;
   EXPECT_EQ(decode_pairs(s, other, 2073).status().code(), EUCLEAN);  // another volume's sector
   Sector zero{};
   auto empty = decode_pairs(zero, u, 2073);

@@ -14,7 +14,7 @@ FormatParams params(uint64_t data_size, uint32_t bs = 4096) {
   FormatParams p;
   p.block_size = bs;
   p.data_size = data_size;
-  for (size_t i = 0; i < p.uuid.size(); ++i) p.uuid[i] = std::byte(static_cast<unsigned char>(i * 17 + 3));
+  for (size_t i = 0; i < p.uuid.size(); ++i) p.uuid[i] = static_cast<uint8_t>(i * 17 + 3);
   p.created = 1767225600;
   return p;
 }

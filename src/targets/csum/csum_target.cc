@@ -6,22 +6,12 @@
 
 #include <chrono>
 #include <nlohmann/json.hpp>
-#include <random>
 
 #include "core/parse.h"
 
 namespace bowstack::csum {
 
 namespace {
-
-Uuid random_uuid() {
-  std::random_device rd;
-  Uuid u;
-  for (auto& b : u) b = std::byte(static_cast<unsigned char>(rd()));
-  u[6] = (u[6] & std::byte{0x0f}) | std::byte{0x40};  // version 4
-  u[8] = (u[8] & std::byte{0x3f}) | std::byte{0x80};  // variant 1
-  return u;
-}
 
 // True when every byte of the device is a hole: certainly never written.
 Result<bool> holds_no_data(BlockDevice& dev) {
@@ -249,7 +239,7 @@ void CsumTarget::describe(nlohmann::json* out) const {
   j["mode"] = mode_name(Mode::kDual);
   j["block_size"] = bs_;
   j["nr_blocks"] = blocks_;
-  j["uuid"] = uuid_text(sb.uuid);
+  j["uuid"] = uuid_string(sb.uuid);
   j["mismatches"] = st.mismatches;
   j["metadata_errors"] = st.metadata_errors;
   j["commits"] = st.commits;

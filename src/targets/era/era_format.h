@@ -10,6 +10,7 @@
 
 #include "core/bufio.h"
 #include "core/status.h"
+#include "core/uuid.h"
 
 namespace bowstack::era {
 
@@ -33,9 +34,9 @@ enum class Kind : uint32_t {
 };
 const char* kind_name(Kind k);
 
-using Uuid = std::array<uint8_t, 16>;
-std::string uuid_string(const Uuid& u);
-Uuid random_uuid();
+using bowstack::random_uuid;
+using bowstack::Uuid;
+using bowstack::uuid_string;
 
 // The header every metadata block starts with.
 struct BlockHeader {
