@@ -39,6 +39,34 @@ void register_workload(std::unique_ptr<Workload> w) {
   registry()[name] = std::move(w);
 }
 
+namespace {
+
+class FnWorkload final : public Workload {
+ public:
+  FnWorkload(std::string name, std::string description, RecordFn record, CheckerFn checker)
+      : name_(std::move(name)),
+        description_(std::move(description)),
+        record_(std::move(record)),
+        checker_(std::move(checker)) {}
+  std::string name() const override { return name_; }
+  std::string description() const override { return description_; }
+  Result<Recording> record(uint64_t seed) const override { return record_(seed); }
+  Result<std::unique_ptr<Checker>> checker(const Recording& rec) const override { return checker_(rec); }
+
+ private:
+  const std::string name_, description_;
+  const RecordFn record_;
+  const CheckerFn checker_;
+};
+
+}  // namespace
+
+bool register_workload(std::string name, std::string description, RecordFn record, CheckerFn checker) {
+  register_workload(std::make_unique<FnWorkload>(std::move(name), std::move(description), std::move(record),
+                                                 std::move(checker)));
+  return true;
+}
+
 const Workload* find_workload(const std::string& name) {
   auto it = registry().find(name);
   return it == registry().end() ? nullptr : it->second.get();

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <iosfwd>
 #include <memory>
 #include <string>
@@ -47,6 +48,23 @@ class Workload {
 
 // Registry (static registration from each workload's file).
 void register_workload(std::unique_ptr<Workload> w);
+
+// What every target's workload is: a recording function and a checker
+// factory. Registers one; returns true, for a namespace-scope initializer:
+//   const bool registered = crash::register_workload("csum", "...", &record_csum,
+//                                                    crash::checker_of<CsumChecker>());
+using RecordFn = std::function<Result<Recording>(uint64_t seed)>;
+using CheckerFn = std::function<Result<std::unique_ptr<Checker>>(const Recording&)>;
+bool register_workload(std::string name, std::string description, RecordFn record, CheckerFn checker);
+// A CheckerFn for a checker type with `static Result<std::unique_ptr<C>> make(const Recording&)`.
+template <typename C>
+CheckerFn checker_of() {
+  return [](const Recording& rec) -> Result<std::unique_ptr<Checker>> {
+    auto c = C::make(rec);
+    if (!c.ok()) return c.status();
+    return std::unique_ptr<Checker>(std::move(c.value()));
+  };
+}
 const Workload* find_workload(const std::string& name);
 std::vector<const Workload*> all_workloads();
 

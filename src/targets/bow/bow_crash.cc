@@ -552,26 +552,12 @@ CheckResult BowChecker::check(CrashState& st) const {
   return r;
 }
 
-class BowWorkload final : public crash::Workload {
- public:
-  std::string name() const override { return "bow"; }
-  std::string description() const override {
-    return "bow: TRIM, checkpoint, writes/trims/flushes until space runs short, commit in half the runs; "
-           "checks "
-           "restore, resume, and restore crashed at its own writes";
-  }
-  Result<Recording> record(uint64_t seed) const override { return record_bow(seed); }
-  Result<std::unique_ptr<crash::Checker>> checker(const Recording& rec) const override {
-    auto c = BowChecker::make(rec);
-    if (!c.ok()) return c.status();
-    return std::unique_ptr<crash::Checker>(std::move(c.value()));
-  }
-};
-
-const bool registered = [] {
-  crash::register_workload(std::make_unique<BowWorkload>());
-  return true;
-}();
+const bool registered = crash::register_workload(
+    "bow",
+    "bow: TRIM, checkpoint, writes/trims/flushes until space runs short, commit in half the runs; "
+    "checks "
+    "restore, resume, and restore crashed at its own writes",
+    &record_bow, crash::checker_of<BowChecker>());
 
 }  // namespace
 }  // namespace bowstack::bow

@@ -74,7 +74,7 @@ Result<Recording> record_csum(uint64_t seed) {
   FormatParams p;
   p.block_size = bs;
   p.data_size = kDataSize;
-  for (size_t i = 0; i < p.uuid.size(); ++i) p.uuid[i] = std::byte(static_cast<unsigned char>(seed + i));
+  for (size_t i = 0; i < p.uuid.size(); ++i) p.uuid[i] = static_cast<uint8_t>(seed + i);
   p.created = 1767225600;
   auto md_bytes = CsumMetadata::bytes_needed(p);
   if (!md_bytes.ok()) return md_bytes.status();
@@ -291,25 +291,11 @@ class CsumChecker final : public crash::Checker {
   std::vector<Event> events_;
 };
 
-class CsumWorkload final : public crash::Workload {
- public:
-  std::string name() const override { return "csum"; }
-  std::string description() const override {
-    return "csum (dual): writes, rewrites before flushes, trims and flushes on a data and a metadata device; "
-           "checks flushed blocks read back without EIO and no read returns data never written";
-  }
-  Result<Recording> record(uint64_t seed) const override { return record_csum(seed); }
-  Result<std::unique_ptr<crash::Checker>> checker(const Recording& rec) const override {
-    auto c = CsumChecker::make(rec);
-    if (!c.ok()) return c.status();
-    return std::unique_ptr<crash::Checker>(std::move(c.value()));
-  }
-};
-
-const bool registered = [] {
-  crash::register_workload(std::make_unique<CsumWorkload>());
-  return true;
-}();
+const bool registered = crash::register_workload(
+    "csum",
+    "csum (dual): writes, rewrites before flushes, trims and flushes on a data and a metadata device; "
+    "checks flushed blocks read back without EIO and no read returns data never written",
+    &record_csum, crash::checker_of<CsumChecker>());
 
 }  // namespace
 }  // namespace bowstack::csum

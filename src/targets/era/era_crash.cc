@@ -250,26 +250,12 @@ class EraChecker final : public crash::Checker {
   std::vector<std::pair<size_t, uint32_t>> eras_;  // (record, era) of acknowledged checkpoints
 };
 
-class EraWorkload final : public crash::Workload {
- public:
-  std::string name() const override { return "era"; }
-  std::string description() const override {
-    return "era: writes, trims, flushes, checkpoints and metadata snapshots on an origin and a metadata "
-           "device; "
-           "checks every flushed write keeps its era through crashes and recovery";
-  }
-  Result<Recording> record(uint64_t seed) const override { return record_era(seed); }
-  Result<std::unique_ptr<crash::Checker>> checker(const Recording& rec) const override {
-    auto c = EraChecker::make(rec);
-    if (!c.ok()) return c.status();
-    return std::unique_ptr<crash::Checker>(std::move(c.value()));
-  }
-};
-
-const bool registered = [] {
-  crash::register_workload(std::make_unique<EraWorkload>());
-  return true;
-}();
+const bool registered = crash::register_workload(
+    "era",
+    "era: writes, trims, flushes, checkpoints and metadata snapshots on an origin and a metadata "
+    "device; "
+    "checks every flushed write keeps its era through crashes and recovery",
+    &record_era, crash::checker_of<EraChecker>());
 
 }  // namespace
 }  // namespace bowstack::era
