@@ -55,6 +55,14 @@ WriteBehind::Hooks hooks_for(Recorder* r) {
   return h;
 }
 
+// Makes the apply hook wait until `released` is set.
+void hold_apply(WriteBehind::Hooks* h, std::shared_future<void> released) {
+  h->apply = [inner = h->apply, released](WriteBehind::Batch& b, const Status& c) {
+    released.wait();
+    inner(b, c);
+  };
+}
+
 std::shared_ptr<TestOp> op(int id, uint64_t first, uint64_t end, uint64_t bytes = 4096, bool wait = false) {
   auto o = std::make_shared<TestOp>();
   o->id = id;
@@ -121,11 +129,7 @@ TEST(WriteBehind, PendingBlocksAndReadYourWrites) {
   std::promise<void> release;
   std::shared_future<void> released = release.get_future().share();
   auto h = hooks_for(&r);
-  auto inner = h.apply;
-  h.apply = [&, inner](WriteBehind::Batch& b, const Status& c) {
-    released.wait();
-    inner(b, c);
-  };
+  hold_apply(&h, released);
   WriteBehind wb(std::make_shared<JobRunner>("t"), {.blocks = 100}, h);
   auto a = op(1, 10, 13);
   auto b = op(2, 12, 15);
@@ -150,11 +154,7 @@ TEST(WriteBehind, BoundsPendingMemory) {
   std::promise<void> release;
   std::shared_future<void> released = release.get_future().share();
   auto h = hooks_for(&r);
-  auto inner = h.apply;
-  h.apply = [&, inner](WriteBehind::Batch& b, const Status& c) {
-    released.wait();
-    inner(b, c);
-  };
+  hold_apply(&h, released);
   WriteBehind wb(std::make_shared<JobRunner>("t"), {.max_pending_bytes = 8192}, h);
   ASSERT_TRUE(wb.submit(op(1, 0, 0, 4096)).ok());
   ASSERT_TRUE(wb.submit(op(2, 0, 0, 4096)).ok());
@@ -240,11 +240,7 @@ TEST(WriteBehind, CommittedHookFreesMemoryEarly) {
   h.committed = [](WriteBehind::Batch& b) {
     for (auto& o : b) o->bytes /= 2;
   };
-  auto inner = h.apply;
-  h.apply = [&, inner](WriteBehind::Batch& b, const Status& c) {
-    released.wait();
-    inner(b, c);
-  };
+  hold_apply(&h, released);
   WriteBehind wb(std::make_shared<JobRunner>("t"), {.apply_job = true}, h);
   ASSERT_TRUE(wb.submit(op(1, 0, 0, 1000)).ok());
   for (int i = 0; i < 200 && wb.stats().pending_bytes != 500; ++i) std::this_thread::sleep_for(5ms);

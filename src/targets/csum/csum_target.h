@@ -85,7 +85,8 @@ class CsumTarget final : public StackedDevice {
   Status flush() override;
   Status trim(uint64_t offset, uint64_t length, uint32_t flags) override;
   Status write_zeroes(uint64_t offset, uint64_t length, uint32_t flags) override;
-  // Applies the queue and makes the pairs durable (no data flush).
+  // Applies the queue (no data flush). Its checksums are durable already:
+  // each batch's were flushed before its data was written.
   Status detach() override;
   void describe(nlohmann::json* out) const override;
   std::string status_line() const override;
