@@ -48,11 +48,18 @@ void JobControl::done(uint64_t bytes) {
   std::unique_lock lock(job_->mu_);
   job_->done_ += bytes;
   job_->rate_done_ += bytes;
-  if (job_->rate_ == 0 || job_->kind_ != Job::Kind::kTask) return;
-  // Sleep until the bytes done since rate_start_ fit the rate; a stop or a
-  // rate change wakes the sleep early.
-  const auto due = job_->rate_start_ + std::chrono::microseconds(job_->rate_done_ * 1000000 / job_->rate_);
-  job_->cv_.wait_until(lock, due, [this] { return job_->stop_requested_; });
+  if (job_->kind_ != Job::Kind::kTask) return;
+  // Sleep until the bytes done since rate_start_ fit the rate. A stop or a
+  // pause ends the sleep (the body then stops or waits in
+  // wait_while_paused); a rate change starts it over at the new rate.
+  for (;;) {
+    if (job_->rate_ == 0 || job_->stop_requested_ || job_->paused_) return;
+    const auto due = job_->rate_start_ + std::chrono::microseconds(job_->rate_done_ * 1000000 / job_->rate_);
+    if (std::chrono::steady_clock::now() >= due) return;
+    const uint64_t gen = job_->rate_gen_;
+    job_->cv_.wait_until(
+        lock, due, [this, gen] { return job_->stop_requested_ || job_->paused_ || job_->rate_gen_ != gen; });
+  }
 }
 
 Job::Job(std::string name, Kind kind, std::function<void()> wake)
@@ -100,8 +107,11 @@ void Job::stop() {
 
 void Job::pause() {
   if (kind_ != Kind::kTask) return;
-  std::lock_guard lock(mu_);
-  paused_ = true;
+  {
+    std::lock_guard lock(mu_);
+    paused_ = true;
+  }
+  cv_.notify_all();  // ends a rate sleep, so the body reaches its pause point
 }
 
 void Job::resume() {
@@ -118,6 +128,7 @@ void Job::set_rate(uint64_t bytes_per_s) {
     rate_ = bytes_per_s;
     rate_start_ = std::chrono::steady_clock::now();
     rate_done_ = 0;
+    ++rate_gen_;
   }
   cv_.notify_all();
 }

@@ -99,6 +99,7 @@ class Job {
   uint64_t done_ = 0;                                 // guarded by mu_
   std::chrono::steady_clock::time_point rate_start_;  // guarded by mu_
   uint64_t rate_done_ = 0;                            // guarded by mu_: bytes since rate_start_
+  uint64_t rate_gen_ = 0;                             // guarded by mu_: +1 per set_rate()
   std::string error_;                                 // guarded by mu_
   std::atomic<bool> stopping_{false};
   std::thread thread_;  // joined by stop() only (one caller: guarded by join_mu_)

@@ -132,6 +132,25 @@ TEST(Jobs, RateLimitSlowsATask) {
   EXPECT_EQ(crawl->state(), JobState::kStopped);
 }
 
+TEST(Jobs, APauseOrARateChangeEndsARateSleep) {
+  JobRunner r("t");
+  // 1 MiB at 1 byte/s: without a wake-up the first done() sleeps for days.
+  Job* j = r.start("crawl", Job::Kind::kTask, [](JobControl& c) {
+    for (int i = 0; i < 3; ++i) {
+      if (!c.wait_while_paused()) break;
+      c.done(1 << 20);
+    }
+    return Status::Ok();
+  });
+  j->set_rate(1);
+  std::this_thread::sleep_for(10ms);
+  j->pause();  // the body reaches its pause point
+  ASSERT_TRUE(reaches(j, JobState::kPaused));
+  j->resume();
+  j->set_rate(0);  // and a faster rate lets it finish
+  ASSERT_TRUE(reaches(j, JobState::kDone));
+}
+
 TEST(Jobs, Messages) {
   JobRunner r("t");
   Job* j = r.start("scrub", Job::Kind::kTask, [](JobControl& c) {

@@ -1,5 +1,8 @@
-// csum's verbs on the `bowstack` command: `bowstack csum verify IMAGE`.
-// Logic lives in csum_verify.cc; this file opens files and prints.
+// csum's verbs on the `bowstack` command: `bowstack csum verify IMAGE` here,
+// the other tools in csum_tools_cli.cc; logic in csum_verify.cc and
+// csum_tools.cc.
+#include "targets/csum/csum_cli.h"
+
 #include <fmt/format.h>
 #include <unistd.h>
 
@@ -17,12 +20,6 @@ namespace {
 
 using namespace bowstack::csum;
 
-struct CsumCliOptions {
-  std::string image;
-  std::string metadata;  // empty: IMAGE + the metadata slot's default suffix, as serve resolves it
-  bool json = false;
-};
-
 // Exit status: 0 every block verified, 1 mismatches or unverifiable blocks,
 // 2 the volume cannot be verified at all.
 int unusable(const std::string& what) {
@@ -30,15 +27,8 @@ int unusable(const std::string& what) {
   return 2;
 }
 
-std::string default_metadata(const std::string& image) {
-  for (const auto& slot : CsumTarget::info().slots) {
-    if (slot.name == "metadata") return image + slot.default_suffix;
-  }
-  return image + ".csum";
-}
-
 int run_csum_verify(const CsumCliOptions& o) {
-  const std::string meta = o.metadata.empty() ? default_metadata(o.image) : o.metadata;
+  const std::string meta = o.metadata.empty() ? csum_default_metadata(o.image) : o.metadata;
   // Shared locks: refused while a server holds either file (it may be
   // changing both), fine beside other readers.
   auto data = FileDevice::open(o.image, FileDeviceOptions{.read_only = true, .lock = true});
@@ -103,9 +93,72 @@ VerbRunner add_csum_verbs(CLI::App& app) {
   verify->add_option("--metadata", o->metadata, "the checksums (default: IMAGE.csum, as serve finds them)");
   verify->add_flag("--json", o->json, "print the report as JSON");
   verify->footer("Example:\n  bowstack csum verify disk.img\n  bowstack csum verify --json disk.img");
+
+  CLI::App* format = cmd->add_subcommand(
+      "format", "make checksums for the data IMAGE holds now, accepting it as correct (server stopped)");
+  format->add_option("IMAGE", o->image, "the data image")->required();
+  format->add_option("--metadata", o->metadata, "where the checksums go (default: IMAGE.csum)");
+  format->add_option("--block-size", o->block_size, "bytes per checksummed block: 512, 1024, 2048 or 4096")
+      ->check(CLI::IsMember({512, 1024, 2048, 4096}));
+  format->add_flag("--force", o->force, "replace metadata that is already there (csum or not)");
+  format->add_flag("--json", o->json, "print the report as JSON");
+  format->footer("Example:\n  bowstack csum format disk.img && bowstack serve disk.img --target csum");
+
+  CLI::App* rebuild = cmd->add_subcommand(
+      "rebuild", "recompute every checksum from the current data, accepting it (server stopped)");
+  rebuild->add_option("IMAGE", o->image, "the data image")->required();
+  rebuild->add_option("--metadata", o->metadata, "the checksums (default: IMAGE.csum)");
+  rebuild->add_flag("--json", o->json, "print the report as JSON");
+  rebuild->footer(
+      "Every block's current data becomes correct, mismatching or not: run 'csum verify' first to see what "
+      "this accepts.\nExample:\n  bowstack csum rebuild disk.img");
+
+  CLI::App* rewrite = cmd->add_subcommand(
+      "rewrite",
+      "accept one block's current data as correct (offline with IMAGE, else on the running server)");
+  rewrite->add_option("IMAGE", o->image, "the data image (server stopped); omit to ask the running server");
+  rewrite->add_option("--metadata", o->metadata, "the checksums (default: IMAGE.csum)");
+  rewrite->add_option("--block", o->block, "the block number (as 'csum verify' names it)")->required();
+  add_client_options(rewrite, &o->client);
+  rewrite->footer(
+      "Examples:\n  bowstack csum rewrite --block 300 disk.img\n  bowstack csum rewrite --block 300");
+
+  CLI::App* dump = cmd->add_subcommand("dump", "print what the checksum metadata says (writes nothing)");
+  dump->add_option("IMAGE", o->image, "the data image")->required();
+  dump->add_option("--metadata", o->metadata, "the checksums (default: IMAGE.csum)");
+  dump->add_option("--block", o->block, "show this block's checksums and whether its data matches")
+      ->each([o](const std::string&) { o->block_given = true; });
+  dump->add_flag("--json", o->json, "print JSON");
+  dump->footer("Examples:\n  bowstack csum dump disk.img\n  bowstack csum dump --block 300 disk.img");
+
+  CLI::App* mismatches = cmd->add_subcommand(
+      "mismatches", "running server: the blocks reads and scrub found bad (exit 1 if any)");
+  add_client_options(mismatches, &o->client);
+
+  CLI::App* scrub =
+      cmd->add_subcommand("scrub", "running server: start, stop, pause or resume a scrub, or set its rate");
+  auto action = std::make_shared<std::string>("start");
+  auto rate = std::make_shared<std::string>();
+  scrub->add_option("ACTION", *action, "start (default), stop, pause or resume")
+      ->check(CLI::IsMember({"start", "stop", "pause", "resume"}));
+  scrub->add_option("--rate", *rate, "bytes per second, e.g. 100M (0: unlimited)");
+  add_client_options(scrub, &o->client);
+  scrub->footer("Examples:\n  bowstack csum scrub\n  bowstack csum scrub --rate 200M\n  bowstack status");
   return [=]() -> int {
     if (!*cmd) return -1;
     if (*verify) return run_csum_verify(*o);
+    if (*format) return run_csum_format(*o);
+    if (*rebuild) return run_csum_rebuild(*o);
+    if (*rewrite) return run_csum_rewrite(*o);
+    if (*dump) return run_csum_dump(*o);
+    if (*mismatches) return run_csum_mismatches(*o);
+    if (*scrub) {
+      if (!rate->empty()) {
+        if (int rc = run_message(o->client, "scrub_rate=" + *rate, "csum"); rc != 0) return rc;
+        if (scrub->count("ACTION") == 0) return 0;
+      }
+      return run_message(o->client, "scrub " + *action, "csum");
+    }
     return 1;
   };
 }

@@ -13,14 +13,9 @@
 
 namespace bowstack::csum {
 
-namespace {
-enum Kind { kWrite = 0, kTrim = 1, kZeroes = 2 };
-constexpr size_t kMaxLogged = 1024;  // mismatching blocks named in the log, at most
-}  // namespace
-
 // One queued write, trim or write-zeroes of whole blocks [first, end).
 struct CsumTarget::Op : QueuedOp {
-  int kind = kWrite;
+  int kind = kOpWrite;
   uint32_t flags = 0;
   AlignedBuf data;             // kWrite: the blocks' new contents
   std::vector<uint32_t> sums;  // the new checksum of each block
@@ -45,12 +40,9 @@ Status CsumTarget::read(uint64_t offset, std::span<std::byte> buf) {
     // real damage mismatches again.
   }
   mismatches_.fetch_add(1, std::memory_order_relaxed);
-  {
-    std::lock_guard lock(pairs_mu_);
-    if (logged_.size() < kMaxLogged && logged_.insert(bad).second) {
-      spdlog::error("csum: block {} (bytes {}..{}) does not match its checksum: read fails with EIO", bad,
-                    bad * bs_, (bad + 1) * bs_ - 1);
-    }
+  if (note_bad(bad, false, "read")) {
+    spdlog::error("csum: block {} (bytes {}..{}) does not match its checksum: read fails with EIO", bad,
+                  bad * bs_, (bad + 1) * bs_ - 1);
   }
   return Status::Error(
       EIO, fmt::format("csum: block {} (byte offset {}) does not match its checksum", bad, bad * bs_));
@@ -97,7 +89,7 @@ Status CsumTarget::queue(uint64_t first, uint64_t end, const std::byte* data, ui
   op->kind = kind;
   op->flags = flags;
   op->sums.resize(end - first);
-  if (kind == kWrite) {
+  if (kind == kOpWrite) {
     const uint64_t n = (end - first) * bs_;
     op->data = AlignedBuf(n);
     std::memcpy(op->data.data(), data, n);
@@ -105,27 +97,27 @@ Status CsumTarget::queue(uint64_t first, uint64_t end, const std::byte* data, ui
       op->sums[b - first] = block_checksum(b, bs_, op->data.span().subspan((b - first) * bs_, bs_));
     }
     op->bytes = n;
-  } else {
+  } else if (kind != kOpAccept) {
     for (uint64_t b = first; b < end; ++b) op->sums[b - first] = zero_checksum(b, bs_);
   }
-  op->wait = kind != kWrite || (flags & kFua) != 0;
+  op->wait = kind != kOpWrite || (flags & kFua) != 0;
   return wb_->submit(std::move(op));
 }
 
 Status CsumTarget::write(uint64_t offset, std::span<const std::byte> buf, uint32_t flags) {
-  return queue(offset / bs_, (offset + buf.size()) / bs_, buf.data(), flags, kWrite);
+  return queue(offset / bs_, (offset + buf.size()) / bs_, buf.data(), flags, kOpWrite);
 }
 
 Status CsumTarget::trim(uint64_t offset, uint64_t length, uint32_t flags) {
   // Advisory: only whole blocks, which then read as zeroes (with z(b)).
   const uint64_t first = (offset + bs_ - 1) / bs_;
   const uint64_t end = (offset + length) / bs_;
-  return queue(first, std::max(first, end), nullptr, flags, kTrim);
+  return queue(first, std::max(first, end), nullptr, flags, kOpTrim);
 }
 
 Status CsumTarget::write_zeroes(uint64_t offset, uint64_t length, uint32_t flags) {
   if (flags & kFastZero) return Status::Error(ENOTSUP, "csum: no fast zeroing");
-  return queue(offset / bs_, (offset + length) / bs_, nullptr, flags, kZeroes);
+  return queue(offset / bs_, (offset + length) / bs_, nullptr, flags, kOpZeroes);
 }
 
 Status CsumTarget::commit_batch(WriteBehind::Batch& batch) {
@@ -133,7 +125,20 @@ Status CsumTarget::commit_batch(WriteBehind::Batch& batch) {
   std::unordered_map<uint64_t, uint32_t> fin;
   for (const auto& q : batch) {
     const Op& op = static_cast<const Op&>(*q);
-    for (uint64_t b = op.first; b < op.end; ++b) fin[b] = op.sums[b - op.first];
+    if (op.kind != kOpAccept) {
+      for (uint64_t b = op.first; b < op.end; ++b) fin[b] = op.sums[b - op.first];
+      continue;
+    }
+    // Accepting a block's current data: what the device holds now (every
+    // earlier batch is applied; apply runs on this job). A write earlier in
+    // this batch is that data already and keeps its checksum.
+    AlignedBuf blk(bs_);
+    for (uint64_t b = op.first; b < op.end; ++b) {
+      if (fin.count(b) != 0) continue;
+      // Other ops of the batch are acknowledged: failing it must be sticky.
+      if (Status s = lower_device()->read(b * bs_, blk.span()); !s.ok()) return wb_->fail(s);
+      fin[b] = block_checksum(b, bs_, blk.span());
+    }
   }
   bool rewrite = false;
   {
@@ -224,12 +229,14 @@ void CsumTarget::apply_batch(WriteBehind::Batch& batch, const Status& committed)
   uint64_t total = 0;
   for (size_t i = 0; i < batch.size(); ++i) {
     const Op& op = static_cast<const Op&>(*batch[i]);
+    if (op.kind == kOpAccept) continue;  // writes nothing
     for (uint64_t b = op.first; b < op.end; ++b) last[b] = i;
     total += op.end - op.first;
   }
   const bool overlaps = last.size() != total;
   for (size_t i = 0; i < batch.size(); ++i) {
     Op& op = static_cast<Op&>(*batch[i]);
+    if (op.kind == kOpAccept) continue;
     Status s;
     uint64_t b = op.first;
     while (s.ok() && b < op.end) {
@@ -239,11 +246,11 @@ void CsumTarget::apply_batch(WriteBehind::Batch& batch, const Status& committed)
       while (e < op.end && (!overlaps || last[e] == i)) ++e;
       if (b == e) break;
       const uint64_t off = b * bs_, len = (e - b) * bs_;
-      if (op.kind == kWrite) {
+      if (op.kind == kOpWrite) {
         s = lower_device()->write(off, op.data.span().subspan((b - op.first) * bs_, len), op.flags);
       } else {
         // Trim becomes zeroes that may unmap: the checksum says zeroes.
-        s = lower_device()->write_zeroes(off, len, op.kind == kTrim ? (op.flags & kFua) : op.flags);
+        s = lower_device()->write_zeroes(off, len, op.kind == kOpTrim ? (op.flags & kFua) : op.flags);
       }
       b = e;
     }

@@ -37,7 +37,8 @@ CsumTarget::CsumTarget(std::shared_ptr<BlockDevice> data, std::unique_ptr<CsumMe
       opts_(std::move(opts)),
       md_(std::move(md)),
       bs_(md_->layout().block_size),
-      blocks_(md_->layout().nr_blocks) {
+      blocks_(md_->layout().nr_blocks),
+      scrub_rate_(opts_.scrub_rate) {
   jobs_ = opts_.jobs ? opts_.jobs : std::make_shared<JobRunner>("csum");
 }
 
@@ -54,8 +55,8 @@ Result<std::shared_ptr<CsumTarget>> CsumTarget::open(std::shared_ptr<BlockDevice
       return Status::Error(
           EINVAL,
           "csum: the checksum metadata is blank but the data device already holds data; csum "
-          "never takes existing data as correct by itself (start from an empty image, or "
-          "format the metadata over this data explicitly)");
+          "never takes existing data as correct by itself: accept it explicitly with "
+          "'bowstack csum format IMAGE' (server stopped), or start from an empty image");
     }
     FormatParams p;
     p.block_size = opts.block_size;
@@ -122,6 +123,16 @@ Status CsumTarget::start() {
   wb_ = std::make_unique<WriteBehind>(
       jobs_, WriteBehind::Options{.max_pending_bytes = opts_.max_pending_bytes, .blocks = blocks_},
       std::move(h));
+  // A pass that was running or paused at the last stop goes on from its
+  // cursor (the count of what it found so far with it).
+  if (sb.scrub_state == 1 || sb.scrub_state == 2) {
+    std::lock_guard lock(admin_mu_);
+    scrub_cursor_ = std::min(sb.scrub_cursor, blocks_);
+    scrub_found_ = sb.scrub_mismatches;
+    spdlog::info("csum: continuing the scrub at block {} of {}{}", scrub_cursor_.load(), blocks_,
+                 sb.scrub_state == 2 ? " (paused)" : "");
+    return start_scrub_locked(scrub_cursor_.load(), sb.scrub_state == 2);
+  }
   return Status::Ok();
 }
 
@@ -134,6 +145,20 @@ CsumTarget::~CsumTarget() {
 Status CsumTarget::close_cleanly() {
   if (!wb_ || closed_) return Status::Ok();
   closed_ = true;
+  // The scrub reads through the pipeline: stop it first. A pass that is
+  // still running (or paused by request) is recorded so the next open
+  // continues it.
+  closing_ = true;
+  Job* scrub = nullptr;
+  {
+    std::lock_guard lock(admin_mu_);
+    scrub = scrub_job_;
+  }
+  bool scrub_live = false;
+  if (scrub) {
+    scrub_live = scrub->state() == JobState::kRunning || scrub->state() == JobState::kPaused;
+    scrub->stop();
+  }
   wb_->stop();  // applies everything queued
   if (wb_->failed()) return wb_->failure();
   if (Status s = lower_device()->flush(); !s.ok()) return s;
@@ -142,9 +167,15 @@ Status CsumTarget::close_cleanly() {
     retire_locked(applied_seq_);
   }
   if (Status s = md_->write_dirty(); !s.ok()) return s;
+  std::lock_guard lock(admin_mu_);
   Superblock sb = md_->superblock();
   sb.flags |= kFlagClean;
-  sb.mismatches_total += mismatches_.load();
+  sb.mismatches_total += mismatches_.load() + scrub_found_run_.load();
+  if (scrub_live) {
+    sb.scrub_state = scrub_user_paused_ ? 2 : 1;
+    sb.scrub_cursor = scrub_cursor_.load();
+    sb.scrub_mismatches = scrub_found_.load();
+  }
   return md_->commit_superblock(sb);
 }
 
@@ -164,6 +195,9 @@ Result<std::shared_ptr<BlockDevice>> CsumTarget::create(TargetContext& ctx, cons
     }
     return Status::Error(EINVAL, fmt::format("csum: mode '{}' is not dual, journal or rebuild", mode));
   }
+  auto rate = args.get_size("scrub_rate", o.scrub_rate);
+  if (!rate.ok()) return rate.status();
+  o.scrub_rate = *rate;
   auto cache = args.get_size("cache", o.cache.max_bytes);
   if (!cache.ok()) return cache.status();
   o.cache.max_bytes = *cache;
@@ -193,7 +227,10 @@ TargetInfo CsumTarget::info() {
        {"mode",
         "dual (the default: old and new checksum per block); journal and rebuild are not "
         "implemented yet"},
-       {"cache", "metadata cache size in bytes (default 16M)"}},
+       {"cache", "metadata cache size in bytes (default 16M)"},
+       {"scrub_rate",
+        "bytes per second a scrub reads at most (default 64M; 0 unlimited; message "
+        "'scrub_rate=N' changes it)"}},
       {{"data", SlotKind::kDevice, true, "", "", "the device whose blocks are checksummed"},
        {"metadata", SlotKind::kSideDevice, true, ".csum", "metadata",
         "the checksums, created sparse if absent (default IMAGE.csum beside the data image)"}},
@@ -247,6 +284,7 @@ void CsumTarget::describe(nlohmann::json* out) const {
   j["pending_blocks"] = st.pending_blocks;
   j["unclean_opens"] = sb.unclean_opens;
   j["failed"] = st.failed;
+  describe_scrub(out);
 }
 
 std::string CsumTarget::status_line() const {

@@ -29,20 +29,24 @@
 //  * Lock order: the pipeline's lock, then pairs_mu_ (the pipeline never
 //    holds its lock while calling the hooks that take pairs_mu_).
 //
-// Not yet (issue 17): modes journal and rebuild, layout=integrity, scrub,
-// requests smaller than a block (refused by the geometry), the offline
-// tools.
+//  * Scrub (csum_scrub.cc) is a task job that reads and verifies through
+//    the same rule as reads, never failing a client; its progress lives in
+//    the superblock (admin_mu_ serialises superblock commits).
+//
+// Not yet (issue 17): modes journal and rebuild, layout=integrity,
+// requests smaller than a block (refused by the geometry).
 #pragma once
 
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
-#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
+#include "core/aligned_buf.h"
 #include "core/block_device.h"
 #include "core/jobs.h"
 #include "core/target_registry.h"
@@ -58,6 +62,7 @@ struct CsumOptions {
   BufioOptions cache{};
   std::string metadata_path;        // for status only
   std::shared_ptr<JobRunner> jobs;  // null: a runner of the target's own
+  uint64_t scrub_rate = 64u << 20;  // bytes/s a scrub reads at most (0: unlimited)
   uint64_t now = 0;                 // unix seconds for a format (0: the clock)
 };
 
@@ -88,8 +93,27 @@ class CsumTarget final : public StackedDevice {
   // Applies the queue (no data flush). Its checksums are durable already:
   // each batch's were flushed before its data was written.
   Status detach() override;
+  // "scrub [start|stop|pause|resume]", "scrub_rate=BYTES", "mismatches"
+  // (JSON list), "rewrite BLOCK" (accept the block's current data).
+  Result<std::string> message(std::string_view text) override;
   void describe(nlohmann::json* out) const override;
   std::string status_line() const override;
+
+  // A block found not to match its checksum, by a read or by scrub.
+  struct BadBlock {
+    uint64_t block = 0;
+    bool metadata = false;  // its pair sector is damaged (not the data)
+    const char* found_by = "read";
+    uint64_t when = 0;  // unix seconds of the first finding
+  };
+  // Kept per run, at most kMaxListed (the count of findings goes on).
+  static constexpr size_t kMaxListed = 65536;
+  std::vector<BadBlock> bad_blocks() const;
+  // Accepts the block's current data: flushes the data, then stores its
+  // checksum settled (the explicit acceptance `csum rewrite` asks for).
+  Status rewrite_block(uint64_t block);
+  // Starts a scrub pass from block 0 (EBUSY while one runs or is paused).
+  Status start_scrub();
 
   struct Stats {
     uint64_t mismatches = 0;       // reads that found data not matching its checksum
@@ -104,6 +128,9 @@ class CsumTarget final : public StackedDevice {
 
  private:
   struct Op;
+  // What a queued op does to its blocks. kOpAccept stores the checksum of
+  // the data the device holds when its batch commits, and writes nothing.
+  enum OpKind : int { kOpWrite = 0, kOpTrim = 1, kOpZeroes = 2, kOpAccept = 3 };
   CsumTarget(std::shared_ptr<BlockDevice> data, std::unique_ptr<CsumMetadata> md, CsumOptions opts);
   Status start();
   Status queue(uint64_t first, uint64_t end, const std::byte* data, uint32_t flags, int kind);
@@ -118,6 +145,17 @@ class CsumTarget final : public StackedDevice {
   // in *bad. EIO-free: returns false when one does not match.
   Status verify(uint64_t first, uint64_t end, std::span<const std::byte> buf, uint64_t* bad, bool* ok);
   Status close_cleanly();
+  // Remembers a bad block for `mismatches`; true when it is new (to log).
+  bool note_bad(uint64_t block, bool metadata, const char* found_by);
+
+  // Scrub (csum_scrub.cc). REQUIRES for the *_locked: admin_mu_ held.
+  Status start_scrub_locked(uint64_t from, bool paused);
+  Status scrub_body(JobControl& jc, uint64_t from);
+  // Checks blocks [first, end) as a read would, without failing anyone:
+  // bad blocks are noted. *skipped when the range is unwritten and holes.
+  Status scrub_range(uint64_t first, uint64_t end, AlignedBuf& buf, uint64_t* found);
+  Status persist_scrub_locked(uint32_t state, bool finished);
+  void describe_scrub(nlohmann::json* out) const;
 
   const CsumOptions opts_;
   const std::unique_ptr<CsumMetadata> md_;
@@ -132,7 +170,18 @@ class CsumTarget final : public StackedDevice {
   std::unordered_map<uint64_t, uint64_t> pending_;
   uint64_t committed_seq_ = 0;  // guarded by pairs_mu_: batches committed
   uint64_t applied_seq_ = 0;    // guarded by pairs_mu_: batches whose data writes completed
-  std::set<uint64_t> logged_;   // guarded by pairs_mu_: mismatching blocks already logged (bounded)
+  // Guarded by pairs_mu_: blocks found bad this run (bounded by kMaxListed).
+  std::map<uint64_t, BadBlock> bad_;
+
+  // Superblock commits after start (scrub progress, close) and the scrub's
+  // job handle. Lock order: admin_mu_ before the pipeline's and pairs_mu_.
+  mutable std::mutex admin_mu_;
+  Job* scrub_job_ = nullptr;        // guarded by admin_mu_
+  bool scrub_user_paused_ = false;  // guarded by admin_mu_: paused by "scrub pause"
+  uint64_t scrub_rate_;             // guarded by admin_mu_
+  std::atomic<bool> closing_{false};
+  std::atomic<uint64_t> scrub_cursor_{0}, scrub_found_{0};
+  std::atomic<uint64_t> scrub_found_run_{0};  // found by scrubs since this open (for mismatches_total)
 
   std::atomic<uint64_t> mismatches_{0}, metadata_errors_{0}, commits_{0}, data_flushes_{0};
   bool closed_ = false;  // touched by the destructor only
