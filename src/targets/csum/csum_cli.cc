@@ -11,6 +11,7 @@
 
 #include "cli/report.h"
 #include "cli/verb_registry.h"
+#include "control/control_server.h"
 #include "core/file_device.h"
 #include "targets/csum/csum_target.h"
 #include "targets/csum/csum_verify.h"
@@ -81,6 +82,18 @@ int run_csum_verify(const CsumCliOptions& o) {
                 v.sb.clean() ? "" : " (not closed cleanly: either checksum of a block is accepted)");
   }
   return v.clean() ? 0 : 1;
+}
+
+// True when the running server's csum node has a scrub running or paused.
+bool scrub_in_progress(const ClientOptions& client) {
+  auto reply = control_request(client.control, {{"cmd", "status"}});
+  if (!reply.ok() || !reply->contains("layers")) return false;
+  for (const auto& layer : (*reply)["layers"]) {
+    if (layer.value("kind", std::string()) != "csum" || !layer.contains("scrub")) continue;
+    const std::string state = layer["scrub"].value("state", std::string());
+    return state == "running" || state == "paused";
+  }
+  return false;
 }
 
 VerbRunner add_csum_verbs(CLI::App& app) {
@@ -155,7 +168,8 @@ VerbRunner add_csum_verbs(CLI::App& app) {
     if (*scrub) {
       if (!rate->empty()) {
         if (int rc = run_message(o->client, "scrub_rate=" + *rate, "csum"); rc != 0) return rc;
-        if (scrub->count("ACTION") == 0) return 0;
+        // "--rate" alone changes a pass in progress, or starts one.
+        if (scrub->count("ACTION") == 0 && scrub_in_progress(o->client)) return 0;
       }
       return run_message(o->client, "scrub " + *action, "csum");
     }
