@@ -120,9 +120,8 @@ Status CsumTarget::write_zeroes(uint64_t offset, uint64_t length, uint32_t flags
   return queue(offset / bs_, (offset + length) / bs_, nullptr, flags, kOpZeroes);
 }
 
-Status CsumTarget::commit_batch(WriteBehind::Batch& batch) {
-  // The newest checksum of each block in the batch: its last write's.
-  std::unordered_map<uint64_t, uint32_t> fin;
+Status CsumTarget::final_checksums(WriteBehind::Batch& batch, std::unordered_map<uint64_t, uint32_t>* out) {
+  auto& fin = *out;
   for (const auto& q : batch) {
     const Op& op = static_cast<const Op&>(*q);
     if (op.kind != kOpAccept) {
@@ -140,6 +139,14 @@ Status CsumTarget::commit_batch(WriteBehind::Batch& batch) {
       fin[b] = block_checksum(b, bs_, blk.span());
     }
   }
+  return Status::Ok();
+}
+
+Status CsumTarget::commit_batch(WriteBehind::Batch& batch) {
+  // The newest checksum of each block in the batch: its last write's.
+  std::unordered_map<uint64_t, uint32_t> fin;
+  if (Status s = final_checksums(batch, &fin); !s.ok()) return s;
+  if (mode_ == Mode::kRebuild) return commit_rebuild(fin);
   bool rewrite = false;
   {
     std::lock_guard lock(pairs_mu_);
@@ -288,6 +295,7 @@ void CsumTarget::retire_locked(uint64_t upto) {
 }
 
 Status CsumTarget::flush() {
+  if (mode_ == Mode::kRebuild) return flush_rebuild();
   if (Status s = wb_->drain(); !s.ok()) return Status::Error(EIO, why(s));
   uint64_t upto;
   {

@@ -178,6 +178,51 @@ Status CsumMetadata::set_pairs(std::vector<std::pair<uint64_t, Pair>> updates) {
   return Status::Ok();
 }
 
+Status CsumMetadata::dirty_regions(std::vector<uint64_t>* out, uint64_t* damaged) {
+  std::shared_lock hold(hold_mu_);
+  out->clear();
+  const uint64_t regions = layout_.nr_regions();
+  for (uint64_t first = 0; first < regions; first += kRegionsPerSector) {
+    const uint64_t sector = layout_.dirty_sector(first);
+    auto page = page_of(sector);
+    if (!page.ok()) return page.status();
+    auto bits =
+        decode_dirty(page->data().subspan((sector % kSectorsPerPage) * kSector, kSector), uuid_, sector);
+    if (!bits.ok()) {
+      // Unknown bits: every region of the sector may be dirty.
+      if (damaged) ++*damaged;
+      DirtyBits all;
+      all.fill(~uint64_t{0});
+      bits = all;
+    }
+    for (uint64_t i = 0; i < kRegionsPerSector && first + i < regions; ++i) {
+      if (((*bits)[i / 64] >> (i % 64)) & 1) out->push_back(first + i);
+    }
+  }
+  return Status::Ok();
+}
+
+Status CsumMetadata::set_regions(const std::vector<uint64_t>& regions, bool dirty) {
+  std::shared_lock hold(hold_mu_);
+  std::lock_guard lock(bits_mu_);
+  for (uint64_t r : regions) {
+    if (r >= layout_.nr_regions()) return Status::Error(EINVAL, "csum: region beyond the device");
+    const uint64_t sector = layout_.dirty_sector(r);
+    auto page = page_of(sector);
+    if (!page.ok()) return page.status();
+    auto bytes = page->data().subspan((sector % kSectorsPerPage) * kSector, kSector);
+    auto bits = decode_dirty(bytes, uuid_, sector);
+    DirtyBits b = bits.ok() ? *bits : DirtyBits{};
+    const uint64_t i = r % kRegionsPerSector;
+    const uint64_t mask = uint64_t{1} << (i % 64);
+    if (bits.ok() && ((b[i / 64] & mask) != 0) == dirty) continue;
+    b[i / 64] = dirty ? (b[i / 64] | mask) : (b[i / 64] & ~mask);
+    encode_dirty(b, uuid_, sector, bytes);
+    page->mark_dirty();
+  }
+  return Status::Ok();
+}
+
 Status CsumMetadata::write_dirty() {
   std::unique_lock hold(hold_mu_);  // no page held: every dirty one is written (see hold_mu_)
   return cache_->write_dirty_buffers();

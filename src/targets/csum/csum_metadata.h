@@ -69,8 +69,19 @@ class CsumMetadata {
   // marking them dirty. EUCLEAN if a sector to change is damaged (nothing
   // of that sector changes).
   Status set_pairs(std::vector<std::pair<uint64_t, Pair>> updates);
-  // Makes every pair set so far durable: writes and ONE flush.
+  // Makes every pair and region bit set so far durable: writes and ONE
+  // flush.
   Status write_dirty();
+
+  // Dirty-region bits (section 3.3, mode rebuild), through the cache like
+  // the pairs. dirty_regions() lists the set bits; every region of a
+  // damaged sector counts as set (and *damaged counts the sector);
+  // set_regions() sets or clears bits and marks their sectors
+  // dirty (it serialises with itself; a damaged sector is rewritten whole
+  // with only the requested bits set, which is safe: a lost dirty bit
+  // costs at most false mismatches after a crash, never wrong data).
+  Status dirty_regions(std::vector<uint64_t>* out, uint64_t* damaged = nullptr);
+  Status set_regions(const std::vector<uint64_t>& regions, bool dirty);
 
  private:
   CsumMetadata(std::shared_ptr<BlockDevice> md, std::unique_ptr<BufferCache> cache, Chosen chosen);
@@ -88,6 +99,7 @@ class CsumMetadata {
   // write_dirty() runs with it exclusive. The crash explorer found this: a
   // writer's damage check held the page while the commit job flushed.
   mutable std::shared_mutex hold_mu_;
+  std::mutex bits_mu_;  // serialises set_regions()
   mutable std::mutex sb_mu_;
   Superblock sb_;         // guarded by sb_mu_
   uint64_t sb_location_;  // guarded by sb_mu_: the current copy

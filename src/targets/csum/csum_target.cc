@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 #include <nlohmann/json.hpp>
 
@@ -60,6 +61,7 @@ Result<std::shared_ptr<CsumTarget>> CsumTarget::open(std::shared_ptr<BlockDevice
     }
     FormatParams p;
     p.block_size = opts.block_size;
+    p.mode = opts.mode;
     p.data_size = dg.size;
     p.uuid = random_uuid();
     p.created = opts.now != 0 ? opts.now
@@ -69,8 +71,8 @@ Result<std::shared_ptr<CsumTarget>> CsumTarget::open(std::shared_ptr<BlockDevice
     if (Status s = CsumMetadata::format(*metadata, p); !s.ok()) {
       return Status::Error(s.code(), "csum: formatting the metadata: " + why(s));
     }
-    spdlog::info("csum: formatted new metadata: {} blocks of {} bytes, mode dual", dg.size / p.block_size,
-                 p.block_size);
+    spdlog::info("csum: formatted new metadata: {} blocks of {} bytes, mode {}", dg.size / p.block_size,
+                 p.block_size, mode_name(p.mode));
   }
   auto md = CsumMetadata::open(metadata, opts.cache);
   if (!md.ok())
@@ -86,11 +88,10 @@ Result<std::shared_ptr<CsumTarget>> CsumTarget::open(std::shared_ptr<BlockDevice
                                      "has {}; refusing to use it",
                                      sb.layout.data_size, dg.size));
   }
-  if (sb.mode != Mode::kDual) {
+  if (sb.mode == Mode::kJournal) {
     return Status::Error(ENOTSUP,
-                         fmt::format("csum: the metadata was last used in mode {}, which this version "
-                                     "cannot recover yet",
-                                     mode_name(sb.mode)));
+                         "csum: the metadata was last used in mode journal, which this version cannot "
+                         "recover yet");
   }
   auto t =
       std::shared_ptr<CsumTarget>(new CsumTarget(std::move(data), std::move(md.value()), std::move(opts)));
@@ -100,20 +101,29 @@ Result<std::shared_ptr<CsumTarget>> CsumTarget::open(std::shared_ptr<BlockDevice
 
 Status CsumTarget::start() {
   Superblock sb = md_->superblock();
+  mode_ = opts_.mode_given ? opts_.mode : sb.mode;
+  region_seq_.assign(md_->layout().nr_regions(), 0);
   if (!sb.clean()) {
-    // The last writer stopped without closing: what it wrote may still sit
-    // in a cache below. Flush first, so that what reads verify is durable.
-    // Pairs with two checksums are then read as either (no scan).
-    if (Status s = lower_device()->flush(); !s.ok()) return s;
+    // Recovery follows the mode the last writer used.
+    if (sb.mode == Mode::kRebuild) {
+      if (Status s = recover_rebuild(); !s.ok()) {
+        return Status::Error(s.code(), "csum: recomputing dirty regions: " + why(s));
+      }
+    } else {
+      // The last writer stopped without closing: what it wrote may still
+      // sit in a cache below. Flush first, so that what reads verify is
+      // durable. Pairs with two checksums are then read as either (no scan).
+      if (Status s = lower_device()->flush(); !s.ok()) return s;
+      spdlog::warn(
+          "csum: the last stop was not clean; blocks written just before it may read as either "
+          "version, and a torn one fails with EIO");
+    }
     ++sb.unclean_opens;
-    spdlog::warn(
-        "csum: the last stop was not clean; blocks written just before it may read as either "
-        "version, and a torn one fails with EIO");
   }
   // From now on the volume is in use: CLEAN is clear on disk before the
   // first write to either device.
   sb.flags &= ~kFlagClean;
-  sb.mode = Mode::kDual;
+  sb.mode = mode_;
   if (Status s = md_->commit_superblock(sb); !s.ok()) {
     return Status::Error(s.code(), "csum: writing the superblock: " + why(s));
   }
@@ -162,11 +172,15 @@ Status CsumTarget::close_cleanly() {
   wb_->stop();  // applies everything queued
   if (wb_->failed()) return wb_->failure();
   if (Status s = lower_device()->flush(); !s.ok()) return s;
-  {
-    std::lock_guard lock(pairs_mu_);
-    retire_locked(applied_seq_);
+  if (mode_ == Mode::kRebuild) {
+    if (Status s = settle_rebuild(); !s.ok()) return s;
+  } else {
+    {
+      std::lock_guard lock(pairs_mu_);
+      retire_locked(applied_seq_);
+    }
+    if (Status s = md_->write_dirty(); !s.ok()) return s;
   }
-  if (Status s = md_->write_dirty(); !s.ok()) return s;
   std::lock_guard lock(admin_mu_);
   Superblock sb = md_->superblock();
   sb.flags |= kFlagClean;
@@ -188,11 +202,16 @@ Result<std::shared_ptr<BlockDevice>> CsumTarget::create(TargetContext& ctx, cons
   }
   o.block_size = static_cast<uint32_t>(*bs);
   o.block_size_given = args.has("block_size");
+  o.mode_given = args.has("mode");
   const std::string mode = args.get_string("mode", "dual");
-  if (mode != "dual") {
-    if (mode == "journal" || mode == "rebuild") {
-      return Status::Error(ENOTSUP, fmt::format("csum: mode={} is not implemented yet; mode=dual is", mode));
-    }
+  if (mode == "dual") {
+    o.mode = Mode::kDual;
+  } else if (mode == "rebuild") {
+    o.mode = Mode::kRebuild;
+  } else if (mode == "journal") {
+    return Status::Error(ENOTSUP,
+                         "csum: mode=journal is not implemented yet; mode=dual and mode=rebuild are");
+  } else {
     return Status::Error(EINVAL, fmt::format("csum: mode '{}' is not dual, journal or rebuild", mode));
   }
   auto rate = args.get_size("scrub_rate", o.scrub_rate);
@@ -225,7 +244,9 @@ TargetInfo CsumTarget::info() {
         "bytes per checksummed block: 512, 1024, 2048 or 4096 (default 4096; existing metadata "
         "keeps its own)"},
        {"mode",
-        "dual (the default: old and new checksum per block); journal and rebuild are not "
+        "dual (old and new checksum per block: crash-consistent) or rebuild (no crash protection: "
+        "checksums of regions written before a crash are recomputed, which cannot detect damage the "
+        "crash did); default: the mode the metadata records, dual for a new volume; journal is not "
         "implemented yet"},
        {"cache", "metadata cache size in bytes (default 16M)"},
        {"scrub_rate",
@@ -265,6 +286,8 @@ CsumTarget::Stats CsumTarget::stats() const {
   s.failed = wb_ && wb_->failed();
   std::lock_guard lock(pairs_mu_);
   s.pending_blocks = pending_.size();
+  s.dirty_regions = static_cast<uint64_t>(
+      std::count_if(region_seq_.begin(), region_seq_.end(), [](uint64_t r) { return r != 0; }));
   return s;
 }
 
@@ -273,7 +296,7 @@ void CsumTarget::describe(nlohmann::json* out) const {
   const Superblock sb = md_->superblock();
   auto& j = *out;
   j["metadata"] = opts_.metadata_path;
-  j["mode"] = mode_name(Mode::kDual);
+  j["mode"] = mode_name(mode_);
   j["block_size"] = bs_;
   j["nr_blocks"] = blocks_;
   j["uuid"] = uuid_string(sb.uuid);
@@ -282,6 +305,7 @@ void CsumTarget::describe(nlohmann::json* out) const {
   j["commits"] = st.commits;
   j["data_flushes"] = st.data_flushes;
   j["pending_blocks"] = st.pending_blocks;
+  if (mode_ == Mode::kRebuild) j["dirty_regions"] = st.dirty_regions;
   j["unclean_opens"] = sb.unclean_opens;
   j["failed"] = st.failed;
   describe_scrub(out);
@@ -289,8 +313,8 @@ void CsumTarget::describe(nlohmann::json* out) const {
 
 std::string CsumTarget::status_line() const {
   const Stats st = stats();
-  return fmt::format("dual, {} blocks of {}, {} mismatches, {} metadata errors{}", blocks_, format_size(bs_),
-                     st.mismatches, st.metadata_errors, st.failed ? ", FAILED" : "");
+  return fmt::format("{}, {} blocks of {}, {} mismatches, {} metadata errors{}", mode_name(mode_), blocks_,
+                     format_size(bs_), st.mismatches, st.metadata_errors, st.failed ? ", FAILED" : "");
 }
 
 }  // namespace bowstack::csum

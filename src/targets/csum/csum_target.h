@@ -1,7 +1,9 @@
 // csum: a checksum per data block, kept crash-consistent and verified on
-// every read (docs/format/csum.md; seeds 000 and 001). This is mode `dual`,
-// the old+new scheme of seed 000, over layout=csum (checksums on a
-// metadata device, by default the sidecar IMAGE.csum).
+// every read (docs/format/csum.md; seeds 000 and 001). Modes `dual` (the
+// default: the old+new scheme of seed 000) and `rebuild` (no crash
+// protection: dirty regions recomputed after a crash, csum_rebuild.cc),
+// over layout=csum (checksums on a metadata device, by default the sidecar
+// IMAGE.csum).
 //
 // Concurrency and ordering (the format doc's section 5):
 //  * Writes go through the core's write-behind (core/write_behind.h): the
@@ -33,11 +35,12 @@
 //    the same rule as reads, never failing a client; its progress lives in
 //    the superblock (admin_mu_ serialises superblock commits).
 //
-// Not yet (issue 17): modes journal and rebuild, layout=integrity,
+// Not yet (issue 17): mode journal, layout=integrity,
 // requests smaller than a block (refused by the geometry).
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -63,7 +66,9 @@ struct CsumOptions {
   std::string metadata_path;        // for status only
   std::shared_ptr<JobRunner> jobs;  // null: a runner of the target's own
   uint64_t scrub_rate = 64u << 20;  // bytes/s a scrub reads at most (0: unlimited)
-  uint64_t now = 0;                 // unix seconds for a format (0: the clock)
+  Mode mode = Mode::kDual;
+  bool mode_given = false;  // else the recorded mode is kept (a new volume: dual)
+  uint64_t now = 0;         // unix seconds for a format (0: the clock)
 };
 
 class CsumTarget final : public StackedDevice {
@@ -120,7 +125,8 @@ class CsumTarget final : public StackedDevice {
     uint64_t metadata_errors = 0;  // reads whose pair sector is damaged
     uint64_t commits = 0;          // metadata flushes of the write path
     uint64_t data_flushes = 0;     // data flushes forced by a rewrite before a flush
-    uint64_t pending_blocks = 0;   // written since the last data flush
+    uint64_t pending_blocks = 0;   // written since the last data flush (dual)
+    uint64_t dirty_regions = 0;    // regions a crash would recompute (rebuild)
     bool failed = false;
   };
   Stats stats() const;
@@ -137,6 +143,19 @@ class CsumTarget final : public StackedDevice {
 
   // Write-behind hooks.
   Status commit_batch(WriteBehind::Batch& batch);
+  // The checksum each block of the batch ends with (its last write's; an
+  // accept's is that of the device's data). Errors are sticky.
+  Status final_checksums(WriteBehind::Batch& batch, std::unordered_map<uint64_t, uint32_t>* out);
+
+  // Mode rebuild (csum_rebuild.cc, format section 7): pairs settled at
+  // once, a region's dirty bit durable before its first write, bits
+  // cleared lazily after a data and a metadata flush; after a crash the
+  // dirty regions' checksums are recomputed from the data.
+  Status commit_rebuild(const std::unordered_map<uint64_t, uint32_t>& fin);
+  Status flush_rebuild();
+  Status recover_rebuild();
+  // Makes every pair durable and clears every region bit (close).
+  Status settle_rebuild();
   void apply_batch(WriteBehind::Batch& batch, const Status& committed);
   // Settles the pairs of pending blocks whose data a completed flush made
   // durable (committed in batch <= upto). REQUIRES: pairs_mu_ held.
@@ -161,6 +180,7 @@ class CsumTarget final : public StackedDevice {
   const std::unique_ptr<CsumMetadata> md_;
   const uint32_t bs_;
   const uint64_t blocks_;
+  Mode mode_ = Mode::kDual;  // set by start(), then constant
   std::shared_ptr<JobRunner> jobs_;
   std::unique_ptr<WriteBehind> wb_;
 
@@ -168,6 +188,12 @@ class CsumTarget final : public StackedDevice {
   // Guarded by pairs_mu_: blocks written since the data flush that would
   // settle them, with the batch that committed their newest checksum.
   std::unordered_map<uint64_t, uint64_t> pending_;
+  // Guarded by pairs_mu_ (mode rebuild): per region, 0 when its bit is
+  // clear, else the batch that last wrote into it; and when bits were last
+  // cleared. The bits in the metadata cache change under pairs_mu_ too, so
+  // a clear never overtakes a set.
+  std::vector<uint64_t> region_seq_;
+  std::chrono::steady_clock::time_point regions_cleared_{};
   uint64_t committed_seq_ = 0;  // guarded by pairs_mu_: batches committed
   uint64_t applied_seq_ = 0;    // guarded by pairs_mu_: batches whose data writes completed
   // Guarded by pairs_mu_: blocks found bad this run (bounded by kMaxListed).
