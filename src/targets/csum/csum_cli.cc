@@ -1,5 +1,6 @@
-// csum's verbs on the `bowstack` command: `bowstack csum verify IMAGE`.
-// Logic lives in csum_verify.cc; this file opens files and prints.
+// csum's verbs on the `bowstack` command: `bowstack csum verify IMAGE` and,
+// for layout=integrity, `csum format` (integrity_cli.cc). Logic lives in
+// csum_verify.cc and integrity_volume.cc; this file opens files and prints.
 #include <fmt/format.h>
 #include <unistd.h>
 
@@ -11,6 +12,7 @@
 #include "core/file_device.h"
 #include "targets/csum/csum_target.h"
 #include "targets/csum/csum_verify.h"
+#include "targets/csum/integrity_cli.h"
 
 namespace bowstack::cli {
 namespace {
@@ -21,6 +23,8 @@ struct CsumCliOptions {
   std::string image;
   std::string metadata;  // empty: IMAGE + the metadata slot's default suffix, as serve resolves it
   bool json = false;
+  std::string layout = "csum";  // or "integrity": dm-integrity's format inside IMAGE
+  IntegrityFormatOptions integrity;
 };
 
 // Exit status: 0 every block verified, 1 mismatches or unverifiable blocks,
@@ -93,6 +97,38 @@ int run_csum_verify(const CsumCliOptions& o) {
   return v.clean() ? 0 : 1;
 }
 
+// --layout on a verb; integrity needs no --metadata (its tags are in IMAGE).
+void add_layout_option(CLI::App* verb, CsumCliOptions* o) {
+  verb->add_option("--layout", o->layout,
+                   "csum (checksums in a metadata file) or integrity (dm-integrity's format)")
+      ->check(CLI::IsMember({"csum", "integrity"}))
+      ->capture_default_str();
+}
+
+int run_integrity(const CsumCliOptions& o, bool format) {
+  if (!o.metadata.empty())
+    return unusable("--metadata does not apply to --layout integrity: its tags are in IMAGE");
+  if (!format) return run_integrity_verify(o.image, o.json);
+  IntegrityFormatOptions f = o.integrity;
+  f.image = o.image;
+  return run_integrity_format(f);
+}
+
+CLI::App* add_format_verb(CLI::App* cmd, CsumCliOptions* o) {
+  CLI::App* format = cmd->add_subcommand("format",
+                                         "make IMAGE a checksummed volume (--layout integrity: "
+                                         "dm-integrity's format; all data in IMAGE is lost)");
+  format->add_option("IMAGE", o->image, "the image (an existing file)")->required();
+  add_layout_option(format, o);
+  format->add_option("--block-size", o->integrity.block_size, "bytes per block: 512, 1024, 2048 or 4096")
+      ->check(CLI::IsMember({512, 1024, 2048, 4096}))
+      ->capture_default_str();
+  format->add_option("--journal-sections", o->integrity.journal_sections,
+                     "dm-integrity journal sections (default: the kernel's for the image's size)");
+  format->footer("Example:\n  truncate -s 1G disk.img && bowstack csum format --layout integrity disk.img");
+  return format;
+}
+
 VerbRunner add_csum_verbs(CLI::App& app) {
   auto o = std::make_shared<CsumCliOptions>();
   CLI::App* cmd = app.add_subcommand("csum", "csum: offline tools for checksummed volumes");
@@ -102,10 +138,18 @@ VerbRunner add_csum_verbs(CLI::App& app) {
   verify->add_option("IMAGE", o->image, "the data image")->required();
   verify->add_option("--metadata", o->metadata, "the checksums (default: IMAGE.csum, as serve finds them)");
   verify->add_flag("--json", o->json, "print the report as JSON");
-  verify->footer("Example:\n  bowstack csum verify disk.img\n  bowstack csum verify --json disk.img");
+  add_layout_option(verify, o.get());
+  verify->footer(
+      "Example:\n  bowstack csum verify disk.img\n  bowstack csum verify --json disk.img\n"
+      "  bowstack csum verify --layout integrity disk.img");
+  CLI::App* format = add_format_verb(cmd, o.get());
   return [=]() -> int {
     if (!*cmd) return -1;
-    if (*verify) return run_csum_verify(*o);
+    if (*verify) return o->layout == "integrity" ? run_integrity(*o, false) : run_csum_verify(*o);
+    if (*format) {
+      if (o->layout == "integrity") return run_integrity(*o, true);
+      return unusable("csum format: only --layout integrity is implemented in this build");
+    }
     return 1;
   };
 }
