@@ -72,6 +72,11 @@ Result<Layout> Layout::compute(uint32_t log2_sectors_per_block, uint32_t log2_in
   }
   if (journal_sections == 0)
     return Status::Error(EINVAL, "integrity: at least one journal section is needed");
+  // Byte offsets (sector * 512) must not wrap.
+  if (device_sectors > UINT64_MAX / kSector) {
+    return Status::Error(EINVAL,
+                         fmt::format("integrity: {} sectors are more than 2^64 bytes", device_sectors));
+  }
   Layout l;
   l.log2_sectors_per_block = log2_sectors_per_block;
   l.log2_interleave_sectors = log2_interleave_sectors;

@@ -87,6 +87,9 @@ TEST(IntegrityFormat, ProvidedSectorsIsTheLargestThatFits) {
   EXPECT_EQ(Layout::compute(4, 15, true, 1, 1 << 20).status().code(), EINVAL);
   EXPECT_EQ(Layout::compute(3, 2, true, 1, 1 << 20).status().code(), EINVAL);
   EXPECT_EQ(Layout::compute(3, 15, true, 0, 1 << 20).status().code(), EINVAL);
+  // Sector numbers whose byte offsets would wrap (found by fuzzing).
+  EXPECT_EQ(Layout::compute(3, 31, true, 5, UINT64_MAX / kSector + 1).status().code(), EINVAL);
+  EXPECT_TRUE(Layout::compute(3, 31, true, 5, UINT64_MAX / kSector).ok());
 }
 
 TEST(IntegrityFormat, DefaultJournalSections) {
