@@ -16,6 +16,8 @@ packages=(
   valgrind
   # era metadata interoperability (era_restore, era_dump, era_invalidate, era_check)
   thin-provisioning-tools
+  # dm-integrity oracle: integritysetup dump reads csum's layout=integrity superblocks
+  cryptsetup-bin
 )
 
 missing=()

@@ -1,6 +1,7 @@
 // csum's verbs on the `bowstack` command: `bowstack csum verify IMAGE` here,
-// the other tools in csum_tools_cli.cc; logic in csum_verify.cc and
-// csum_tools.cc.
+// the other tools in csum_tools_cli.cc, layout=integrity's halves in
+// integrity_cli.cc; logic in csum_verify.cc, csum_tools.cc and
+// integrity_volume.cc.
 #include "targets/csum/csum_cli.h"
 
 #include <fmt/format.h>
@@ -96,6 +97,25 @@ bool scrub_in_progress(const ClientOptions& client) {
   return false;
 }
 
+// --layout on a verb; integrity needs no --metadata (its tags are in IMAGE).
+void add_layout_option(CLI::App* verb, CsumCliOptions* o) {
+  verb->add_option("--layout", o->layout,
+                   "csum (checksums in a metadata file) or integrity (dm-integrity's format)")
+      ->check(CLI::IsMember({"csum", "integrity"}))
+      ->capture_default_str();
+}
+
+int run_integrity(const CsumCliOptions& o, bool format) {
+  if (!o.metadata.empty())
+    return unusable("--metadata does not apply to --layout integrity: its tags are in IMAGE");
+  if (!format) return run_integrity_verify(o.image, o.json);
+  IntegrityFormatOptions f;
+  f.image = o.image;
+  f.block_size = o.block_size;
+  f.journal_sections = o.journal_sections;
+  return run_integrity_format(f);
+}
+
 VerbRunner add_csum_verbs(CLI::App& app) {
   auto o = std::make_shared<CsumCliOptions>();
   CLI::App* cmd = app.add_subcommand("csum", "csum: offline tools for checksummed volumes");
@@ -105,7 +125,10 @@ VerbRunner add_csum_verbs(CLI::App& app) {
   verify->add_option("IMAGE", o->image, "the data image")->required();
   verify->add_option("--metadata", o->metadata, "the checksums (default: IMAGE.csum, as serve finds them)");
   verify->add_flag("--json", o->json, "print the report as JSON");
-  verify->footer("Example:\n  bowstack csum verify disk.img\n  bowstack csum verify --json disk.img");
+  add_layout_option(verify, o.get());
+  verify->footer(
+      "Example:\n  bowstack csum verify disk.img\n  bowstack csum verify --json disk.img\n"
+      "  bowstack csum verify --layout integrity disk.img");
 
   CLI::App* format = cmd->add_subcommand(
       "format", "make checksums for the data IMAGE holds now, accepting it as correct (server stopped)");
@@ -115,7 +138,13 @@ VerbRunner add_csum_verbs(CLI::App& app) {
       ->check(CLI::IsMember({512, 1024, 2048, 4096}));
   format->add_flag("--force", o->force, "replace metadata that is already there (csum or not)");
   format->add_flag("--json", o->json, "print the report as JSON");
-  format->footer("Example:\n  bowstack csum format disk.img && bowstack serve disk.img --target csum");
+  add_layout_option(format, o.get());
+  format->add_option("--journal-sections", o->journal_sections,
+                     "layout integrity: dm-integrity journal sections (default: the kernel's for the size)");
+  format->footer(
+      "layout csum keeps the data and accepts it; layout integrity makes IMAGE a new dm-integrity volume "
+      "(its data is lost).\nExamples:\n  bowstack csum format disk.img && bowstack serve disk.img --target "
+      "csum\n  truncate -s 1G new.img && bowstack csum format --layout integrity new.img");
 
   CLI::App* rebuild = cmd->add_subcommand(
       "rebuild", "recompute every checksum from the current data, accepting it (server stopped)");
@@ -159,8 +188,8 @@ VerbRunner add_csum_verbs(CLI::App& app) {
   scrub->footer("Examples:\n  bowstack csum scrub\n  bowstack csum scrub --rate 200M\n  bowstack status");
   return [=]() -> int {
     if (!*cmd) return -1;
-    if (*verify) return run_csum_verify(*o);
-    if (*format) return run_csum_format(*o);
+    if (*verify) return o->layout == "integrity" ? run_integrity(*o, false) : run_csum_verify(*o);
+    if (*format) return o->layout == "integrity" ? run_integrity(*o, true) : run_csum_format(*o);
     if (*rebuild) return run_csum_rebuild(*o);
     if (*rewrite) return run_csum_rewrite(*o);
     if (*dump) return run_csum_dump(*o);

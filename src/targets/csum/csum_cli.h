@@ -7,6 +7,7 @@
 #include <string>
 
 #include "cli/verbs.h"
+#include "targets/csum/integrity_cli.h"
 
 namespace bowstack::cli {
 
@@ -18,7 +19,9 @@ struct CsumCliOptions {
   bool force = false;
   uint64_t block = 0;
   bool block_given = false;
-  ClientOptions client;  // running-server verbs
+  ClientOptions client;           // running-server verbs
+  std::string layout = "csum";    // or "integrity": dm-integrity's format inside IMAGE
+  uint32_t journal_sections = 0;  // layout=integrity: 0 the kernel's default
 };
 
 // IMAGE + the suffix serve gives the metadata slot.
