@@ -1,4 +1,5 @@
-// The csum target (mode dual) under the crash-state explorer (src/crash/).
+// The csum target (modes dual and journal) under the crash-state explorer
+// (src/crash/).
 //
 // Workload: a data device and a metadata device (formatted before the
 // recording starts), both recorded as separate streams. A reader thread
@@ -7,8 +8,9 @@
 // the write and the block), rewrites blocks before flushes (which forces
 // csum's data flush between two checksums), trims and flushes; the
 // metadata cache is small, so dirty pair sectors are also written back
-// early. Variants by seed: block size 4096 or 512; a clean close at the end
-// or not.
+// early. Variants by seed: block size 4096 or 512 (seed % 2); a clean
+// close at the end or not (seed % 4); mode dual or journal ((seed / 4) %
+// 2), the journal small (128 KiB) so that it wraps and checkpoints often.
 //
 // Marks: "op <i> W <first> <count>" before a write of blocks, "op <i> T
 // <first> <count>" before a trim of whole blocks, "op <i> F" before a
@@ -23,8 +25,11 @@
 // later write touched the block. Whatever the device holds, csum must read
 // it without error when it is a candidate (old or new data, whole), and
 // fail with EIO when it is not (torn): never good data that was never
-// written, never EIO for data a flush or the format promised. Then a
-// clean close and a second open must read the same as the first.
+// written, never EIO for data a flush or the format promised. In mode
+// journal the device is judged after the open (the replay rewrites it), and
+// no block may be torn then: replay finishes every write whose record
+// committed, and no other write reached its place. Then a clean close and
+// a second open must read the same as the first.
 #include <fmt/format.h>
 
 #include <atomic>
@@ -49,9 +54,13 @@ using crash::Recording;
 constexpr uint64_t kDataSize = 1 << 20;
 
 uint32_t block_size_for(uint64_t seed) { return seed % 2 == 1 ? 4096 : 512; }
+Mode mode_for(uint64_t seed) { return (seed / 4) % 2 == 1 ? Mode::kJournal : Mode::kDual; }
+constexpr uint64_t kJournalSectors = 256;
 
-CsumOptions options() {
+CsumOptions options(uint64_t seed) {
   CsumOptions o;
+  o.mode = mode_for(seed);
+  o.mode_given = true;
   o.cache.max_bytes = 16 * 1024;  // small: dirty pair sectors are written back early too
   o.max_pending_bytes = 32 * 1024;
   o.now = 1767225600;
@@ -76,6 +85,8 @@ Result<Recording> record_csum(uint64_t seed) {
   p.data_size = kDataSize;
   for (size_t i = 0; i < p.uuid.size(); ++i) p.uuid[i] = static_cast<uint8_t>(seed + i);
   p.created = 1767225600;
+  p.mode = mode_for(seed);
+  if (p.mode == Mode::kJournal) p.journal_sectors = kJournalSectors;
   auto md_bytes = CsumMetadata::bytes_needed(p);
   if (!md_bytes.ok()) return md_bytes.status();
   auto md_mem = std::make_shared<MemoryDevice>(*md_bytes);
@@ -86,7 +97,7 @@ Result<Recording> record_csum(uint64_t seed) {
   const uint32_t sm = rec.add_device("metadata", md_mem->contents());
   auto data = std::make_shared<crash::RecordingDevice>(std::make_shared<MemoryDevice>(kDataSize), &rec, sd);
   auto md = std::make_shared<crash::RecordingDevice>(md_mem, &rec, sm);
-  auto opened = CsumTarget::open(data, md, options());
+  auto opened = CsumTarget::open(data, md, options(seed));
   if (!opened.ok()) return opened.status();
   std::shared_ptr<CsumTarget> t = opened.value();
   // A reader beside the client, as a filesystem has: reads hold metadata
@@ -155,6 +166,7 @@ class CsumChecker final : public crash::Checker {
     if (rec.devices.size() != 2) return Status::Error(EINVAL, "csum recording must have two devices");
     auto c = std::make_unique<CsumChecker>();
     c->bs_ = block_size_for(rec.seed);
+    c->seed_ = rec.seed;
     for (size_t j = 0; j < rec.records.size(); ++j) {
       const Record& r = rec.records[j];
       if (r.op != Op::kMark) continue;
@@ -210,24 +222,37 @@ class CsumChecker final : public crash::Checker {
     }
     auto data = st.devices[0]->clone();
     auto md = st.devices[1]->clone();
-    // What the crash left on the data device, block by block.
+    // What the data device holds, block by block: as the crash left it
+    // (dual), or after the replay (journal).
+    const bool journal = mode_for(seed_) == Mode::kJournal;
     std::vector<int64_t> raw(nr);
-    {
+    auto read_raw = [&]() -> std::string {
       std::vector<std::byte> buf(bs_);
       for (uint64_t b = 0; b < nr; ++b) {
-        if (Status s = data->read(b * bs_, buf); !s.ok()) return {"reading the crashed data: " + s.message()};
+        if (Status s = data->read(b * bs_, buf); !s.ok()) return "reading the crashed data: " + s.message();
         raw[b] = identify(buf, b);
       }
+      return {};
+    };
+    if (!journal) {
+      if (std::string e = read_raw(); !e.empty()) return {e};
     }
     std::vector<std::string> first_pass(nr);
     {
-      auto t = CsumTarget::open(data, md, options());
+      auto t = CsumTarget::open(data, md, options(seed_));
       if (!t.ok()) return {"open after the crash failed: " + t.status().message()};
+      if (journal) {
+        if (std::string e = read_raw(); !e.empty()) return {e};
+      }
       std::vector<std::byte> buf(bs_);
       for (uint64_t b = 0; b < nr; ++b) {
         bool candidate = raw[b] == durable[b];
         for (int64_t v : later[b]) candidate = candidate || raw[b] == v;
         if (raw[b] == kUnknown) candidate = false;
+        if (journal && !candidate) {
+          return {fmt::format("block {} holds {} after the journal replay", b,
+                              raw[b] == kUnknown ? std::string("torn data") : fmt::format("op {}", raw[b]))};
+        }
         if (!candidate && later[b].empty()) {
           return {fmt::format(
               "block {} holds {} on the device although op {} was flushed there and nothing "
@@ -252,7 +277,7 @@ class CsumChecker final : public crash::Checker {
         }
       }
     }  // clean close
-    auto t = CsumTarget::open(data, md, options());
+    auto t = CsumTarget::open(data, md, options(seed_));
     if (!t.ok()) return {"open after a clean close failed: " + t.status().message()};
     std::vector<std::byte> buf(bs_);
     for (uint64_t b = 0; b < nr; ++b) {
@@ -288,12 +313,14 @@ class CsumChecker final : public crash::Checker {
   }
 
   uint32_t bs_ = 0;
+  uint64_t seed_ = 0;
   std::vector<Event> events_;
 };
 
 const bool registered = crash::register_workload(
     "csum",
-    "csum (dual): writes, rewrites before flushes, trims and flushes on a data and a metadata device; "
+    "csum (dual, journal): writes, rewrites before flushes, trims and flushes on a data and a metadata "
+    "device; "
     "checks flushed blocks read back without EIO and no read returns data never written",
     &record_csum, crash::checker_of<CsumChecker>());
 

@@ -13,14 +13,6 @@
 
 namespace bowstack::csum {
 
-// One queued write, trim or write-zeroes of whole blocks [first, end).
-struct CsumTarget::Op : QueuedOp {
-  int kind = kOpWrite;
-  uint32_t flags = 0;
-  AlignedBuf data;             // kWrite: the blocks' new contents
-  std::vector<uint32_t> sums;  // the new checksum of each block
-};
-
 Status CsumTarget::read(uint64_t offset, std::span<std::byte> buf) {
   const uint64_t first = offset / bs_;
   const uint64_t end = (offset + buf.size()) / bs_;
@@ -147,6 +139,7 @@ Status CsumTarget::commit_batch(WriteBehind::Batch& batch) {
   std::unordered_map<uint64_t, uint32_t> fin;
   if (Status s = final_checksums(batch, &fin); !s.ok()) return s;
   if (mode_ == Mode::kRebuild) return commit_rebuild(fin);
+  if (mode_ == Mode::kJournal) return commit_journal(batch, fin);
   bool rewrite = false;
   {
     std::lock_guard lock(pairs_mu_);
@@ -230,6 +223,12 @@ void CsumTarget::apply_batch(WriteBehind::Batch& batch, const Status& committed)
     for (auto& q : batch) q->status = Status::Error(EIO, "csum: checksum commit failed: " + why(committed));
     return;
   }
+  if (mode_ == Mode::kJournal) {
+    // The commit wrote everything in place already (csum_journal.cc).
+    std::lock_guard lock(pairs_mu_);
+    applied_seq_ = committed_seq_;
+    return;
+  }
   // A block written twice in the batch got the last write's checksum: only
   // that write's data goes to it.
   std::unordered_map<uint64_t, size_t> last;
@@ -296,6 +295,11 @@ void CsumTarget::retire_locked(uint64_t upto) {
 
 Status CsumTarget::flush() {
   if (mode_ == Mode::kRebuild) return flush_rebuild();
+  if (mode_ == Mode::kJournal) {
+    // Every acknowledged write is in a durable journal record once drained.
+    if (Status s = wb_->drain(); !s.ok()) return Status::Error(EIO, why(s));
+    return Status::Ok();
+  }
   if (Status s = wb_->drain(); !s.ok()) return Status::Error(EIO, why(s));
   uint64_t upto;
   {

@@ -56,6 +56,9 @@ class CsumMetadata {
 
   Superblock superblock() const;
   const Layout& layout() const { return layout_; }
+  // The device itself, for the journal area, which is not cached: its
+  // writer (mode journal) reads and writes it directly.
+  BlockDevice& device() const { return *md_; }
 
   // Writes `sb` as generation current+1 into the copy that is not current,
   // then flushes the device; the other copy stays as it was, so a torn or

@@ -62,6 +62,7 @@ Result<std::shared_ptr<CsumTarget>> CsumTarget::open(std::shared_ptr<BlockDevice
     FormatParams p;
     p.block_size = opts.block_size;
     p.mode = opts.mode;
+    if (opts.mode == Mode::kJournal) p.journal_sectors = opts.journal_size / kSector;
     p.data_size = dg.size;
     p.uuid = random_uuid();
     p.created = opts.now != 0 ? opts.now
@@ -88,10 +89,12 @@ Result<std::shared_ptr<CsumTarget>> CsumTarget::open(std::shared_ptr<BlockDevice
                                      "has {}; refusing to use it",
                                      sb.layout.data_size, dg.size));
   }
-  if (sb.mode == Mode::kJournal) {
-    return Status::Error(ENOTSUP,
-                         "csum: the metadata was last used in mode journal, which this version cannot "
-                         "recover yet");
+  const Mode mode = opts.mode_given ? opts.mode : sb.mode;
+  if (mode == Mode::kJournal && sb.layout.journal_sectors == 0) {
+    return Status::Error(EINVAL,
+                         "csum: mode=journal needs a journal, and this metadata was formatted without one; "
+                         "'bowstack csum format --force --journal-size N IMAGE' (server stopped) makes one, "
+                         "accepting the current data");
   }
   auto t =
       std::shared_ptr<CsumTarget>(new CsumTarget(std::move(data), std::move(md.value()), std::move(opts)));
@@ -109,6 +112,13 @@ Status CsumTarget::start() {
       if (Status s = recover_rebuild(); !s.ok()) {
         return Status::Error(s.code(), "csum: recomputing dirty regions: " + why(s));
       }
+    } else if (sb.mode == Mode::kJournal) {
+      if (Status s = recover_journal(); !s.ok()) {
+        return Status::Error(s.code(), "csum: replaying the journal: " + why(s));
+      }
+      const uint64_t unclean = sb.unclean_opens;
+      sb = md_->superblock();
+      sb.unclean_opens = unclean;
     } else {
       // The last writer stopped without closing: what it wrote may still
       // sit in a cache below. Flush first, so that what reads verify is
@@ -120,6 +130,10 @@ Status CsumTarget::start() {
     }
     ++sb.unclean_opens;
   }
+  if (sb.clean()) {
+    jhead_ = jtail_ = sb.journal_tail;
+    jseq_ = sb.journal_tail_seq;
+  }
   // From now on the volume is in use: CLEAN is clear on disk before the
   // first write to either device.
   sb.flags &= ~kFlagClean;
@@ -130,9 +144,15 @@ Status CsumTarget::start() {
   WriteBehind::Hooks h;
   h.commit = [this](WriteBehind::Batch& batch) { return commit_batch(batch); };
   h.apply = [this](WriteBehind::Batch& batch, const Status& committed) { apply_batch(batch, committed); };
+  // In mode journal a batch must fit in the journal after a checkpoint:
+  // queued bytes stay below an eighth of it (a batch holds at most that
+  // plus one request).
+  uint64_t max_pending = opts_.max_pending_bytes;
+  if (mode_ == Mode::kJournal) {
+    max_pending = std::max<uint64_t>(bs_, std::min(max_pending, md_->layout().journal_sectors * kSector / 8));
+  }
   wb_ = std::make_unique<WriteBehind>(
-      jobs_, WriteBehind::Options{.max_pending_bytes = opts_.max_pending_bytes, .blocks = blocks_},
-      std::move(h));
+      jobs_, WriteBehind::Options{.max_pending_bytes = max_pending, .blocks = blocks_}, std::move(h));
   // A pass that was running or paused at the last stop goes on from its
   // cursor (the count of what it found so far with it).
   if (sb.scrub_state == 1 || sb.scrub_state == 2) {
@@ -174,6 +194,8 @@ Status CsumTarget::close_cleanly() {
   if (Status s = lower_device()->flush(); !s.ok()) return s;
   if (mode_ == Mode::kRebuild) {
     if (Status s = settle_rebuild(); !s.ok()) return s;
+  } else if (mode_ == Mode::kJournal) {
+    if (Status s = journal_checkpoint(); !s.ok()) return s;  // the journal is empty after it
   } else {
     {
       std::lock_guard lock(pairs_mu_);
@@ -209,11 +231,17 @@ Result<std::shared_ptr<BlockDevice>> CsumTarget::create(TargetContext& ctx, cons
   } else if (mode == "rebuild") {
     o.mode = Mode::kRebuild;
   } else if (mode == "journal") {
-    return Status::Error(ENOTSUP,
-                         "csum: mode=journal is not implemented yet; mode=dual and mode=rebuild are");
+    o.mode = Mode::kJournal;
   } else {
     return Status::Error(EINVAL, fmt::format("csum: mode '{}' is not dual, journal or rebuild", mode));
   }
+  auto jsize = args.get_size("journal_size", o.journal_size);
+  if (!jsize.ok()) return jsize.status();
+  if (*jsize < (2u << 20) || *jsize % 4096 != 0) {
+    return Status::Error(EINVAL,
+                         fmt::format("csum: journal_size {} must be at least 2M and whole pages", *jsize));
+  }
+  o.journal_size = *jsize;
   auto rate = args.get_size("scrub_rate", o.scrub_rate);
   if (!rate.ok()) return rate.status();
   o.scrub_rate = *rate;
@@ -226,6 +254,7 @@ Result<std::shared_ptr<BlockDevice>> CsumTarget::create(TargetContext& ctx, cons
   FormatParams p;
   p.block_size = o.block_size;
   p.data_size = data->geometry().size;
+  if (o.mode == Mode::kJournal) p.journal_sectors = o.journal_size / kSector;
   auto bytes = CsumMetadata::bytes_needed(p);
   if (!bytes.ok()) return bytes.status();
   auto dev = ctx.side_device("metadata", *bytes);
@@ -244,10 +273,12 @@ TargetInfo CsumTarget::info() {
         "bytes per checksummed block: 512, 1024, 2048 or 4096 (default 4096; existing metadata "
         "keeps its own)"},
        {"mode",
-        "dual (old and new checksum per block: crash-consistent) or rebuild (no crash protection: "
-        "checksums of regions written before a crash are recomputed, which cannot detect damage the "
-        "crash did); default: the mode the metadata records, dual for a new volume; journal is not "
-        "implemented yet"},
+        "dual (old and new checksum per block: crash-consistent), journal (data and checksums "
+        "journalled first, replayed after a crash: crash-consistent, data written twice) or rebuild "
+        "(no crash protection: checksums of regions written before a crash are recomputed, which "
+        "cannot detect damage the crash did); default: the mode the metadata records, dual for a "
+        "new volume"},
+       {"journal_size", "bytes of journal a new volume gets with mode=journal (default 32M, at least 2M)"},
        {"cache", "metadata cache size in bytes (default 16M)"},
        {"scrub_rate",
         "bytes per second a scrub reads at most (default 64M; 0 unlimited; message "
@@ -306,6 +337,10 @@ void CsumTarget::describe(nlohmann::json* out) const {
   j["data_flushes"] = st.data_flushes;
   j["pending_blocks"] = st.pending_blocks;
   if (mode_ == Mode::kRebuild) j["dirty_regions"] = st.dirty_regions;
+  if (mode_ == Mode::kJournal) {
+    j["journal_sectors"] = md_->layout().journal_sectors;
+    j["journal_checkpoints"] = journal_checkpoints_.load();
+  }
   j["unclean_opens"] = sb.unclean_opens;
   j["failed"] = st.failed;
   describe_scrub(out);

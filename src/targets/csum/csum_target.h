@@ -1,7 +1,9 @@
 // csum: a checksum per data block, kept crash-consistent and verified on
 // every read (docs/format/csum.md; seeds 000 and 001). Modes `dual` (the
-// default: the old+new scheme of seed 000) and `rebuild` (no crash
-// protection: dirty regions recomputed after a crash, csum_rebuild.cc),
+// default: the old+new scheme of seed 000), `journal` (data and checksum
+// journalled first, replayed after a crash, csum_journal.cc) and `rebuild`
+// (no crash protection: dirty regions recomputed after a crash,
+// csum_rebuild.cc),
 // over layout=csum (checksums on a metadata device, by default the sidecar
 // IMAGE.csum).
 //
@@ -35,7 +37,7 @@
 //    the same rule as reads, never failing a client; its progress lives in
 //    the superblock (admin_mu_ serialises superblock commits).
 //
-// Not yet (issue 17): mode journal, layout=integrity,
+// Not yet (issue 17): layout=integrity (in progress),
 // requests smaller than a block (refused by the geometry).
 #pragma once
 
@@ -54,6 +56,7 @@
 #include "core/jobs.h"
 #include "core/target_registry.h"
 #include "core/write_behind.h"
+#include "targets/csum/csum_journal_format.h"
 #include "targets/csum/csum_metadata.h"
 
 namespace bowstack::csum {
@@ -67,8 +70,9 @@ struct CsumOptions {
   std::shared_ptr<JobRunner> jobs;  // null: a runner of the target's own
   uint64_t scrub_rate = 64u << 20;  // bytes/s a scrub reads at most (0: unlimited)
   Mode mode = Mode::kDual;
-  bool mode_given = false;  // else the recorded mode is kept (a new volume: dual)
-  uint64_t now = 0;         // unix seconds for a format (0: the clock)
+  bool mode_given = false;            // else the recorded mode is kept (a new volume: dual)
+  uint64_t journal_size = 32u << 20;  // bytes of journal a new volume gets in mode journal
+  uint64_t now = 0;                   // unix seconds for a format (0: the clock)
 };
 
 class CsumTarget final : public StackedDevice {
@@ -133,10 +137,16 @@ class CsumTarget final : public StackedDevice {
   const Layout& layout() const { return md_->layout(); }
 
  private:
-  struct Op;
   // What a queued op does to its blocks. kOpAccept stores the checksum of
   // the data the device holds when its batch commits, and writes nothing.
   enum OpKind : int { kOpWrite = 0, kOpTrim = 1, kOpZeroes = 2, kOpAccept = 3 };
+  // One queued op on whole blocks [first, end).
+  struct Op : QueuedOp {
+    int kind = kOpWrite;
+    uint32_t flags = 0;
+    AlignedBuf data;             // kOpWrite: the blocks' new contents
+    std::vector<uint32_t> sums;  // the new checksum of each block
+  };
   CsumTarget(std::shared_ptr<BlockDevice> data, std::unique_ptr<CsumMetadata> md, CsumOptions opts);
   Status start();
   Status queue(uint64_t first, uint64_t end, const std::byte* data, uint32_t flags, int kind);
@@ -156,6 +166,24 @@ class CsumTarget final : public StackedDevice {
   Status recover_rebuild();
   // Makes every pair durable and clears every region bit (close).
   Status settle_rebuild();
+
+  // Mode journal (csum_journal.cc, format section 6).
+  struct JournalRecord {
+    JournalDescriptor desc;
+    AlignedBuf data;
+  };
+  Status commit_journal(WriteBehind::Batch& batch, const std::unordered_map<uint64_t, uint32_t>& fin);
+  // Places a record of n sectors after *pos given *used live sectors;
+  // false when it does not fit before the tail.
+  bool journal_fit(uint64_t* pos, uint64_t* used, uint64_t n) const;
+  // Settles entries: pairs in the cache, then data in place. data[i] is
+  // entry i's block (null for a ZERO run).
+  Status journal_apply(const std::vector<JournalEntry>& entries, const std::vector<const std::byte*>& data);
+  // Data flush, pairs durable, superblock tail moved to the head.
+  Status journal_checkpoint();
+  // The committed record at journal offset pos with sequence seq.
+  Result<JournalRecord> journal_read(uint64_t pos, uint64_t seq);
+  Status recover_journal();
   void apply_batch(WriteBehind::Batch& batch, const Status& committed);
   // Settles the pairs of pending blocks whose data a completed flush made
   // durable (committed in batch <= upto). REQUIRES: pairs_mu_ held.
@@ -194,6 +222,9 @@ class CsumTarget final : public StackedDevice {
   // a clear never overtakes a set.
   std::vector<uint64_t> region_seq_;
   std::chrono::steady_clock::time_point regions_cleared_{};
+  // Mode journal, owned by the commit job (start and close run without it):
+  // head and tail (sectors into the journal), live sectors, next sequence.
+  uint64_t jhead_ = 0, jtail_ = 0, jused_ = 0, jseq_ = 0;
   uint64_t committed_seq_ = 0;  // guarded by pairs_mu_: batches committed
   uint64_t applied_seq_ = 0;    // guarded by pairs_mu_: batches whose data writes completed
   // Guarded by pairs_mu_: blocks found bad this run (bounded by kMaxListed).
@@ -210,6 +241,7 @@ class CsumTarget final : public StackedDevice {
   std::atomic<uint64_t> scrub_found_run_{0};  // found by scrubs since this open (for mismatches_total)
 
   std::atomic<uint64_t> mismatches_{0}, metadata_errors_{0}, commits_{0}, data_flushes_{0};
+  std::atomic<uint64_t> journal_checkpoints_{0};
   bool closed_ = false;  // touched by the destructor only
 };
 
