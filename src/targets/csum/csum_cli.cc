@@ -138,6 +138,9 @@ VerbRunner add_csum_verbs(CLI::App& app) {
       ->check(CLI::IsMember({512, 1024, 2048, 4096}));
   format->add_flag("--force", o->force, "replace metadata that is already there (csum or not)");
   format->add_flag("--json", o->json, "print the report as JSON");
+  format->add_option(
+      "--journal-size", o->journal_size,
+      "give the volume a journal of this size (e.g. 32M, at least 2M) and record mode journal");
   add_layout_option(format, o.get());
   format->add_option("--journal-sections", o->journal_sections,
                      "layout integrity: dm-integrity journal sections (default: the kernel's for the size)");

@@ -22,6 +22,7 @@ struct CsumCliOptions {
   ClientOptions client;           // running-server verbs
   std::string layout = "csum";    // or "integrity": dm-integrity's format inside IMAGE
   uint32_t journal_sections = 0;  // layout=integrity: 0 the kernel's default
+  std::string journal_size;       // layout=csum: a journal (mode journal) of this size
 };
 
 // IMAGE + the suffix serve gives the metadata slot.

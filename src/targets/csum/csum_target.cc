@@ -277,7 +277,8 @@ TargetInfo CsumTarget::info() {
         "journalled first, replayed after a crash: crash-consistent, data written twice) or rebuild "
         "(no crash protection: checksums of regions written before a crash are recomputed, which "
         "cannot detect damage the crash did); default: the mode the metadata records, dual for a "
-        "new volume"},
+        "new volume",
+        ParamType::kString},
        {"journal_size", "bytes of journal a new volume gets with mode=journal (default 32M, at least 2M)"},
        {"cache", "metadata cache size in bytes (default 16M)"},
        {"scrub_rate",

@@ -11,6 +11,7 @@
 #include "cli/report.h"
 #include "control/control_server.h"
 #include "core/file_device.h"
+#include "core/parse.h"
 #include "targets/csum/csum_cli.h"
 #include "targets/csum/csum_target.h"
 #include "targets/csum/csum_tools.h"
@@ -94,6 +95,14 @@ int run_csum_format(const CsumCliOptions& o) {
   const std::string meta = metadata_of(o);
   FormatParams p;
   p.block_size = o.block_size;
+  if (!o.journal_size.empty()) {
+    auto j = parse_size(o.journal_size, "--journal-size");
+    if (!j.ok()) return unusable(why(j.status()));
+    if (*j < (2u << 20) || *j % 4096 != 0)
+      return unusable("--journal-size must be at least 2M and whole pages");
+    p.journal_sectors = *j / kSector;
+    p.mode = Mode::kJournal;
+  }
   {
     auto data = FileDevice::open(o.image, FileDeviceOptions{.read_only = true});
     if (!data.ok()) return unusable(why(data.status()));
