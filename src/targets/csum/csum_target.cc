@@ -247,7 +247,8 @@ TargetInfo CsumTarget::info() {
         "dual (old and new checksum per block: crash-consistent) or rebuild (no crash protection: "
         "checksums of regions written before a crash are recomputed, which cannot detect damage the "
         "crash did); default: the mode the metadata records, dual for a new volume; journal is not "
-        "implemented yet"},
+        "implemented yet",
+        ParamType::kString},
        {"cache", "metadata cache size in bytes (default 16M)"},
        {"scrub_rate",
         "bytes per second a scrub reads at most (default 64M; 0 unlimited; message "
