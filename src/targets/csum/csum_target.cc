@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/parse.h"
+#include "targets/csum/integrity_target.h"
 
 namespace bowstack::csum {
 
@@ -216,6 +217,11 @@ Status CsumTarget::close_cleanly() {
 }
 
 Result<std::shared_ptr<BlockDevice>> CsumTarget::create(TargetContext& ctx, const TargetArgs& args) {
+  const std::string layout = args.get_string("layout", "csum");
+  if (layout == "integrity") return IntegrityTarget::create(ctx, args);
+  if (layout != "csum") {
+    return Status::Error(EINVAL, fmt::format("csum: layout '{}' is not csum or integrity", layout));
+  }
   CsumOptions o;
   auto bs = args.get_size("block_size", 4096);
   if (!bs.ok()) return bs.status();
@@ -259,7 +265,11 @@ Result<std::shared_ptr<BlockDevice>> CsumTarget::create(TargetContext& ctx, cons
   if (!bytes.ok()) return bytes.status();
   auto dev = ctx.side_device("metadata", *bytes);
   if (!dev.ok()) return Status::Error(dev.status().code(), "csum: metadata: " + why(dev.status()));
-  if (!dev.value()) return Status::Error(EINVAL, "csum: needs a metadata device (slot metadata)");
+  if (!dev.value()) {
+    return Status::Error(EINVAL,
+                         "csum: layout=csum needs a metadata device (slot metadata); only "
+                         "layout=integrity keeps its checksums in the data device");
+  }
   auto t = open(std::move(data), dev.value(), std::move(o));
   if (!t.ok()) return t.status();
   return std::shared_ptr<BlockDevice>(t.value());
@@ -281,12 +291,18 @@ TargetInfo CsumTarget::info() {
         ParamType::kString},
        {"journal_size", "bytes of journal a new volume gets with mode=journal (default 32M, at least 2M)"},
        {"cache", "metadata cache size in bytes (default 16M)"},
+       {"layout",
+        "csum (checksums on the metadata device; default) or integrity (Linux dm-integrity's format inside "
+        "the data device, made by 'bowstack csum format --layout integrity'; the metadata slot is not used; "
+        "mode rebuild only)",
+        ParamType::kString},
        {"scrub_rate",
         "bytes per second a scrub reads at most (default 64M; 0 unlimited; message "
         "'scrub_rate=N' changes it)"}},
       {{"data", SlotKind::kDevice, true, "", "", "the device whose blocks are checksummed"},
-       {"metadata", SlotKind::kSideDevice, true, ".csum", "metadata",
-        "the checksums, created sparse if absent (default IMAGE.csum beside the data image)"}},
+       {"metadata", SlotKind::kSideDevice, false, ".csum", "metadata",
+        "the checksums, created sparse if absent (default IMAGE.csum beside the data image); null, or "
+        "not opened, with layout=integrity"}},
       &CsumTarget::create,
   };
 }

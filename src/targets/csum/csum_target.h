@@ -37,8 +37,8 @@
 //    the same rule as reads, never failing a client; its progress lives in
 //    the superblock (admin_mu_ serialises superblock commits).
 //
-// Not yet (issue 17): layout=integrity (in progress),
-// requests smaller than a block (refused by the geometry).
+// layout=integrity is served by IntegrityTarget (integrity_target.h). Not
+// yet (issue 17): requests smaller than a block (refused by the geometry).
 #pragma once
 
 #include <atomic>

@@ -21,22 +21,6 @@ uint32_t tag_at(std::span<const std::byte> run, uint64_t i) {
 
 bool is_discard_tag(uint32_t tag) { return tag == 0xF6F6F6F6u; }
 
-// Writes the empty journal, several sections per request.
-Status write_empty_journal(BlockDevice& dev, const Layout& l) {
-  const size_t section_bytes = size_t{l.journal_section_sectors} * kSector;
-  const uint32_t per_write = static_cast<uint32_t>(std::max<size_t>(1, kJournalBatch / section_bytes));
-  AlignedBuf buf(section_bytes * std::min(per_write, l.journal_sections));
-  for (uint32_t first = 0; first < l.journal_sections; first += per_write) {
-    const uint32_t n = std::min(per_write, l.journal_sections - first);
-    for (uint32_t i = 0; i < n; ++i) {
-      encode_empty_journal_section(l, first + i, 0, buf.span().subspan(i * section_bytes, section_bytes));
-    }
-    const uint64_t at = (kSbSectors + uint64_t{first} * l.journal_section_sectors) * kSector;
-    if (Status s = dev.write(at, buf.span().first(n * section_bytes), 0); !s.ok()) return s;
-  }
-  return Status::Ok();
-}
-
 // The tag run of every area: the tag of a zero block for each block the
 // area exports, zero past them.
 Status write_zero_tags(BlockDevice& dev, const Layout& l) {
@@ -54,29 +38,49 @@ Status write_zero_tags(BlockDevice& dev, const Layout& l) {
   return Status::Ok();
 }
 
-// Refuses a journal the kernel would replay (or fail on) when it next opens
-// the volume: verifying the blocks in place would check data about to be
-// overwritten.
-Status check_journal_empty(BlockDevice& dev, const Layout& l) {
+}  // namespace
+
+Status write_empty_journal(BlockDevice& dev, const Layout& l) {
+  const size_t section_bytes = size_t{l.journal_section_sectors} * kSector;
+  const uint32_t per_write = static_cast<uint32_t>(std::max<size_t>(1, kJournalBatch / section_bytes));
+  AlignedBuf buf(section_bytes * std::min(per_write, l.journal_sections));
+  for (uint32_t first = 0; first < l.journal_sections; first += per_write) {
+    const uint32_t n = std::min(per_write, l.journal_sections - first);
+    for (uint32_t i = 0; i < n; ++i) {
+      encode_empty_journal_section(l, first + i, 0, buf.span().subspan(i * section_bytes, section_bytes));
+    }
+    const uint64_t at = (kSbSectors + uint64_t{first} * l.journal_section_sectors) * kSector;
+    if (Status s = dev.write(at, buf.span().first(n * section_bytes), 0); !s.ok()) return s;
+  }
+  return Status::Ok();
+}
+
+Status check_journal(BlockDevice& dev, const Layout& l, bool* canonical) {
   const size_t section_bytes = size_t{l.journal_section_sectors} * kSector;
   AlignedBuf buf(section_bytes);
+  AlignedBuf empty;
+  if (canonical) empty = AlignedBuf(section_bytes);
   uint64_t used = 0;
+  bool same = true;
   for (uint32_t s = 0; s < l.journal_sections; ++s) {
     const uint64_t at = (kSbSectors + uint64_t{s} * l.journal_section_sectors) * kSector;
     if (Status st = dev.read(at, buf.span()); !st.ok()) return st;
     auto n = journal_section_entries_in_use(l, s, buf.span());
     if (!n.ok()) return n.status();
     used += *n;
+    if (canonical && same) {
+      encode_empty_journal_section(l, s, 0, empty.span());
+      same = std::equal(buf.data(), buf.data() + section_bytes, empty.data());
+    }
   }
   if (used != 0) {
     return Status::Error(ENOTSUP, fmt::format("the kernel journal has {} entries in use; replay it with the "
                                               "kernel first (integritysetup open, then close)",
                                               used));
   }
+  if (canonical) *canonical = same;
   return Status::Ok();
 }
-
-}  // namespace
 
 Result<Superblock> format_integrity(BlockDevice& dev, const FormatParams& p) {
   if (p.block_size < kSector || p.block_size > 4096 || !std::has_single_bit(p.block_size)) {
@@ -128,7 +132,7 @@ Result<IntegrityVerifyReport> verify_integrity(std::shared_ptr<BlockDevice> dev,
   auto lr = Layout::of(*sb, device_sectors);
   if (!lr.ok()) return Status::Error(EUCLEAN, lr.status().context());
   const Layout& l = *lr;
-  if (Status s = check_journal_empty(*dev, l); !s.ok()) return s;
+  if (Status s = check_journal(*dev, l); !s.ok()) return s;
 
   IntegrityVerifyReport r;
   r.sb = *sb;

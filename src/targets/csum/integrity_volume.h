@@ -1,6 +1,7 @@
 // Offline tools for csum's layout=integrity (docs/format/csum.md section
 // 11): make a whole dm-integrity volume in a device, and verify every block
-// of one against its crc32c tag. No serving here.
+// of one against its crc32c tag; the journal checks serving shares with
+// them. Serving is integrity_target.h.
 //
 // Thread-safety: none needed; one call at a time per device, and nothing
 // else may write the device meanwhile (the CLI holds file locks).
@@ -48,6 +49,15 @@ struct IntegrityVerifyReport {
   std::vector<VerifyReport::Unverifiable> unverifiable;
   bool clean() const { return mismatches.empty() && unverifiable.empty(); }
 };
+
+// Reads the kernel's journal. ENOTSUP when an entry is in use (a crash the
+// kernel has not replayed, or would replay again: data in place may be
+// older than the journal's), EUCLEAN when a sector's commit id belongs to
+// no sequence. *canonical (optional): every section is byte for byte the
+// empty journal format writes (sequence 0).
+Status check_journal(BlockDevice& dev, const Layout& l, bool* canonical = nullptr);
+// Writes the empty journal of sequence 0, as format does. No flush.
+Status write_empty_journal(BlockDevice& dev, const Layout& l);
 
 // Reads every exported block and its tag and compares them. Writes nothing.
 // progress(done, total) in blocks, now and then. Errors: no superblock
