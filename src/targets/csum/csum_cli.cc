@@ -62,6 +62,7 @@ int run_csum_verify(const CsumCliOptions& o) {
     j["block_size"] = v.sb.layout.block_size;
     j["blocks"] = v.blocks;
     j["clean_shutdown"] = v.sb.clean();
+    j["journalled"] = v.journalled;
     j["mismatches"] = nlohmann::json::array();
     for (const auto& b : v.mismatches) j["mismatches"].push_back({{"block", b.block}, {"offset", b.offset}});
     j["unverifiable"] = nlohmann::json::array();
@@ -77,10 +78,19 @@ int run_csum_verify(const CsumCliOptions& o) {
       std::printf("unverifiable: blocks %llu..%llu: %s\n", static_cast<unsigned long long>(u.first),
                   static_cast<unsigned long long>(u.end - 1), u.why.c_str());
     }
+    std::string unclean;
+    if (!v.sb.clean()) {
+      unclean =
+          v.sb.mode == Mode::kJournal
+              ? fmt::format(" (not closed cleanly: {} blocks in the journal are replayed at the next open)",
+                            v.journalled)
+          : v.sb.mode == Mode::kRebuild
+              ? " (not closed cleanly: dirty regions are recomputed at the next open)"
+              : " (not closed cleanly: either checksum of a block is accepted)";
+    }
     std::printf("%s: %llu blocks of %u bytes verified, %zu mismatches, %zu unverifiable ranges%s\n",
                 o.image.c_str(), static_cast<unsigned long long>(v.blocks), v.sb.layout.block_size,
-                v.mismatches.size(), v.unverifiable.size(),
-                v.sb.clean() ? "" : " (not closed cleanly: either checksum of a block is accepted)");
+                v.mismatches.size(), v.unverifiable.size(), unclean.c_str());
   }
   return v.clean() ? 0 : 1;
 }

@@ -235,58 +235,22 @@ Status CsumTarget::commit_journal(WriteBehind::Batch& batch,
   return Status::Ok();
 }
 
-Result<CsumTarget::JournalRecord> CsumTarget::journal_read(uint64_t pos, uint64_t seq) {
-  const Layout& l = md_->layout();
-  if (pos + kJournalPage / kSector > l.journal_sectors) {
-    return Status::Error(EUCLEAN, "csum: journal position past the end");
-  }
-  JournalRecord r;
-  AlignedBuf page(kJournalPage);
-  if (Status s = md_->device().read((l.journal_start + pos) * kSector, page.span()); !s.ok()) return s;
-  auto d = decode_journal_descriptor(page.span(), md_->superblock().uuid, l.journal_start + pos, seq,
-                                     l.nr_blocks, bs_, l.journal_sectors - pos);
-  if (!d.ok()) return d.status();
-  r.desc = std::move(d.value());
-  r.data = AlignedBuf(std::max<uint64_t>(r.desc.data_sectors * kSector, kSector));
-  if (r.desc.data_sectors != 0) {
-    const uint64_t at = (l.journal_start + pos) * kSector + kJournalPage;
-    if (Status s = md_->device().read(at, r.data.span().first(r.desc.data_sectors * kSector)); !s.ok())
-      return s;
-  }
-  // Committed only if every data block is what its entry's checksum says.
-  const std::byte* p = r.data.data();
-  for (const JournalEntry& e : r.desc.entries) {
-    if (e.zero()) continue;
-    if (block_checksum(e.block, bs_, std::span<const std::byte>(p, bs_)) != e.value) {
-      return Status::Error(EUCLEAN, fmt::format("csum: journal record {}: block {} torn", seq, e.block));
-    }
-    p += bs_;
-  }
-  return r;
-}
-
 Status CsumTarget::recover_journal() {
   const Superblock sb = md_->superblock();
-  uint64_t pos = sb.journal_tail, seq = sb.journal_tail_seq, records = 0, blocks = 0;
-  for (;;) {
-    auto r = journal_read(pos, seq);
-    if (!r.ok() && pos != 0) {
-      r = journal_read(0, seq);  // the writer wrapped
-      if (r.ok()) pos = 0;
-    }
-    if (!r.ok()) break;
+  uint64_t records = 0, blocks = 0;
+  auto end = walk_journal(md_->device(), sb, [&](const JournalRecord& r) -> Status {
     std::vector<const std::byte*> data;
-    const std::byte* p = r->data.data();
-    for (const JournalEntry& e : r->desc.entries) {
+    const std::byte* p = r.data.data();
+    for (const JournalEntry& e : r.desc.entries) {
       data.push_back(e.zero() ? nullptr : p);
       if (!e.zero()) p += bs_;
       blocks += e.zero() ? e.value : 1;
     }
-    if (Status s = journal_apply(r->desc.entries, data); !s.ok()) return s;
-    pos += r->desc.record_sectors();
-    ++seq;
     ++records;
-  }
+    return journal_apply(r.desc.entries, data);
+  });
+  if (!end.ok()) return end.status();
+  uint64_t pos = end->pos, seq = end->seq;
   jhead_ = jtail_ = pos >= md_->layout().journal_sectors ? 0 : pos;
   // Records past the one that stopped replay may still be on disk (written
   // before the crash, never committed as a whole): new records must never

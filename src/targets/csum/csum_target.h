@@ -56,7 +56,7 @@
 #include "core/jobs.h"
 #include "core/target_registry.h"
 #include "core/write_behind.h"
-#include "targets/csum/csum_journal_format.h"
+#include "targets/csum/csum_journal_reader.h"
 #include "targets/csum/csum_metadata.h"
 
 namespace bowstack::csum {
@@ -168,10 +168,6 @@ class CsumTarget final : public StackedDevice {
   Status settle_rebuild();
 
   // Mode journal (csum_journal.cc, format section 6).
-  struct JournalRecord {
-    JournalDescriptor desc;
-    AlignedBuf data;
-  };
   Status commit_journal(WriteBehind::Batch& batch, const std::unordered_map<uint64_t, uint32_t>& fin);
   // Places a record of n sectors after *pos given *used live sectors;
   // false when it does not fit before the tail.
@@ -181,8 +177,6 @@ class CsumTarget final : public StackedDevice {
   Status journal_apply(const std::vector<JournalEntry>& entries, const std::vector<const std::byte*>& data);
   // Data flush, pairs durable, superblock tail moved to the head.
   Status journal_checkpoint();
-  // The committed record at journal offset pos with sequence seq.
-  Result<JournalRecord> journal_read(uint64_t pos, uint64_t seq);
   Status recover_journal();
   void apply_batch(WriteBehind::Batch& batch, const Status& committed);
   // Settles the pairs of pending blocks whose data a completed flush made

@@ -7,6 +7,7 @@
 #include <chrono>
 
 #include "core/aligned_buf.h"
+#include "targets/csum/csum_journal_reader.h"
 
 namespace bowstack::csum {
 
@@ -163,9 +164,30 @@ Result<RebuildReport> rebuild_volume(BlockDevice& data, std::shared_ptr<BlockDev
         EINVAL, fmt::format("the metadata belongs to a data device of {} bytes; this one has {}", l.data_size,
                             data.geometry().size));
   }
-  if (Status s = data.flush(); !s.ok()) return s;
   RebuildReport r;
   Superblock sb = (*m)->superblock();
+  if (!sb.clean() && sb.mode == Mode::kJournal) {
+    // Committed records hold acknowledged writes newer than the data in
+    // place: apply them first, as the next open would.
+    auto end = walk_journal(*md, sb, [&](const JournalRecord& rec) -> Status {
+      const std::byte* p = rec.data.data();
+      for (const JournalEntry& e : rec.desc.entries) {
+        Status s = e.zero()
+                       ? data.write_zeroes(e.block * l.block_size, uint64_t{e.value} * l.block_size, 0)
+                       : data.write(e.block * l.block_size, std::span<const std::byte>(p, l.block_size), 0);
+        if (!s.ok()) return s;
+        if (!e.zero()) p += l.block_size;
+      }
+      ++r.replayed;
+      return Status::Ok();
+    });
+    if (!end.ok()) return end.status();
+    // The journal is empty from here on; new sequence numbers past any
+    // record left behind (see recover_journal).
+    sb.journal_tail = end->pos >= l.journal_sectors ? 0 : end->pos;
+    sb.journal_tail_seq = end->seq + l.journal_sectors / 8 + 1;
+  }
+  if (Status s = data.flush(); !s.ok()) return s;
   std::vector<Pair> old;
   auto check = [&](uint64_t first, const std::vector<uint32_t>& sums) {
     for (uint64_t s0 = first; s0 < first + sums.size(); s0 += kPairsPerSector) {
@@ -207,6 +229,11 @@ Result<RewriteReport> rewrite_block_offline(BlockDevice& data, std::shared_ptr<B
   }
   if (block >= l.nr_blocks) {
     return Status::Error(EINVAL, fmt::format("block {} is past the end ({} blocks)", block, l.nr_blocks));
+  }
+  if (!(*m)->superblock().clean() && (*m)->superblock().mode == Mode::kJournal) {
+    return Status::Error(EBUSY,
+                         "the volume stopped uncleanly in mode journal: its journal may hold newer data for "
+                         "this block; serve it once (which replays the journal) or run 'csum rebuild'");
   }
   std::vector<Pair> one;
   if (Status s = (*m)->pairs(block, block + 1, &one); !s.ok()) {
@@ -284,6 +311,11 @@ Result<BlockReport> inspect_block(BlockDevice& data, std::shared_ptr<BlockDevice
   BlockReport r;
   r.block = block;
   r.block_size = l.block_size;
+  if (!(*m)->superblock().clean() && (*m)->superblock().mode == Mode::kJournal) {
+    return Status::Error(EBUSY,
+                         "the volume stopped uncleanly in mode journal: its journal may hold newer data for "
+                         "this block; serve it once (which replays the journal) or run 'csum rebuild'");
+  }
   std::vector<Pair> one;
   if (Status s = (*m)->pairs(block, block + 1, &one); !s.ok()) {
     r.pair_error = why(s);

@@ -45,9 +45,12 @@ struct RebuildReport {
   uint64_t blocks = 0;           // checksummed
   uint64_t changed = 0;          // blocks whose data matched neither slot before
   uint64_t damaged_sectors = 0;  // pair sectors that could not be decoded (rewritten)
+  uint64_t replayed = 0;         // journal records applied first (unclean, mode journal)
 };
 // Recomputes every block's checksum from the data (flushed first) and
 // stores it settled; clears the dirty bitmap; writes the superblock CLEAN.
+// An unclean volume in mode journal has its committed records applied
+// first (they hold acknowledged writes), and its journal emptied.
 Result<RebuildReport> rebuild_volume(BlockDevice& data, std::shared_ptr<BlockDevice> md,
                                      const ToolProgress& progress = {});
 
@@ -59,7 +62,8 @@ struct RewriteReport {
 // Accepts block `block`'s current data: flushes the data device, then
 // stores its checksum settled. EUCLEAN when the block's pair sector is
 // damaged (that needs rebuild: the sector's other 59 blocks would be
-// accepted too). EINVAL past the end.
+// accepted too). EINVAL past the end. EBUSY for an unclean volume in mode
+// journal (its journal may hold newer data for the block).
 Result<RewriteReport> rewrite_block_offline(BlockDevice& data, std::shared_ptr<BlockDevice> md,
                                             uint64_t block);
 

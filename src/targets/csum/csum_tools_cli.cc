@@ -155,9 +155,14 @@ int run_csum_rebuild(const CsumCliOptions& o) {
                         {"metadata", metadata_of(o)},
                         {"blocks", r->blocks},
                         {"changed", r->changed},
-                        {"damaged_sectors", r->damaged_sectors}};
+                        {"damaged_sectors", r->damaged_sectors},
+                        {"journal_records_replayed", r->replayed}};
     std::printf("%s\n", j.dump(2).c_str());
   } else {
+    if (r->replayed != 0) {
+      std::printf("%s: %llu journal records applied first (the volume stopped uncleanly in mode journal)\n",
+                  o.image.c_str(), static_cast<unsigned long long>(r->replayed));
+    }
     std::printf(
         "%s: every checksum recomputed from the current data (%llu blocks); %llu blocks did not match "
         "before and are now accepted, %llu damaged checksum sectors rewritten\n",
@@ -183,7 +188,9 @@ int run_csum_rewrite(const CsumCliOptions& o) {
   if (!f) return rc;
   auto r = rewrite_block_offline(*f->data, f->md, o.block);
   if (!r.ok()) {
-    if (r.status().code() == EINVAL || r.status().code() == EUCLEAN) return fail(why(r.status()));
+    if (r.status().code() == EINVAL || r.status().code() == EUCLEAN || r.status().code() == EBUSY) {
+      return fail(why(r.status()));
+    }
     return metadata_error(o, r.status());
   }
   std::printf("block %llu: %s; checksum %08x stored\n", static_cast<unsigned long long>(o.block),

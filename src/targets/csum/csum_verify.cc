@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "core/aligned_buf.h"
+#include "targets/csum/csum_journal_reader.h"
 #include "targets/csum/csum_metadata.h"
 
 namespace bowstack::csum {
@@ -24,6 +25,20 @@ Result<VerifyReport> verify_volume(std::shared_ptr<BlockDevice> data, std::share
   const uint32_t bs = l.block_size;
   // An unclean volume in mode rebuild: its dirty regions' checksums are
   // recomputed at the next open, so their mismatches mean nothing yet.
+  // An unclean volume in mode journal: blocks in committed records are
+  // rewritten by the replay at the next open; their journal copies match
+  // their checksums (that is what committed means).
+  std::vector<bool> journalled(r.sb.clean() || r.sb.mode != Mode::kJournal ? 0 : l.nr_blocks, false);
+  if (!journalled.empty()) {
+    auto end = walk_journal(*md, r.sb, [&](const JournalRecord& rec) {
+      for (const JournalEntry& e : rec.desc.entries) {
+        for (uint64_t b = e.block; b < e.block + (e.zero() ? e.value : 1); ++b) journalled[b] = true;
+      }
+      return Status::Ok();
+    });
+    if (!end.ok()) return end.status();
+    r.journalled = static_cast<uint64_t>(std::count(journalled.begin(), journalled.end(), true));
+  }
   std::vector<bool> dirty(l.nr_regions(), false);
   if (!r.sb.clean() && r.sb.mode == Mode::kRebuild) {
     std::vector<uint64_t> regions;
@@ -54,7 +69,9 @@ Result<VerifyReport> verify_volume(std::shared_ptr<BlockDevice> data, std::share
         const uint32_t c = block_checksum(b, bs, span.subspan((b - first) * bs, bs));
         const Pair& p = pairs[b - s0];
         const bool ok = p.state == PairState::kEmpty ? c == zero_checksum(b, bs) : (c == p.a || c == p.b);
-        if (!ok && !dirty[l.region(b)]) r.mismatches.push_back({b, b * bs});
+        if (!ok && !dirty[l.region(b)] && (journalled.empty() || !journalled[b])) {
+          r.mismatches.push_back({b, b * bs});
+        }
         ++r.blocks;
       }
     }

@@ -1,6 +1,8 @@
 // Offline verification of a csum volume (layout=csum): every block of the
 // data device against its pair, by the same rule the target reads with
-// (either slot; zeroes for a never-written block). Writes nothing.
+// (either slot; zeroes for a never-written block), taking an unclean
+// volume's recovery into account (journal records to replay, rebuild
+// regions to recompute). Writes nothing.
 //
 // Thread-safety: none needed; one call at a time per volume.
 #pragma once
@@ -18,6 +20,9 @@ namespace bowstack::csum {
 struct VerifyReport {
   Superblock sb;
   uint64_t blocks = 0;  // verified
+  // An unclean volume in mode journal: blocks in committed journal records,
+  // which the next open rewrites (their mismatches in place do not count).
+  uint64_t journalled = 0;
   struct Bad {
     uint64_t block = 0;
     uint64_t offset = 0;  // bytes into the data device
