@@ -135,7 +135,10 @@ TEST(Jobs, RateLimitSlowsATask) {
 TEST(Jobs, APauseOrARateChangeEndsARateSleep) {
   JobRunner r("t");
   // 1 MiB at 1 byte/s: without a wake-up the first done() sleeps for days.
-  Job* j = r.start("crawl", Job::Kind::kTask, [](JobControl& c) {
+  // The body starts once the rate is set.
+  std::atomic<bool> go{false};
+  Job* j = r.start("crawl", Job::Kind::kTask, [&](JobControl& c) {
+    while (!go.load()) std::this_thread::sleep_for(100us);
     for (int i = 0; i < 3; ++i) {
       if (!c.wait_while_paused()) break;
       c.done(1 << 20);
@@ -143,6 +146,7 @@ TEST(Jobs, APauseOrARateChangeEndsARateSleep) {
     return Status::Ok();
   });
   j->set_rate(1);
+  go = true;
   std::this_thread::sleep_for(10ms);
   j->pause();  // the body reaches its pause point
   ASSERT_TRUE(reaches(j, JobState::kPaused));

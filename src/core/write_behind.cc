@@ -94,6 +94,7 @@ Status WriteBehind::submit(std::shared_ptr<QueuedOp> op) {
   op->queued = true;
   pending_bytes_ += op->bytes;
   ++enqueued_;
+  submitted_.fetch_add(1, std::memory_order_release);
   queue_.push_back(op);
   if (op->wait) commit_now_ = true;  // its submitter waits for the batch: no gathering
   if (commit_waiting_) {

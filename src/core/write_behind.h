@@ -147,6 +147,10 @@ class WriteBehind {
     uint64_t pending_ops = 0;    // queued, not yet applied
   };
   Stats stats() const;
+  // Operations submitted so far, without the lock: a reader that finds a
+  // mismatch tells by it whether a write was queued since it began (and
+  // may have changed the checksums under it) or the mismatch is real.
+  uint64_t submitted() const { return submitted_.load(std::memory_order_acquire); }
 
  private:
   void commit_loop();
@@ -177,6 +181,7 @@ class WriteBehind {
   // submitter to find it so wakes it (a futex call per write cost much).
   bool commit_waiting_ = false;
   bool apply_waiting_ = false;
+  std::atomic<uint64_t> submitted_{0};
   bool gathering_ = false;      // guarded by mu_: the commit job waits for a fuller batch
   bool commit_now_ = false;     // guarded by mu_: a waiter wants the next batch without gathering
   bool stop_ = false;           // guarded by mu_: no new operations; jobs drain and end

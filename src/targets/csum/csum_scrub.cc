@@ -215,9 +215,12 @@ Status CsumTarget::scrub_range(uint64_t first, uint64_t end, AlignedBuf& buf, ui
       // A write may have landed between the read and the lookup: read that
       // block again once it is not queued.
       auto one = span.subspan((bad - s0) * bs_, bs_);
+      const uint64_t queued = wb_->submitted();
       wb_->wait_not_pending(bad, bad + 1);
       if (Status s = lower_device()->read(bad * bs_, one); !s.ok()) return s;
       if (Status s = verify(bad, bad + 1, one, &bad, &ok); !s.ok()) return s;
+      // Still racing writes to it: the block is being rewritten, not bad.
+      if (!ok && wb_->submitted() != queued) ok = true;
       if (!ok) {
         ++*found;
         if (note_bad(bad, false, "scrub")) {

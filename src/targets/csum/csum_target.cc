@@ -106,6 +106,7 @@ Result<std::shared_ptr<CsumTarget>> CsumTarget::open(std::shared_ptr<BlockDevice
 Status CsumTarget::start() {
   Superblock sb = md_->superblock();
   mode_ = opts_.mode_given ? opts_.mode : sb.mode;
+  if (!opts_.verify) spdlog::warn("csum: verify=off: reads are not checked against their checksums");
   region_seq_.assign(md_->layout().nr_regions(), 0);
   if (!sb.clean()) {
     // Recovery follows the mode the last writer used.
@@ -248,6 +249,9 @@ Result<std::shared_ptr<BlockDevice>> CsumTarget::create(TargetContext& ctx, cons
                          fmt::format("csum: journal_size {} must be at least 2M and whole pages", *jsize));
   }
   o.journal_size = *jsize;
+  auto verify = args.get_bool("verify", true);
+  if (!verify.ok()) return verify.status();
+  o.verify = *verify;
   auto rate = args.get_size("scrub_rate", o.scrub_rate);
   if (!rate.ok()) return rate.status();
   o.scrub_rate = *rate;
@@ -296,6 +300,10 @@ TargetInfo CsumTarget::info() {
         "the data device, made by 'bowstack csum format --layout integrity'; the metadata slot is not used; "
         "mode rebuild only)",
         ParamType::kString},
+       {"verify",
+        "on (default) or off: off reads without checking, for measuring what verification costs; "
+        "never for data you care about",
+        ParamType::kBool},
        {"scrub_rate",
         "bytes per second a scrub reads at most (default 64M; 0 unlimited; message "
         "'scrub_rate=N' changes it)"}},
@@ -360,6 +368,7 @@ void CsumTarget::describe(nlohmann::json* out) const {
   }
   j["unclean_opens"] = sb.unclean_opens;
   j["failed"] = st.failed;
+  j["verify"] = opts_.verify;
   describe_scrub(out);
 }
 

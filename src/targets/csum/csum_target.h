@@ -72,6 +72,7 @@ struct CsumOptions {
   Mode mode = Mode::kDual;
   bool mode_given = false;            // else the recorded mode is kept (a new volume: dual)
   uint64_t journal_size = 32u << 20;  // bytes of journal a new volume gets in mode journal
+  bool verify = true;                 // false (verify=off): reads are not checked, for measuring only
   uint64_t now = 0;                   // unix seconds for a format (0: the clock)
 };
 

@@ -66,6 +66,20 @@ TEST_F(CsumTargetTest, CorruptionIsAnErrorForThatBlockOnly) {
   EXPECT_EQ(blk, fresh);
 }
 
+// verify=off (for measuring) returns what the device holds, checked or not.
+TEST_F(CsumTargetTest, VerifyOffReadsWithoutChecking) {
+  { ASSERT_TRUE(open().ok()); }
+  poke(img_, 50 * kBs + 1, 0x01);
+  CsumOptions o;
+  o.verify = false;
+  auto t = open(o);
+  ASSERT_TRUE(t.ok());
+  Bytes blk(kBs);
+  ASSERT_TRUE((*t)->read(50 * kBs, blk).ok());
+  EXPECT_EQ(blk[1], std::byte{0x01});
+  EXPECT_EQ((*t)->stats().mismatches, 0u);
+}
+
 // Data written into a block that was never written (a hole) without csum
 // knowing: the empty pair says zeroes, so it fails too.
 TEST_F(CsumTargetTest, DataBehindAnEmptyPairFails) {

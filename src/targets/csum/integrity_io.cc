@@ -21,6 +21,7 @@ namespace {
 constexpr uint32_t kPage = 4096;               // tag pages: the buffer cache's block size
 constexpr uint32_t kDiscardTag = 0xF6F6F6F6u;  // the kernel's discard marker (four 0xF6 bytes)
 constexpr size_t kMaxLogged = 65536;           // blocks whose mismatch is logged (then counted only)
+constexpr int kReadAttempts = 16;              // reads that race writes to their blocks, tried again
 }  // namespace
 
 // One queued write, trim or write-zeroes of whole blocks [first, end).
@@ -84,7 +85,8 @@ Status IntegrityTarget::read(uint64_t offset, std::span<std::byte> buf) {
   const uint64_t end = (offset + buf.size()) / bs_;
   std::vector<uint32_t> tags;
   uint64_t bad = 0;
-  for (int attempt = 0; attempt < 2; ++attempt) {
+  for (int attempt = 0; attempt < kReadAttempts; ++attempt) {
+    const uint64_t queued = wb_ ? wb_->submitted() : 0;
     // Read-your-writes: an acknowledged write may still be queued.
     if (wb_) wb_->wait_not_pending(first, end);
     if (Status s = read_data(first, end, buf); !s.ok()) return s;
@@ -112,8 +114,10 @@ Status IntegrityTarget::read(uint64_t offset, std::span<std::byte> buf) {
       if (unverified != 0) unverified_reads_.fetch_add(unverified, std::memory_order_relaxed);
       return Status::Ok();
     }
-    // A write may have landed between the data read and the tag lookup;
-    // real damage mismatches again.
+    // A write queued since this read began may have landed between the
+    // data read and the tag lookup (one tag: the old one is gone at once):
+    // read again. With none, the mismatch is real damage.
+    if (!wb_ || wb_->submitted() == queued) break;
   }
   mismatches_.fetch_add(1, std::memory_order_relaxed);
   bool log = false;
