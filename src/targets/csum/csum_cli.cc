@@ -5,7 +5,6 @@
 #include "targets/csum/csum_cli.h"
 
 #include <fmt/format.h>
-#include <unistd.h>
 
 #include <cstdio>
 #include <nlohmann/json.hpp>
@@ -14,6 +13,7 @@
 #include "cli/verb_registry.h"
 #include "control/control_server.h"
 #include "core/file_device.h"
+#include "targets/csum/csum_report.h"
 #include "targets/csum/csum_target.h"
 #include "targets/csum/csum_verify.h"
 
@@ -37,16 +37,7 @@ int run_csum_verify(const CsumCliOptions& o) {
   if (!data.ok()) return unusable(why(data.status()));
   auto md = FileDevice::open(meta, FileDeviceOptions{.read_only = true, .lock = true});
   if (!md.ok()) return unusable(fmt::format("checksums: {}", why(md.status())));
-  const bool tty = !o.json && ::isatty(STDERR_FILENO) != 0;
-  uint64_t shown = UINT64_MAX;
-  auto progress = [&](uint64_t done, uint64_t total) {
-    if (!tty || total == 0) return;
-    const uint64_t pct = done * 100 / total;
-    if (pct == shown) return;
-    shown = pct;
-    std::fprintf(stderr, "\rverifying %s: %3llu%%", o.image.c_str(), static_cast<unsigned long long>(pct));
-    if (done == total) std::fprintf(stderr, "\n");
-  };
+  auto progress = progress_line("verifying", o.image, o.json);
   auto r = verify_volume(data.value(), md.value(), progress);
   if (!r.ok()) {
     const Status& s = r.status();
@@ -63,21 +54,10 @@ int run_csum_verify(const CsumCliOptions& o) {
     j["blocks"] = v.blocks;
     j["clean_shutdown"] = v.sb.clean();
     j["journalled"] = v.journalled;
-    j["mismatches"] = nlohmann::json::array();
-    for (const auto& b : v.mismatches) j["mismatches"].push_back({{"block", b.block}, {"offset", b.offset}});
-    j["unverifiable"] = nlohmann::json::array();
-    for (const auto& u : v.unverifiable)
-      j["unverifiable"].push_back({{"first", u.first}, {"end", u.end}, {"why", u.why}});
+    add_findings(&j, v.mismatches, v.unverifiable);
     std::printf("%s\n", j.dump(2).c_str());
   } else {
-    for (const auto& b : v.mismatches) {
-      std::printf("mismatch: block %llu (byte offset %llu)\n", static_cast<unsigned long long>(b.block),
-                  static_cast<unsigned long long>(b.offset));
-    }
-    for (const auto& u : v.unverifiable) {
-      std::printf("unverifiable: blocks %llu..%llu: %s\n", static_cast<unsigned long long>(u.first),
-                  static_cast<unsigned long long>(u.end - 1), u.why.c_str());
-    }
+    print_findings(v.mismatches, v.unverifiable);
     std::string unclean;
     if (!v.sb.clean()) {
       unclean =

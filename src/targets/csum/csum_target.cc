@@ -10,6 +10,7 @@
 
 #include "core/parse.h"
 #include "targets/csum/integrity_target.h"
+#include "targets/csum/whole_blocks.h"
 
 namespace bowstack::csum {
 
@@ -317,20 +318,11 @@ TargetInfo CsumTarget::info() {
 
 Geometry CsumTarget::geometry() const {
   Geometry g = lower_device()->geometry();
-  g.logical_block_size = std::max(bs_, g.logical_block_size);
-  g.preferred_block_size = std::max(bs_, g.preferred_block_size);
-  g.max_io_size = std::max<uint32_t>(bs_, g.max_io_size / bs_ * bs_);
-  g.accepts_unaligned = false;
-  return g;
+  return whole_block_geometry(g, bs_);
 }
 
 Capabilities CsumTarget::capabilities() const {
-  Capabilities c = lower_device()->capabilities();
-  c.trim = !c.read_only;
-  c.write_zeroes = !c.read_only;
-  c.fast_zero = false;
-  c.block_status = false;
-  return c;
+  return checksummed_capabilities(lower_device()->capabilities());
 }
 
 CsumTarget::Stats CsumTarget::stats() const {

@@ -2,7 +2,6 @@
 // call csum_tools.h (or the running server), print. Exit status: 0 done /
 // clean, 1 findings (mismatches, damage), 2 the volume cannot be used.
 #include <fmt/format.h>
-#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -13,6 +12,7 @@
 #include "core/file_device.h"
 #include "core/parse.h"
 #include "targets/csum/csum_cli.h"
+#include "targets/csum/csum_report.h"
 #include "targets/csum/csum_target.h"
 #include "targets/csum/csum_tools.h"
 
@@ -31,18 +31,8 @@ std::string metadata_of(const CsumCliOptions& o) {
   return o.metadata.empty() ? csum_default_metadata(o.image) : o.metadata;
 }
 
-// A progress line on a terminal only.
 ToolProgress progress_bar(const CsumCliOptions& o, const char* verb) {
-  if (o.json || ::isatty(STDERR_FILENO) == 0) return {};
-  auto shown = std::make_shared<uint64_t>(UINT64_MAX);
-  const std::string image = o.image;
-  return [shown, image, verb](uint64_t done, uint64_t total) {
-    const uint64_t pct = total == 0 ? 100 : done * 100 / total;
-    if (pct == *shown) return;
-    *shown = pct;
-    std::fprintf(stderr, "\r%s %s: %3llu%%", verb, image.c_str(), static_cast<unsigned long long>(pct));
-    if (done == total) std::fprintf(stderr, "\n");
-  };
+  return progress_line(verb, o.image, o.json);
 }
 
 // Both files opened for writing with exclusive locks: refused while a

@@ -1,13 +1,13 @@
 #include "targets/csum/integrity_cli.h"
 
 #include <fmt/format.h>
-#include <unistd.h>
 
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
 #include "cli/report.h"
 #include "core/file_device.h"
+#include "targets/csum/csum_report.h"
 #include "targets/csum/integrity_volume.h"
 
 namespace bowstack::cli {
@@ -35,16 +35,7 @@ int run_integrity_verify(const std::string& image, bool json) {
     std::fprintf(stderr, "bowstack: %s\n", why(dev.status()).c_str());
     return 2;
   }
-  const bool tty = !json && ::isatty(STDERR_FILENO) != 0;
-  uint64_t shown = UINT64_MAX;
-  auto progress = [&](uint64_t done, uint64_t total) {
-    if (!tty || total == 0) return;
-    const uint64_t pct = done * 100 / total;
-    if (pct == shown) return;
-    shown = pct;
-    std::fprintf(stderr, "\rverifying %s: %3llu%%", image.c_str(), static_cast<unsigned long long>(pct));
-    if (done == total) std::fprintf(stderr, "\n");
-  };
+  auto progress = progress_line("verifying", image, json);
   auto r = verify_integrity(dev.value(), progress);
   if (!r.ok()) {
     const Status& s = r.status();
@@ -63,21 +54,10 @@ int run_integrity_verify(const std::string& image, bool json) {
     j["provided_data_sectors"] = v.sb.provided_data_sectors;
     j["blocks"] = v.blocks;
     j["discarded"] = v.discarded;
-    j["mismatches"] = nlohmann::json::array();
-    for (const auto& b : v.mismatches) j["mismatches"].push_back({{"block", b.block}, {"offset", b.offset}});
-    j["unverifiable"] = nlohmann::json::array();
-    for (const auto& u : v.unverifiable)
-      j["unverifiable"].push_back({{"first", u.first}, {"end", u.end}, {"why", u.why}});
+    add_findings(&j, v.mismatches, v.unverifiable);
     std::printf("%s\n", j.dump(2).c_str());
   } else {
-    for (const auto& b : v.mismatches) {
-      std::printf("mismatch: block %llu (byte offset %llu)\n", static_cast<unsigned long long>(b.block),
-                  static_cast<unsigned long long>(b.offset));
-    }
-    for (const auto& u : v.unverifiable) {
-      std::printf("unverifiable: blocks %llu..%llu: %s\n", static_cast<unsigned long long>(u.first),
-                  static_cast<unsigned long long>(u.end - 1), u.why.c_str());
-    }
+    print_findings(v.mismatches, v.unverifiable);
     std::printf("%s: %llu blocks of %u bytes verified, %zu mismatches, %zu unverifiable ranges",
                 image.c_str(), static_cast<unsigned long long>(v.blocks), v.sb.block_size(),
                 v.mismatches.size(), v.unverifiable.size());

@@ -12,6 +12,7 @@
 #include "core/endian.h"
 #include "core/parse.h"
 #include "targets/csum/integrity_volume.h"
+#include "targets/csum/whole_blocks.h"
 
 namespace bowstack::csum {
 
@@ -246,20 +247,11 @@ Result<std::shared_ptr<BlockDevice>> IntegrityTarget::create(TargetContext& ctx,
 Geometry IntegrityTarget::geometry() const {
   Geometry g = lower_device()->geometry();
   g.size = sb_.provided_data_sectors * integrity::kSector;
-  g.logical_block_size = std::max(bs_, g.logical_block_size);
-  g.preferred_block_size = std::max(bs_, g.preferred_block_size);
-  g.max_io_size = std::max<uint32_t>(bs_, g.max_io_size / bs_ * bs_);
-  g.accepts_unaligned = false;
-  return g;
+  return whole_block_geometry(g, bs_);
 }
 
 Capabilities IntegrityTarget::capabilities() const {
-  Capabilities c = lower_device()->capabilities();
-  c.trim = !c.read_only;
-  c.write_zeroes = !c.read_only;
-  c.fast_zero = false;
-  c.block_status = false;
-  return c;
+  return checksummed_capabilities(lower_device()->capabilities());
 }
 
 IntegrityTarget::Stats IntegrityTarget::stats() const {
