@@ -39,6 +39,11 @@ int main(int argc, char** argv) {
   serve_cmd->add_flag("--direct", serve.direct, "open the image with O_DIRECT (bypass the page cache)");
   serve_cmd->add_option("--threads", serve.threads, "worker threads per NBD connection")
       ->capture_default_str();
+  serve_cmd
+      ->add_option("--control-idle-timeout", serve.control_idle_timeout,
+                   "seconds after which an idle control client is disconnected")
+      ->check(CLI::Range(1u, 86400u))
+      ->capture_default_str();
   serve_cmd->add_option("--log-level", serve.log_level, "trace, debug, info, warn, error")
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));

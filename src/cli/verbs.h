@@ -37,6 +37,7 @@ struct ServeOptions {
   bool direct = false;
   unsigned threads = default_serve_threads();
   std::string log_level = "info";
+  unsigned control_idle_timeout = 30;  // seconds before an idle control client is dropped
 };
 
 int run_serve(const ServeOptions& opts);

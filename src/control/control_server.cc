@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "core/thread_name.h"
+#include "core/unix_path.h"
 
 namespace bowstack {
 
@@ -42,22 +43,11 @@ nlohmann::json error_reply(const std::string& what) { return {{"ok", false}, {"e
 
 }  // namespace
 
-Result<std::unique_ptr<ControlServer>> ControlServer::open(const std::string& path, Handler handler) {
+Result<std::unique_ptr<ControlServer>> ControlServer::open(const std::string& path, Handler handler,
+                                                           int idle_timeout_ms) {
   auto addr = unix_address(path);
   if (!addr.ok()) return addr.status();
-  struct stat st {};
-  if (::lstat(path.c_str(), &st) == 0) {
-    if (!S_ISSOCK(st.st_mode)) {
-      return Status::Error(EEXIST, "control socket path '" + path + "' exists and is not a socket");
-    }
-    int probe = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    bool live =
-        probe >= 0 && ::connect(probe, reinterpret_cast<sockaddr*>(&addr.value()), sizeof(sockaddr_un)) == 0;
-    if (probe >= 0) ::close(probe);
-    if (live) return Status::Error(EADDRINUSE, "control socket '" + path + "' is in use by a running server");
-    return Status::Error(EEXIST, "stale control socket '" + path +
-                                     "' (no server is listening on it); remove it and start again");
-  }
+  if (Status s = claim_unix_socket_path(path, "control socket"); !s.ok()) return s;
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return Status::Error(errno, "control socket");
   // Create the socket with mode 0600 from the start: no window where others could connect.
@@ -76,11 +66,17 @@ Result<std::unique_ptr<ControlServer>> ControlServer::open(const std::string& pa
     ::unlink(path.c_str());
     return Status::Error(errno, "eventfd");
   }
-  return std::unique_ptr<ControlServer>(new ControlServer(path, fd, wake, std::move(handler)));
+  return std::unique_ptr<ControlServer>(
+      new ControlServer(path, fd, wake, std::move(handler), idle_timeout_ms));
 }
 
-ControlServer::ControlServer(std::string path, int listen_fd, int wake_fd, Handler handler)
-    : path_(std::move(path)), listen_fd_(listen_fd), wake_fd_(wake_fd), handler_(std::move(handler)) {}
+ControlServer::ControlServer(std::string path, int listen_fd, int wake_fd, Handler handler,
+                             int idle_timeout_ms)
+    : path_(std::move(path)),
+      listen_fd_(listen_fd),
+      wake_fd_(wake_fd),
+      handler_(std::move(handler)),
+      idle_timeout_ms_(idle_timeout_ms > 0 ? idle_timeout_ms : kDefaultIdleTimeoutMs) {}
 
 ControlServer::~ControlServer() {
   stop();
@@ -168,6 +164,16 @@ void ControlServer::serve_client(int fd) {
       send_all(fd, error_reply("request line too long").dump() + "\n");
       return;
     }
+    // An idle client is dropped, so that a handful of forgotten
+    // connections cannot hold every slot (kMaxClients) for ever.
+    pollfd p{fd, POLLIN, 0};
+    const int ready = ::poll(&p, 1, idle_timeout_ms_);
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready == 0) {
+      send_all(fd, error_reply("idle for too long; closing").dump() + "\n");
+      return;
+    }
+    if (ready < 0) return;
     ssize_t n = ::recv(fd, chunk, sizeof chunk, 0);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return;
@@ -208,10 +214,9 @@ Result<nlohmann::json> control_request(const std::string& path, const nlohmann::
     ::close(fd);
     return s;
   }
-  if (!send_all(fd, request.dump() + "\n")) {
-    ::close(fd);
-    return Status::Error(EIO, "cannot send to control socket '" + path + "'");
-  }
+  // A server that refuses the connection (too many clients) writes why and
+  // closes: the send may fail, but the reason is there to read.
+  const bool sent = send_all(fd, request.dump() + "\n");
   std::string buffer;
   char chunk[4096];
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
@@ -227,6 +232,7 @@ Result<nlohmann::json> control_request(const std::string& path, const nlohmann::
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
       ::close(fd);
+      if (!sent) return Status::Error(EIO, "cannot send to control socket '" + path + "'");
       return Status::Error(EIO, "control socket '" + path + "' closed without a reply");
     }
     buffer.append(chunk, static_cast<size_t>(n));

@@ -26,9 +26,13 @@ class ControlServer {
  public:
   using Handler = std::function<nlohmann::json(const nlohmann::json& request)>;
 
-  // Binds `path`. Refuses (with a one-line reason) if the path exists: a live
-  // server's socket, a stale socket from a server that died, or another file.
-  static Result<std::unique_ptr<ControlServer>> open(const std::string& path, Handler handler);
+  // Binds `path`. Refuses (with a one-line reason) a live server's socket or
+  // a path that is not a socket; replaces a stale socket that nobody
+  // listens on (left by a server that died). A client idle for
+  // `idle_timeout_ms` (0: kDefaultIdleTimeoutMs) is told so and dropped.
+  static Result<std::unique_ptr<ControlServer>> open(const std::string& path, Handler handler,
+                                                     int idle_timeout_ms = 0);
+  static constexpr int kDefaultIdleTimeoutMs = 30000;
   ~ControlServer();
 
   void start();
@@ -36,7 +40,7 @@ class ControlServer {
   const std::string& path() const { return path_; }
 
  private:
-  ControlServer(std::string path, int listen_fd, int wake_fd, Handler handler);
+  ControlServer(std::string path, int listen_fd, int wake_fd, Handler handler, int idle_timeout_ms);
   void accept_loop();
   void serve_client(int fd);
 
@@ -47,6 +51,7 @@ class ControlServer {
   const int listen_fd_;
   const int wake_fd_;  // eventfd that interrupts poll() on stop
   const Handler handler_;
+  const int idle_timeout_ms_;
   std::thread accept_thread_;
   std::atomic<bool> stopping_{false};
   std::mutex mu_;

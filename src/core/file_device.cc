@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
+#include <spdlog/spdlog.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -95,9 +96,19 @@ Status FileDevice::create(const std::string& path, uint64_t size) {
 }
 
 FileDevice::FileDevice(std::string path, int fd, bool block_device, FileDeviceOptions opts, Geometry g)
-    : path_(std::move(path)), fd_(fd), block_device_(block_device), opts_(opts), geometry_(g), sync_([this] {
-        return fdatasync_barrier();
-      }) {
+    : path_(std::move(path)),
+      fd_(fd),
+      block_device_(block_device),
+      opts_(opts),
+      geometry_(g),
+      sync_([this] { return fdatasync_barrier(); },
+            [this](const Status& s) {
+              // Once: from here on every flush and write of this device fails.
+              spdlog::error(
+                  "{}: {} (errno {}); the device can no longer promise that writes are stable: every "
+                  "later flush and write to it fails",
+                  path_, why(s), s.code());
+            }) {
   caps_.read_only = opts.read_only;
   caps_.flush = caps_.fua = !opts.read_only;
   caps_.trim = caps_.write_zeroes = !opts.read_only;

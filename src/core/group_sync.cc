@@ -19,8 +19,14 @@ Status GroupSync::sync() {
     lock.lock();
     running_ = false;
     completed_ = mine;
-    if (!s.ok() && failed_.ok()) failed_ = std::move(s);
+    const bool first = !s.ok() && failed_.ok();
+    if (first) failed_ = s;
     cv_.notify_all();
+    if (first && on_failure_) {
+      lock.unlock();
+      on_failure_(s);
+      lock.lock();
+    }
   }
   return failed_;
 }
@@ -31,9 +37,14 @@ Status GroupSync::failure() const {
 }
 
 void GroupSync::poison(Status s) {
-  std::lock_guard lock(mu_);
-  if (failed_.ok()) failed_ = std::move(s);
-  cv_.notify_all();
+  bool first = false;
+  {
+    std::lock_guard lock(mu_);
+    first = failed_.ok();
+    if (first) failed_ = s;
+    cv_.notify_all();
+  }
+  if (first && on_failure_) on_failure_(s);
 }
 
 uint64_t GroupSync::barriers_run() const {

@@ -26,7 +26,11 @@ namespace bowstack {
 
 class GroupSync {
  public:
-  explicit GroupSync(std::function<Status()> barrier) : barrier_(std::move(barrier)) {}
+  // `on_failure` (may be empty) is called once, when the failure becomes
+  // sticky, on the thread that hit it and without the lock held: where the
+  // owner logs it (a sticky failure that nobody logs is found too late).
+  explicit GroupSync(std::function<Status()> barrier, std::function<void(const Status&)> on_failure = {})
+      : barrier_(std::move(barrier)), on_failure_(std::move(on_failure)) {}
 
   // Returns when a barrier that started after this call has completed.
   Status sync();
@@ -40,6 +44,7 @@ class GroupSync {
 
  private:
   const std::function<Status()> barrier_;
+  const std::function<void(const Status&)> on_failure_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
   uint64_t started_ = 0;    // guarded by mu_: barriers started so far

@@ -59,3 +59,28 @@ TEST(GroupSync, FailureIsStickyForWaitersAndLaterCallers) {
 
 }  // namespace
 }  // namespace bowstack
+
+namespace bowstack {
+namespace {
+
+TEST(GroupSync, TheStickyFailureIsReportedOnce) {
+  int reported = 0;
+  Status seen;
+  GroupSync g([] { return Status::Error(EIO, "fdatasync 'x'"); },
+              [&](const Status& s) {
+                ++reported;
+                seen = s;
+              });
+  EXPECT_EQ(g.sync().code(), EIO);
+  EXPECT_EQ(g.sync().code(), EIO);
+  g.poison(Status::Error(ENOSPC, "later"));
+  EXPECT_EQ(reported, 1);
+  EXPECT_EQ(seen.code(), EIO);
+  GroupSync p([] { return Status::Ok(); }, [&](const Status&) { ++reported; });
+  p.poison(Status::Error(EIO, "a failed synchronous write"));
+  EXPECT_EQ(p.sync().code(), EIO);
+  EXPECT_EQ(reported, 2);
+}
+
+}  // namespace
+}  // namespace bowstack

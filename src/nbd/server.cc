@@ -18,6 +18,7 @@
 #include <system_error>
 
 #include "core/thread_name.h"
+#include "core/unix_path.h"
 #include "nbd/connection.h"
 
 namespace bowstack::nbd {
@@ -97,8 +98,7 @@ Status Server::listen_unix(const std::string& path) {
   if (path.empty() || path.size() >= sizeof addr.sun_path) {
     return Status::Error(ENAMETOOLONG, fmt::format("bad unix socket path '{}'", path));
   }
-  struct stat st;
-  if (::lstat(path.c_str(), &st) == 0) return Status::Error(EEXIST, fmt::format("{} already exists", path));
+  if (Status s = claim_unix_socket_path(path, "NBD socket"); !s.ok()) return s;
   std::memcpy(addr.sun_path, path.data(), path.size());
 
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
