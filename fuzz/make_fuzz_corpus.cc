@@ -15,6 +15,9 @@
 //  fuzz_nbd_request    one config byte (fuzz_nbd_request.cc) and a stream of
 //                      requests of every command, valid and not
 //  fuzz_control_json   control requests, valid and not
+//  fuzz_md_superblock  md v1.2 mirror legs (fuzz_md_superblock.cc's input):
+//                      docs/format/mirror.md's worked example, a dirty
+//                      recovering write-mostly leg of three, an odd max_dev
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
@@ -33,6 +36,8 @@
 #include "targets/bow/bow_format.h"
 #include "targets/bow/bow_restore.h"
 #include "targets/bow/bow_target.h"
+#include "targets/mirror/md_bitmap_format.h"
+#include "targets/mirror/md_format.h"
 
 namespace {
 
@@ -424,6 +429,48 @@ void control_corpus() {
   for (auto [name, text] : seeds) save(f, name, std::string(text));
 }
 
+// Flags byte, leg size, the 4096 bytes at sector 8, the bitmap superblock.
+Bytes md_input(uint8_t flags, uint64_t leg_sectors, const mirror::md::Superblock& sb,
+               const mirror::md::BitmapSuperblock& bm) {
+  Bytes in(9 + 4096 + mirror::md::kBitmapSbBytes);
+  in[0] = std::byte{flags};
+  store_le(in.data(), 1, leg_sectors, 8);
+  mirror::md::encode_superblock(sb, std::span(in).subspan(9, 4096));
+  mirror::md::encode_bitmap_superblock(bm, std::span(in).subspan(9 + 4096));
+  return in;
+}
+
+void md_corpus() {
+  namespace md = mirror::md;
+  const char* f = "fuzz_md_superblock";
+  const uint64_t leg = 131072;
+  const Uuid array = {0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef,
+                      0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef};
+  const Uuid device = {0x0f, 0x1e, 0x2d, 0x3c, 0x4b, 0x5a, 0x69, 0x78,
+                       0x87, 0x96, 0xa5, 0xb4, 0xc3, 0xd2, 0xe1, 0xf0};
+  auto g = md::plan_leg(leg, leg, 64 * 1024);
+  md::Superblock sb =
+      md::new_leg_superblock(*g, array, "bowstack:0", device, 0, 2, md::encode_time(1700000000));
+  save(f, "worked-example", md_input(0, leg, sb, md::new_bitmap_superblock(sb, g->bitmap_chunk)));
+
+  md::Superblock rec =
+      md::new_leg_superblock(*g, array, "bowstack:0", device, 1, 3, md::encode_time(1700000000));
+  rec.feature_map |= md::kFeatureRecoveryOffset | md::kFeatureRecoveryBitmap;
+  rec.recovery_offset = 4096;
+  rec.resync_offset = 0;
+  rec.devflags = md::kDevflagWriteMostly;
+  rec.events = 7;
+  rec.dev_roles[2] = md::kRoleFaulty;
+  md::BitmapSuperblock bm = md::new_bitmap_superblock(rec, g->bitmap_chunk);
+  bm.events_cleared = 5;
+  bm.state = md::kBitmapStale;
+  save(f, "recovering-write-mostly", md_input(1, leg, rec, bm));
+
+  md::Superblock odd = sb;
+  odd.dev_roles.resize(3);
+  save(f, "odd-max-dev", md_input(1, leg, odd, md::new_bitmap_superblock(odd, g->bitmap_chunk)));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -438,5 +485,6 @@ int main(int argc, char** argv) {
   handshake_corpus();
   request_corpus();
   control_corpus();
+  md_corpus();
   return 0;
 }

@@ -18,6 +18,8 @@ packages=(
   thin-provisioning-tools
   # dm-integrity oracle: integritysetup dump reads csum's layout=integrity superblocks
   cryptsetup-bin
+  # md v1.2 oracle: mdadm --examine / --examine-bitmap read the mirror's legs
+  mdadm
 )
 
 missing=()
