@@ -70,6 +70,13 @@ struct Extent {
   uint32_t flags = 0;
 };
 
+class BlockDevice;
+// True when every byte of [offset, offset + length) is a hole (never
+// written, or deallocated): certainly zeroes with nothing behind them. Asks
+// block_status() as often as it takes; a device that reports nothing, or
+// reports data, gives false. Errors are the device's.
+Result<bool> only_holes(BlockDevice& dev, uint64_t offset, uint64_t length);
+
 class BlockDevice {
  public:
   virtual ~BlockDevice() = default;

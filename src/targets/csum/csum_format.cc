@@ -6,6 +6,7 @@
 #include <bit>
 #include <cstring>
 
+#include "core/bytes.h"
 #include "core/crc32.h"
 #include "core/endian.h"
 
@@ -14,10 +15,6 @@ namespace bowstack::csum {
 namespace {
 
 uint64_t round_up8(uint64_t v) { return (v + 7) / 8 * 8; }
-
-bool all_zero(std::span<const std::byte> b) {
-  return std::all_of(b.begin(), b.end(), [](std::byte x) { return x == std::byte{0}; });
-}
 
 // crc32c(0, uuid ‖ bytes 4..511): the seal of every sector but the superblock.
 uint32_t seal(std::span<const std::byte> sector, const Uuid* uuid) {
@@ -294,10 +291,14 @@ Result<DirtyBits> decode_dirty(std::span<const std::byte> s, const Uuid& uuid, u
   return bits;
 }
 
-uint32_t block_checksum(uint64_t block, uint32_t block_size, std::span<const std::byte> data) {
+uint32_t sector_checksum(uint64_t first_sector, std::span<const std::byte> data) {
   std::byte sector[8];
-  store_le(sector, 0, block * (block_size / 512), 8);
+  store_le(sector, 0, first_sector, 8);
   return crc32c(crc32c(0, std::span<const std::byte>(sector)), data);
+}
+
+uint32_t block_checksum(uint64_t block, uint32_t block_size, std::span<const std::byte> data) {
+  return sector_checksum(block * (block_size / 512), data);
 }
 
 uint32_t zero_checksum(uint64_t block, uint32_t block_size) {

@@ -145,8 +145,11 @@ using DirtyBits = std::array<uint64_t, kRegionsPerSector / 64>;
 void encode_dirty(const DirtyBits& bits, const Uuid& uuid, uint64_t location, std::span<std::byte> out);
 Result<DirtyBits> decode_dirty(std::span<const std::byte> sector, const Uuid& uuid, uint64_t location);
 
-// c(b, D) = crc32c(0, le64(first sector of b) ‖ D): dm-integrity's crc32c
-// tag. REQUIRES: data.size() == block_size.
+// crc32c(0, le64(first_sector) ‖ D): dm-integrity's crc32c tag of the block
+// whose first (logical) sector that is.
+uint32_t sector_checksum(uint64_t first_sector, std::span<const std::byte> data);
+// c(b, D) = sector_checksum(first sector of b, D). REQUIRES: data.size() ==
+// block_size.
 uint32_t block_checksum(uint64_t block, uint32_t block_size, std::span<const std::byte> data);
 // z(b): the checksum of a block of zeroes.
 uint32_t zero_checksum(uint64_t block, uint32_t block_size);

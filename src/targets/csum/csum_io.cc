@@ -10,6 +10,7 @@
 
 #include "core/aligned_buf.h"
 #include "targets/csum/csum_target.h"
+#include "targets/csum/whole_blocks.h"
 
 namespace bowstack::csum {
 
@@ -88,47 +89,31 @@ Status CsumTarget::queue(uint64_t first, uint64_t end, const std::byte* data, ui
       return Status::Error(EIO, "csum: cannot record checksums: " + why(s));
     }
   }
-  auto op = std::make_shared<Op>();
-  op->first = first;
-  op->end = end;
-  op->kind = kind;
-  op->flags = flags;
-  op->sums.resize(end - first);
-  if (kind == kOpWrite) {
-    const uint64_t n = (end - first) * bs_;
-    op->data = AlignedBuf(n);
-    std::memcpy(op->data.data(), data, n);
-    for (uint64_t b = first; b < end; ++b) {
-      op->sums[b - first] = block_checksum(b, bs_, op->data.span().subspan((b - first) * bs_, bs_));
-    }
-    op->bytes = n;
-  } else if (kind != kOpAccept) {
-    for (uint64_t b = first; b < end; ++b) op->sums[b - first] = zero_checksum(b, bs_);
-  }
-  op->wait = kind != kOpWrite || (flags & kFua) != 0;
+  auto op = make_checksum_op(first, end, data, flags, kind, bs_);
   return wb_->submit(std::move(op));
 }
 
 Status CsumTarget::write(uint64_t offset, std::span<const std::byte> buf, uint32_t flags) {
-  return queue(offset / bs_, (offset + buf.size()) / bs_, buf.data(), flags, kOpWrite);
+  const BlockRange r = blocks_of(offset, buf.size(), bs_);
+  return queue(r.first, r.end, buf.data(), flags, kOpWrite);
 }
 
 Status CsumTarget::trim(uint64_t offset, uint64_t length, uint32_t flags) {
-  // Advisory: only whole blocks, which then read as zeroes (with z(b)).
-  const uint64_t first = (offset + bs_ - 1) / bs_;
-  const uint64_t end = (offset + length) / bs_;
-  return queue(first, std::max(first, end), nullptr, flags, kOpTrim);
+  // Only whole blocks, which then read as zeroes (with z(b)).
+  const BlockRange r = whole_blocks_inside(offset, length, bs_);
+  return queue(r.first, r.end, nullptr, flags, kOpTrim);
 }
 
 Status CsumTarget::write_zeroes(uint64_t offset, uint64_t length, uint32_t flags) {
   if (flags & kFastZero) return Status::Error(ENOTSUP, "csum: no fast zeroing");
-  return queue(offset / bs_, (offset + length) / bs_, nullptr, flags, kOpZeroes);
+  const BlockRange r = blocks_of(offset, length, bs_);
+  return queue(r.first, r.end, nullptr, flags, kOpZeroes);
 }
 
 Status CsumTarget::final_checksums(WriteBehind::Batch& batch, std::unordered_map<uint64_t, uint32_t>* out) {
   auto& fin = *out;
   for (const auto& q : batch) {
-    const Op& op = static_cast<const Op&>(*q);
+    const ChecksumOp& op = static_cast<const ChecksumOp&>(*q);
     if (op.kind != kOpAccept) {
       for (uint64_t b = op.first; b < op.end; ++b) fin[b] = op.sums[b - op.first];
       continue;
@@ -247,14 +232,14 @@ void CsumTarget::apply_batch(WriteBehind::Batch& batch, const Status& committed)
   std::unordered_map<uint64_t, size_t> last;
   uint64_t total = 0;
   for (size_t i = 0; i < batch.size(); ++i) {
-    const Op& op = static_cast<const Op&>(*batch[i]);
+    const ChecksumOp& op = static_cast<const ChecksumOp&>(*batch[i]);
     if (op.kind == kOpAccept) continue;  // writes nothing
     for (uint64_t b = op.first; b < op.end; ++b) last[b] = i;
     total += op.end - op.first;
   }
   const bool overlaps = last.size() != total;
   for (size_t i = 0; i < batch.size(); ++i) {
-    Op& op = static_cast<Op&>(*batch[i]);
+    ChecksumOp& op = static_cast<ChecksumOp&>(*batch[i]);
     if (op.kind == kOpAccept) continue;
     Status s;
     uint64_t b = op.first;

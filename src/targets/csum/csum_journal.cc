@@ -136,7 +136,7 @@ Status CsumTarget::commit_journal(WriteBehind::Batch& batch,
   std::vector<Item> items;
   std::unordered_map<uint64_t, bool> written;  // blocks the batch's entries cover
   for (const auto& q : batch) {
-    const Op& op = static_cast<const Op&>(*q);
+    const ChecksumOp& op = static_cast<const ChecksumOp&>(*q);
     if (op.kind == kOpWrite) {
       for (uint64_t b = op.first; b < op.end; ++b) {
         items.push_back({JournalEntry{b, op.sums[b - op.first], 0}, op.data.data() + (b - op.first) * bs_});

@@ -104,10 +104,8 @@ TEST_F(CsumJournalTest, ReplayRepairsATornInPlaceWrite) {
   ASSERT_TRUE((*t)->flush().ok());
   // The crash: both files now, never closed; then the in-place copy of
   // block 41 torn (its first sector old).
-  fs::copy_file(img_, dir_ / "crash.img");
-  fs::copy_file(meta_, dir_ / "crash.img.csum");
+  const std::string crash = crash_copy();
   t = Status::Error(EINVAL, "closed");
-  const std::string crash = (dir_ / "crash.img").string();
   {
     auto dev = FileDevice::open(crash);
     ASSERT_TRUE(dev.ok());
@@ -121,10 +119,7 @@ TEST_F(CsumJournalTest, ReplayRepairsATornInPlaceWrite) {
     EXPECT_TRUE(v->clean());
     EXPECT_EQ(v->journalled, 4u);
   }
-  auto d = FileDevice::open(crash);
-  auto m = FileDevice::open(crash + ".csum");
-  ASSERT_TRUE(d.ok() && m.ok());
-  auto r = CsumTarget::open(d.value(), m.value(), CsumOptions{});
+  auto r = open_at(crash);
   ASSERT_TRUE(r.ok()) << r.status().message();
   Bytes got(4 * kBs);
   ASSERT_TRUE((*r)->read(40 * kBs, got).ok());
@@ -147,10 +142,8 @@ TEST_F(CsumJournalTest, OfflineRebuildAppliesTheJournalFirst) {
   ASSERT_TRUE(t.ok());
   ASSERT_TRUE((*t)->write(70 * kBs, a, 0).ok());
   ASSERT_TRUE((*t)->flush().ok());
-  fs::copy_file(img_, dir_ / "crash.img");
-  fs::copy_file(meta_, dir_ / "crash.img.csum");
+  const std::string crash = crash_copy();
   t = Status::Error(EINVAL, "closed");
-  const std::string crash = (dir_ / "crash.img").string();
   {
     auto dev = FileDevice::open(crash);
     ASSERT_TRUE((*dev)->write(70 * kBs, Bytes(2 * kBs), 0).ok());  // the in-place copies lost

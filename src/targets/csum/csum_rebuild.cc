@@ -12,6 +12,7 @@
 #include <algorithm>
 
 #include "core/aligned_buf.h"
+#include "core/bytes.h"
 #include "targets/csum/csum_target.h"
 
 namespace bowstack::csum {
@@ -20,9 +21,6 @@ namespace {
 // Bits are cleared at most this often (each clear costs a metadata flush).
 constexpr auto kClearEvery = std::chrono::seconds(1);
 
-bool all_zero(std::span<const std::byte> b) {
-  return std::all_of(b.begin(), b.end(), [](std::byte x) { return x == std::byte{0}; });
-}
 }  // namespace
 
 Status CsumTarget::commit_rebuild(const std::unordered_map<uint64_t, uint32_t>& fin) {

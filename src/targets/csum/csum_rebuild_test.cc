@@ -20,13 +20,6 @@ class CsumRebuildTest : public CsumTest {
     o.mode_given = true;
     return o;
   }
-  Result<std::shared_ptr<CsumTarget>> open_copy(const std::string& img, CsumOptions o) {
-    auto d = FileDevice::open(img);
-    auto m = FileDevice::open(img + ".csum");
-    if (!d.ok()) return d.status();
-    if (!m.ok()) return m.status();
-    return CsumTarget::open(d.value(), m.value(), std::move(o));
-  }
 };
 
 TEST_F(CsumRebuildTest, WritesVerifyAndACleanCloseLeavesNoDirtyRegion) {
@@ -75,17 +68,15 @@ TEST_F(CsumRebuildTest, ACrashRecomputesDirtyRegionsOnly) {
   ASSERT_TRUE((*t)->write(5 * kBs, fill(rng, kBs), kFua).ok());
   EXPECT_EQ((*t)->stats().dirty_regions, 1u);
   // The crash: both files as they are now, the target never closed.
-  fs::copy_file(img_, dir_ / "crash.img");
-  fs::copy_file(meta_, dir_ / "crash.img.csum");
+  const std::string crash = crash_copy();
   // A flush clears the bit (in the cache; it reaches the disk later).
   ASSERT_TRUE((*t)->flush().ok());
   EXPECT_EQ((*t)->stats().dirty_regions, 0u);
   t = Status::Error(EINVAL, "closed");
-  const std::string crash = (dir_ / "crash.img").string();
   // Data that reached the device without its checksum (a lost pair write,
   // or a torn block): recovery accepts it, as the mode documents.
   poke(crash, 5 * kBs + 3, 0x01);
-  auto r = open_copy(crash, CsumOptions{});
+  auto r = open_at(crash);
   ASSERT_TRUE(r.ok()) << r.status().message();
   Bytes got(kBs);
   EXPECT_TRUE((*r)->read(5 * kBs, got).ok());
@@ -96,7 +87,7 @@ TEST_F(CsumRebuildTest, ACrashRecomputesDirtyRegionsOnly) {
   EXPECT_TRUE(v->clean());
   // After the clean close, damage is caught again.
   poke(crash, 5 * kBs + 3, 0x01);
-  r = open_copy(crash, CsumOptions{});
+  r = open_at(crash);
   ASSERT_TRUE(r.ok());
   EXPECT_EQ((*r)->read(5 * kBs, got).code(), EIO);
 }

@@ -196,9 +196,8 @@ Status CsumTarget::scrub_range(uint64_t first, uint64_t end, AlignedBuf& buf, ui
         std::all_of(pairs.begin(), pairs.end(), [](const Pair& p) { return p.state == PairState::kEmpty; });
     if (unwritten) {
       // Never written since format: nothing to read if the device agrees.
-      std::vector<Extent> ext;
-      if (lower_device()->block_status(s0 * bs_, (s1 - s0) * bs_, &ext).ok() && !ext.empty() &&
-          std::all_of(ext.begin(), ext.end(), [](const Extent& x) { return (x.flags & kExtentHole) != 0; })) {
+      auto holes = only_holes(*lower_device(), s0 * bs_, (s1 - s0) * bs_);
+      if (holes.ok() && *holes) {
         s0 = s1;
         continue;
       }

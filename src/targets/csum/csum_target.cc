@@ -14,27 +14,6 @@
 
 namespace bowstack::csum {
 
-namespace {
-
-// True when every byte of the device is a hole: certainly never written.
-Result<bool> holds_no_data(BlockDevice& dev) {
-  const uint64_t size = dev.geometry().size;
-  uint64_t pos = 0;
-  while (pos < size) {
-    std::vector<Extent> ext;
-    if (Status s = dev.block_status(pos, std::min<uint64_t>(size - pos, uint64_t{1} << 30), &ext); !s.ok())
-      return s;
-    if (ext.empty()) return false;
-    for (const Extent& e : ext) {
-      if (!(e.flags & kExtentHole)) return false;
-      pos += e.length;
-    }
-  }
-  return true;
-}
-
-}  // namespace
-
 CsumTarget::CsumTarget(std::shared_ptr<BlockDevice> data, std::unique_ptr<CsumMetadata> md, CsumOptions opts)
     : StackedDevice(std::move(data)),
       opts_(std::move(opts)),
@@ -52,7 +31,7 @@ Result<std::shared_ptr<CsumTarget>> CsumTarget::open(std::shared_ptr<BlockDevice
   auto blank = CsumMetadata::is_blank(*metadata);
   if (!blank.ok()) return Status::Error(blank.status().code(), "csum: metadata: " + why(blank.status()));
   if (*blank) {
-    auto empty = holds_no_data(*data);
+    auto empty = only_holes(*data, 0, dg.size);
     if (!empty.ok()) return empty.status();
     if (!*empty) {
       return Status::Error(

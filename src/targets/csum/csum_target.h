@@ -56,6 +56,7 @@
 #include "core/jobs.h"
 #include "core/target_registry.h"
 #include "core/write_behind.h"
+#include "targets/csum/checksum_op.h"
 #include "targets/csum/csum_journal_reader.h"
 #include "targets/csum/csum_metadata.h"
 
@@ -138,16 +139,6 @@ class CsumTarget final : public StackedDevice {
   const Layout& layout() const { return md_->layout(); }
 
  private:
-  // What a queued op does to its blocks. kOpAccept stores the checksum of
-  // the data the device holds when its batch commits, and writes nothing.
-  enum OpKind : int { kOpWrite = 0, kOpTrim = 1, kOpZeroes = 2, kOpAccept = 3 };
-  // One queued op on whole blocks [first, end).
-  struct Op : QueuedOp {
-    int kind = kOpWrite;
-    uint32_t flags = 0;
-    AlignedBuf data;             // kOpWrite: the blocks' new contents
-    std::vector<uint32_t> sums;  // the new checksum of each block
-  };
   CsumTarget(std::shared_ptr<BlockDevice> data, std::unique_ptr<CsumMetadata> md, CsumOptions opts);
   Status start();
   Status queue(uint64_t first, uint64_t end, const std::byte* data, uint32_t flags, int kind);

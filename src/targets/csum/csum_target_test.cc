@@ -109,12 +109,9 @@ TEST_F(CsumTargetTest, RewritesBeforeAFlushAndAnUncleanReopen) {
   EXPECT_GT((*t)->stats().data_flushes, 0u);
   ASSERT_TRUE((*t)->flush().ok());
   // A copy of both files as a crash would leave them after the flush.
-  fs::copy_file(img_, dir_ / "crash.img");
-  fs::copy_file(meta_, dir_ / "crash.img.csum");
+  const std::string crash = crash_copy();
   t = Status::Error(EINVAL, "closed");
-  auto d = FileDevice::open((dir_ / "crash.img").string());
-  auto m = FileDevice::open((dir_ / "crash.img.csum").string());
-  auto r = CsumTarget::open(d.value(), m.value(), CsumOptions{});
+  auto r = open_at(crash);
   ASSERT_TRUE(r.ok()) << r.status().message();
   Bytes got(kBs);
   ASSERT_TRUE((*r)->read(7 * kBs, got).ok());

@@ -41,12 +41,22 @@ class CsumTest : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(dir_); }
 
-  Result<std::shared_ptr<CsumTarget>> open(CsumOptions opts = {}) {
-    auto d = FileDevice::open(img_);
-    auto m = FileDevice::open(meta_);
+  Result<std::shared_ptr<CsumTarget>> open(CsumOptions opts = {}) { return open_at(img_, std::move(opts)); }
+  // The volume of image `img` (its sidecar img + ".csum").
+  Result<std::shared_ptr<CsumTarget>> open_at(const std::string& img, CsumOptions opts = {}) {
+    auto d = FileDevice::open(img);
+    auto m = FileDevice::open(img + ".csum");
     if (!d.ok()) return d.status();
     if (!m.ok()) return m.status();
     return CsumTarget::open(d.value(), m.value(), std::move(opts));
+  }
+  // Both files as a crash would leave them now (taken while the target is
+  // open): the copy's image path.
+  std::string crash_copy() {
+    const fs::path img = dir_ / "crash.img";
+    fs::copy_file(img_, img);
+    fs::copy_file(meta_, dir_ / "crash.img.csum");
+    return img.string();
   }
   void poke(const std::string& path, uint64_t at, unsigned char x) {
     auto d = FileDevice::open(path);

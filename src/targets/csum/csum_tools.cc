@@ -7,6 +7,7 @@
 #include <chrono>
 
 #include "core/aligned_buf.h"
+#include "core/bytes.h"
 #include "targets/csum/csum_journal_reader.h"
 
 namespace bowstack::csum {
@@ -19,22 +20,6 @@ constexpr uint64_t kSectorsPerPage = kPage / kSector;
 // kSectorsPerPage blocks of data (1.9 MiB at 4 KiB blocks).
 constexpr uint64_t kStepBlocks = kPairsPerSector * kSectorsPerPage;
 
-bool all_zero(std::span<const std::byte> b) {
-  return std::all_of(b.begin(), b.end(), [](std::byte x) { return x == std::byte{0}; });
-}
-
-// True when the device reports [offset, offset + length) as holes only.
-bool all_holes(BlockDevice& dev, uint64_t offset, uint64_t length) {
-  std::vector<Extent> ext;
-  if (!dev.block_status(offset, length, &ext).ok() || ext.empty()) return false;
-  uint64_t covered = 0;
-  for (const Extent& e : ext) {
-    if (!(e.flags & kExtentHole)) return false;
-    covered += e.length;
-  }
-  return covered >= length;
-}
-
 struct Counts {
   uint64_t data = 0, zero = 0;
 };
@@ -46,7 +31,9 @@ Status pairs_from_data(BlockDevice& data, const Layout& l, const Uuid& uuid, uin
                        std::span<std::byte> page, Counts* n, std::vector<uint32_t>* sums) {
   const uint64_t end = std::min(l.nr_blocks, first + kStepBlocks);
   const uint32_t bs = l.block_size;
-  const bool holes = all_holes(data, first * bs, (end - first) * bs);
+  // Holes need no reading (a device that cannot tell is read).
+  auto h = only_holes(data, first * bs, (end - first) * bs);
+  const bool holes = h.ok() && *h;
   if (!holes) {
     if (Status s = data.read(first * bs, buf.span().first((end - first) * bs)); !s.ok()) return s;
   }

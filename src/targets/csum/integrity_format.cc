@@ -7,8 +7,10 @@
 #include <climits>
 #include <cstring>
 
+#include "core/bytes.h"
 #include "core/crc32.h"
 #include "core/endian.h"
+#include "targets/csum/csum_format.h"
 
 namespace bowstack::csum::integrity {
 
@@ -50,10 +52,6 @@ JournalShape journal_shape(uint32_t log2_sectors_per_block) {
   s.section_entries = s.entries_per_sector * kJournalBlockSectors;
   s.section_sectors = (s.section_entries << log2_sectors_per_block) + kJournalBlockSectors;
   return s;
-}
-
-bool all_zero(std::span<const std::byte> b) {
-  return std::all_of(b.begin(), b.end(), [](std::byte x) { return x == std::byte{0}; });
 }
 
 }  // namespace
@@ -286,10 +284,6 @@ Result<uint32_t> journal_section_entries_in_use(const Layout& l, uint32_t sectio
   return used;
 }
 
-uint32_t tag_of(uint64_t l, std::span<const std::byte> data) {
-  std::byte sector[8];
-  store_le(sector, 0, l, 8);
-  return crc32c(crc32c(0, std::span<const std::byte>(sector)), data);
-}
+uint32_t tag_of(uint64_t l, std::span<const std::byte> data) { return sector_checksum(l, data); }
 
 }  // namespace bowstack::csum::integrity

@@ -12,6 +12,7 @@
 #include "core/endian.h"
 #include "targets/csum/csum_format.h"
 #include "targets/csum/integrity_target.h"
+#include "targets/csum/whole_blocks.h"
 
 namespace bowstack::csum {
 
@@ -23,14 +24,6 @@ constexpr uint32_t kDiscardTag = 0xF6F6F6F6u;  // the kernel's discard marker (f
 constexpr size_t kMaxLogged = 65536;           // blocks whose mismatch is logged (then counted only)
 constexpr int kReadAttempts = 16;              // reads that race writes to their blocks, tried again
 }  // namespace
-
-// One queued write, trim or write-zeroes of whole blocks [first, end).
-struct IntegrityTarget::Op : QueuedOp {
-  int kind = kOpWrite;
-  uint32_t flags = 0;
-  AlignedBuf data;             // kOpWrite: the blocks' new contents
-  std::vector<uint32_t> tags;  // the new tag of each block
-};
 
 uint64_t IntegrityTarget::run_end(uint64_t first, uint64_t end) const {
   const uint64_t area_blocks = l_.interleave_sectors() >> l_.log2_sectors_per_block;
@@ -137,40 +130,26 @@ Status IntegrityTarget::queue(uint64_t first, uint64_t end, const std::byte* dat
   if (!wb_) return Status::Error(EROFS, "csum: the dm-integrity volume is read-only");
   if (wb_->failed()) return Status::Error(EIO, why(wb_->failure()));
   if (first >= end) return Status::Ok();
-  auto op = std::make_shared<Op>();
-  op->first = first;
-  op->end = end;
-  op->kind = kind;
-  op->flags = flags;
-  op->tags.resize(end - first);
-  if (kind == kOpWrite) {
-    const uint64_t n = (end - first) * bs_;
-    op->data = AlignedBuf(n);
-    std::memcpy(op->data.data(), data, n);
-    for (uint64_t b = first; b < end; ++b) {
-      op->tags[b - first] = tag_of(lsector(b), op->data.span().subspan((b - first) * bs_, bs_));
-    }
-    op->bytes = n;
-  } else {
-    for (uint64_t b = first; b < end; ++b) op->tags[b - first] = zero_checksum(b, bs_);
-  }
-  op->wait = kind != kOpWrite || (flags & kFua) != 0;
+  // A tag is the block's checksum c(b, D) (docs/format/csum.md section 0).
+  auto op = make_checksum_op(first, end, data, flags, kind, bs_);
   return wb_->submit(std::move(op));
 }
 
 Status IntegrityTarget::write(uint64_t offset, std::span<const std::byte> buf, uint32_t flags) {
-  return queue(offset / bs_, (offset + buf.size()) / bs_, buf.data(), flags, kOpWrite);
+  const BlockRange r = blocks_of(offset, buf.size(), bs_);
+  return queue(r.first, r.end, buf.data(), flags, kOpWrite);
 }
 
 Status IntegrityTarget::trim(uint64_t offset, uint64_t length, uint32_t flags) {
-  const uint64_t first = (offset + bs_ - 1) / bs_;
-  const uint64_t end = (offset + length) / bs_;
-  return queue(first, std::max(first, end), nullptr, flags, kOpTrim);
+  // Only whole blocks, which then read as zeroes (with z(b)).
+  const BlockRange r = whole_blocks_inside(offset, length, bs_);
+  return queue(r.first, r.end, nullptr, flags, kOpTrim);
 }
 
 Status IntegrityTarget::write_zeroes(uint64_t offset, uint64_t length, uint32_t flags) {
   if (flags & kFastZero) return Status::Error(ENOTSUP, "csum: no fast zeroing");
-  return queue(offset / bs_, (offset + length) / bs_, nullptr, flags, kOpZeroes);
+  const BlockRange r = blocks_of(offset, length, bs_);
+  return queue(r.first, r.end, nullptr, flags, kOpZeroes);
 }
 
 Status IntegrityTarget::commit_batch(WriteBehind::Batch& batch) {
@@ -178,8 +157,8 @@ Status IntegrityTarget::commit_batch(WriteBehind::Batch& batch) {
   // durable since open, covers tags and data reaching the device in any order.
   std::map<uint64_t, uint32_t> fin;
   for (const auto& q : batch) {
-    const Op& op = static_cast<const Op&>(*q);
-    for (uint64_t b = op.first; b < op.end; ++b) fin[b] = op.tags[b - op.first];
+    const ChecksumOp& op = static_cast<const ChecksumOp&>(*q);
+    for (uint64_t b = op.first; b < op.end; ++b) fin[b] = op.sums[b - op.first];
   }
   if (Status s = store_tags(fin); !s.ok()) {
     return wb_->fail(Status::Error(s.code(), "csum: updating dm-integrity tags failed: " + why(s)));
@@ -197,13 +176,13 @@ void IntegrityTarget::apply_batch(WriteBehind::Batch& batch, const Status& commi
   std::unordered_map<uint64_t, size_t> last;
   uint64_t total = 0;
   for (size_t i = 0; i < batch.size(); ++i) {
-    const Op& op = static_cast<const Op&>(*batch[i]);
+    const ChecksumOp& op = static_cast<const ChecksumOp&>(*batch[i]);
     for (uint64_t b = op.first; b < op.end; ++b) last[b] = i;
     total += op.end - op.first;
   }
   const bool overlaps = last.size() != total;
   for (size_t i = 0; i < batch.size(); ++i) {
-    Op& op = static_cast<Op&>(*batch[i]);
+    ChecksumOp& op = static_cast<ChecksumOp&>(*batch[i]);
     Status s;
     uint64_t b = op.first;
     while (s.ok() && b < op.end) {

@@ -41,6 +41,7 @@
 #include "core/jobs.h"
 #include "core/target_registry.h"
 #include "core/write_behind.h"
+#include "targets/csum/checksum_op.h"
 #include "targets/csum/integrity_format.h"
 
 namespace bowstack::csum {
@@ -108,8 +109,6 @@ class IntegrityTarget final : public StackedDevice {
   const integrity::Layout& layout() const { return l_; }
 
  private:
-  struct Op;
-  enum OpKind : int { kOpWrite = 0, kOpTrim = 1, kOpZeroes = 2 };
   IntegrityTarget(std::shared_ptr<BlockDevice> dev, IntegrityOptions opts, integrity::Superblock sb,
                   integrity::Layout l, bool read_only);
   Status start();

@@ -20,6 +20,20 @@ inline Geometry whole_block_geometry(Geometry g, uint32_t block_size) {
   return g;
 }
 
+// The blocks a request covers. Writes and write-zeroes are block-aligned
+// (the geometry says so): [offset / bs, (offset + length) / bs). A trim is
+// advisory: only the whole blocks inside it, possibly none.
+struct BlockRange {
+  uint64_t first = 0, end = 0;
+};
+inline BlockRange blocks_of(uint64_t offset, uint64_t length, uint32_t block_size) {
+  return {offset / block_size, (offset + length) / block_size};
+}
+inline BlockRange whole_blocks_inside(uint64_t offset, uint64_t length, uint32_t block_size) {
+  const uint64_t first = (offset + block_size - 1) / block_size;
+  return {first, std::max(first, (offset + length) / block_size)};
+}
+
 inline Capabilities checksummed_capabilities(Capabilities c) {
   c.trim = !c.read_only;
   c.write_zeroes = !c.read_only;

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <random>
 
+#include "core/bytes.h"
 #include "core/endian.h"
 
 namespace bowstack::era {
@@ -164,10 +165,6 @@ void put_entry(std::span<std::byte> block, uint32_t e, uint32_t v) {
 uint32_t block_crc(std::span<const std::byte> block) {
   return static_cast<uint32_t>(
       ::crc32(0, reinterpret_cast<const Bytef*>(block.data() + 4), static_cast<uInt>(block.size() - 4)));
-}
-
-bool all_zero(std::span<const std::byte> data) {
-  return std::all_of(data.begin(), data.end(), [](std::byte b) { return b == std::byte{0}; });
 }
 
 void EraValidator::prepare_for_write(std::span<std::byte> data, uint64_t block) const {

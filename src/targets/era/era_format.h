@@ -9,6 +9,7 @@
 #include <string>
 
 #include "core/bufio.h"
+#include "core/bytes.h"
 #include "core/status.h"
 #include "core/uuid.h"
 
@@ -119,6 +120,5 @@ class EraValidator final : public BlockValidator {
 };
 
 uint32_t block_crc(std::span<const std::byte> block);
-bool all_zero(std::span<const std::byte> data);
 
 }  // namespace bowstack::era

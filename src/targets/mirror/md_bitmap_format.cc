@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <bit>
 
+#include "core/bytes.h"
 #include "core/endian.h"
 
 namespace bowstack::mirror::md {
@@ -29,10 +30,6 @@ constexpr size_t kClusterNameBytes = 64;
 
 // Sizes whose byte count (sectors * 512) fits 64 bits with room for rounding.
 constexpr uint64_t kMaxSyncSize = (uint64_t{1} << 55) - 1;
-
-bool all_zero(std::span<const std::byte> b) {
-  return std::all_of(b.begin(), b.end(), [](std::byte x) { return x == std::byte{0}; });
-}
 
 Status damaged(const std::string& what) { return Status::Error(EUCLEAN, "md bitmap: " + what); }
 

@@ -6,6 +6,7 @@
 #include <bit>
 #include <cstring>
 
+#include "core/bytes.h"
 #include "core/endian.h"
 #include "targets/mirror/md_bitmap_format.h"
 
@@ -50,10 +51,6 @@ constexpr size_t kPad3Bytes = 32;
 constexpr uint64_t kHeadroomMax = 262144;    // 128 MiB
 constexpr uint64_t kDataOffsetAlign = 2048;  // 1 MiB
 constexpr uint64_t kMetadataBase = 24;       // superblock area and bad-block log before the bitmap space
-
-bool all_zero(std::span<const std::byte> b) {
-  return std::all_of(b.begin(), b.end(), [](std::byte x) { return x == std::byte{0}; });
-}
 
 void store_uuid(std::span<std::byte> out, size_t at, const Uuid& u) {
   for (size_t i = 0; i < u.size(); ++i) out[at + i] = std::byte{u[i]};
