@@ -48,6 +48,10 @@ struct Capabilities {
   bool multi_conn = false;    // flush() covers writes completed through any caller
   bool block_status = false;  // block_status() reports real holes/zeroes
   bool rotational = false;
+  // A read that succeeds returned what was written: damage below is
+  // reported as an error (EIO), never as data (csum). A mirror trusts such
+  // a leg's good read over another leg's.
+  bool verified_reads = false;
 };
 
 // Flags for write, trim and write_zeroes.

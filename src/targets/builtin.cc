@@ -4,6 +4,7 @@
 #include "targets/csum/csum_target.h"
 #include "targets/era/era_target.h"
 #include "targets/linear/linear.h"
+#include "targets/mirror/mirror_target.h"
 
 namespace bowstack {
 
@@ -12,6 +13,7 @@ void register_builtin_targets(TargetRegistry* registry) {
   registry->add(bow::BowTarget::info());
   registry->add(era::EraTarget::info());
   registry->add(csum::CsumTarget::info());
+  registry->add(mirror::MirrorTarget::info());
 }
 
 }  // namespace bowstack

@@ -39,6 +39,7 @@ inline Capabilities checksummed_capabilities(Capabilities c) {
   c.write_zeroes = !c.read_only;
   c.fast_zero = false;
   c.block_status = false;
+  c.verified_reads = true;
   return c;
 }
 

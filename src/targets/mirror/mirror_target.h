@@ -1,0 +1,216 @@
+// mirror: an N-way mirror (RAID1) whose legs carry Linux md's v1.2 metadata
+// and internal write-intent bitmap (docs/format/mirror.md,
+// docs/targets/mirror.md; seed 004).
+//
+// Ordering (what must be durable before what):
+//  * Before a write goes to any leg, the bit of every region it touches is
+//    set on every working leg and the array is marked active (dirty) there,
+//    both behind one flush per leg (group commit: concurrent writers share
+//    one metadata commit, led by whichever of them finds none running).
+//  * A write completes when every working leg has it. A leg that fails it
+//    is marked faulty in the other legs' superblocks (events + 1, durable)
+//    before the write is acknowledged, so a crash can never bring the leg
+//    back as if it were in sync. The last in-sync leg is never failed: its
+//    error goes to the client.
+//  * Bits are cleared lazily by the `intent` service job: a region idle for
+//    two passes whose last write completed before a flush of every leg, and
+//    only while no leg is missing (faulty or being rebuilt). After a second
+//    of no writes the array is marked clean: legs flushed, then superblocks
+//    with resync_offset = MaxSector.
+//
+// Copies (resync, recovery, repair, read-error correction) hold the region
+// they copy exclusively (a BlockSet of regions): writes into it wait, and
+// the copy waits for writes already in flight there. So no write is lost or
+// overwritten by an older copy.
+//
+// Reads go to one leg that may serve the range: an in-sync leg, or a
+// recovering one below its sync mark; regions awaiting resync are read from
+// the primary (the first in-sync leg in table order) only, so that reads
+// are consistent until the resync made the legs equal. A read error on one
+// leg is answered from another and the range rewritten on the failing leg.
+//
+// Thread-safety: every BlockDevice method may be called concurrently. mu_
+// guards leg states, the in-memory bitmap and region locks; it is never
+// held across data I/O. Metadata I/O runs with mu_ released, by one
+// committer at a time (committing_).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "core/block_device.h"
+#include "core/block_set.h"
+#include "core/jobs.h"
+#include "core/target_registry.h"
+#include "targets/mirror/mirror_assemble.h"
+
+namespace bowstack::mirror {
+
+enum class ReadPolicy { kBalance, kRoundRobin, kFirst };
+
+struct MirrorOptions {
+  uint32_t region_size = 0;  // 0: default (new arrays) or the array's
+  ReadPolicy read_policy = ReadPolicy::kBalance;
+  uint64_t sync_min = 16u << 20;  // bytes/s a sync job keeps under client I/O
+  uint64_t sync_max = 0;          // bytes/s when idle; 0 unlimited
+  std::vector<bool> write_mostly;
+  std::string name = "mirror";
+  std::shared_ptr<JobRunner> jobs;
+};
+
+class MirrorTarget final : public BlockDevice {
+ public:
+  static Result<std::shared_ptr<BlockDevice>> create(std::vector<std::shared_ptr<BlockDevice>> legs,
+                                                     MirrorOptions opts);
+  static TargetInfo info();
+  ~MirrorTarget() override;
+
+  std::string_view kind() const override { return "mirror"; }
+  Geometry geometry() const override { return geometry_; }
+  Capabilities capabilities() const override { return caps_; }
+  Status read(uint64_t offset, std::span<std::byte> buf) override;
+  Status write(uint64_t offset, std::span<const std::byte> buf, uint32_t flags) override;
+  Status flush() override;
+  Status trim(uint64_t offset, uint64_t length, uint32_t flags) override;
+  Status write_zeroes(uint64_t offset, uint64_t length, uint32_t flags) override;
+  Status block_status(uint64_t offset, uint64_t length, std::vector<Extent>* out) override;
+  Status detach() override;
+  Result<std::string> message(std::string_view text) override;
+  void describe(nlohmann::json* out) const override;
+  std::string status_line() const override;
+
+ private:
+  struct Leg {
+    std::shared_ptr<BlockDevice> dev;
+    std::string name;   // the file below it, or "leg N"
+    md::Superblock sb;  // as last written (events, roles: the array's)
+    LegState state = LegState::kInSync;
+    uint64_t mark = 0;       // bytes copied while recovering or stale
+    uint64_t offset = 0;     // byte where array byte 0 lives
+    uint64_t bitmap_at = 0;  // byte of the bitmap superblock
+    bool write_mostly = false;
+    bool verifies = false;      // reads are checked below (csum): a good read is the truth
+    bool new_metadata = false;  // start writes the whole bitmap area and bad-block log
+    uint64_t corrected = 0;     // read errors fixed by rewriting (cnt_corrected_read)
+    std::atomic<uint32_t> inflight{0};
+    std::atomic<uint64_t> reads{0};
+    std::atomic<uint64_t> errors{0};
+  };
+  // Per bit that is set in memory or has writes in flight.
+  struct BitInfo {
+    uint32_t pending = 0;     // writes in flight in the region
+    uint64_t done_epoch = 0;  // flush epoch when the last of them completed
+    uint32_t idle_passes = 0;
+  };
+  enum class SyncAction { kIdle, kResync, kRecover, kCheck, kRepair };
+
+  MirrorTarget(std::vector<std::shared_ptr<BlockDevice>> legs, MirrorOptions opts);
+  Status start(Assembly a);
+  // Clean stop (destructor, detach): stops the jobs, flushes, marks the
+  // array clean when it can be, writes the superblocks.
+  Status close();
+
+  // --- metadata (mirror_meta.cc) ---
+  // Waits until bits set up to generation `gen` and the active state are
+  // durable, leading a commit when none runs. REQUIRES: lock holds mu_.
+  Status wait_durable(std::unique_lock<std::mutex>& lock, uint64_t gen, bool need_active);
+  // One commit: dirty bitmap pages, and with sb_change_ the superblocks
+  // (events + 1), to every working leg, then a flush of each. Legs that fail
+  // become faulty and the commit repeats. Waits for a commit already
+  // running first. REQUIRES: lock holds mu_.
+  Status commit_locked(std::unique_lock<std::mutex>& lock);
+  Status write_leg_metadata(Leg& leg, const std::vector<std::byte>& area, const std::vector<uint64_t>& pages,
+                            const md::Superblock* sb, uint64_t bitmap_events, uint64_t events_cleared);
+  // Marks a leg faulty and makes that durable; false when it is the last
+  // in-sync leg (then nothing changes). REQUIRES: lock holds mu_.
+  bool fail_leg_locked(std::unique_lock<std::mutex>& lock, size_t i, const Status& why);
+  // The `intent` service job: clears idle bits, marks the array clean.
+  Status intent_body(JobControl& jc);
+  void clear_idle_bits_locked(bool all_flushed);
+  Status mark_clean(std::unique_lock<std::mutex>& lock);
+  bool degraded_locked() const;
+  size_t in_sync_count_locked() const;
+  // Flushes every working leg; legs that fail become faulty. REQUIRES: mu_
+  // not held.
+  Status flush_legs(bool record_epoch);
+
+  // --- data path (mirror_io.cc) ---
+  struct WriteTicket {
+    uint64_t first_bit = 0, end_bit = 0;
+    std::vector<size_t> legs;
+  };
+  Result<WriteTicket> begin_write(uint64_t offset, uint64_t length);
+  void end_write(const WriteTicket& t);
+  template <typename Op>
+  Status write_all(uint64_t offset, uint64_t length, Op&& op);
+  size_t pick_leg_locked(uint64_t offset, uint64_t length, const std::vector<bool>& tried);
+  Status correct_read(size_t bad, size_t good, uint64_t offset, uint64_t length);
+  bool readable_locked(size_t i, uint64_t offset, uint64_t length) const;
+  size_t primary_locked() const;
+  void reattach();
+
+  // --- sync jobs (mirror_sync.cc) ---
+  void lock_regions(std::unique_lock<std::mutex>& lock, uint64_t first, uint64_t end);
+  void unlock_regions(uint64_t first, uint64_t end);
+  void start_sync_jobs_locked();
+  Status resync_body(JobControl& jc);
+  Status recover_body(JobControl& jc);
+  Status scrub_body(JobControl& jc, bool repair);
+  Status copy_range(JobControl* jc, size_t src, const std::vector<size_t>& dst, uint64_t offset,
+                    uint64_t length);
+  // Sets the job's rate from sync_min/sync_max; *rate is what it has.
+  void pace(Job* job, uint64_t* rate);
+  Result<std::string> start_scrub(bool repair);
+
+  const std::vector<std::shared_ptr<BlockDevice>> devs_;
+  MirrorOptions opts_;
+  std::shared_ptr<JobRunner> jobs_;
+  Geometry geometry_;
+  Capabilities caps_;
+  uint32_t chunk_ = 0;  // region size
+  uint64_t bits_ = 0;
+  uint64_t size_ = 0;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::unique_ptr<Leg>> legs_;            // states guarded by mu_
+  md::Superblock array_sb_;                           // guarded by mu_: roles, events, name
+  std::vector<std::byte> area_;                       // guarded by mu_: bitmap area (sb + bits)
+  std::vector<bool> dirty_pages_;                     // guarded by mu_
+  std::unordered_map<uint64_t, BitInfo> active_;      // guarded by mu_
+  BlockSet copying_;                                  // guarded by mu_: regions held by copies
+  std::vector<bool> resync_;                          // guarded by mu_: bits awaiting resync
+  uint64_t resync_left_ = 0;                          // guarded by mu_
+  uint64_t events_cleared_ = 0;                       // guarded by mu_
+  uint64_t set_gen_ = 0, durable_gen_ = 0;            // guarded by mu_
+  bool active_on_disk_ = false;                       // guarded by mu_: superblocks say dirty
+  bool want_active_ = false;                          // guarded by mu_
+  bool sb_change_ = false;                            // guarded by mu_: superblocks must be rewritten
+  bool committing_ = false;                           // guarded by mu_
+  bool cleaning_ = false;                             // guarded by mu_: mark_clean runs
+  uint64_t writes_inflight_ = 0;                      // guarded by mu_
+  uint64_t epoch_ = 1, stable_epoch_ = 0;             // guarded by mu_: flush epochs
+  std::chrono::steady_clock::time_point last_write_;  // guarded by mu_
+  std::chrono::steady_clock::time_point last_recover_checkpoint_;  // guarded by mu_
+  Status meta_failure_;                                            // guarded by mu_: sticky
+  Status flush_failure_;                                           // guarded by mu_: sticky
+  SyncAction action_ = SyncAction::kIdle;                          // guarded by mu_ (check/repair)
+  uint64_t mismatch_cnt_ = 0;                                      // guarded by mu_: sectors
+  std::string last_scrub_note_;                                    // guarded by mu_
+  bool resync_running_ = false, recover_running_ = false;          // guarded by mu_
+  Job* intent_job_ = nullptr;
+  std::vector<Job*> sync_jobs_;  // guarded by mu_
+  std::atomic<bool> detached_{false};
+  std::atomic<bool> closed_{false};
+  std::atomic<uint64_t> rr_{0};
+  std::atomic<int64_t> last_client_io_ns_{0};
+};
+
+}  // namespace bowstack::mirror
