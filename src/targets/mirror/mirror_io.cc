@@ -141,9 +141,18 @@ Result<MirrorTarget::WriteTicket> MirrorTarget::begin_write(uint64_t offset, uin
   WriteTicket t;
   t.first_bit = offset / chunk_;
   t.end_bit = (offset + std::max<uint64_t>(length, 1) - 1) / chunk_ + 1;
+  t.first_unit = offset / kWriteUnit;
+  t.end_unit = (offset + std::max<uint64_t>(length, 1) - 1) / kWriteUnit + 1;
   std::unique_lock lock(mu_);
-  cv_.wait(lock, [&] { return !cleaning_ && !copying_.overlaps(t.first_bit, t.end_bit); });
+  // Overlapping writes go one after the other, so that every leg sees them
+  // in the same order: concurrent ones could otherwise land in different
+  // orders on different legs and leave them differing where no bit says so.
+  cv_.wait(lock, [&] {
+    return !cleaning_ && !copying_.overlaps(t.first_bit, t.end_bit) &&
+           !writing_.overlaps(t.first_unit, t.end_unit);
+  });
   if (!meta_failure_.ok()) return meta_failure_;
+  writing_.mark(t.first_unit, t.end_unit);
   bool need = false;
   for (uint64_t b = t.first_bit; b < t.end_bit; ++b) {
     BitInfo& bi = active_[b];
@@ -176,6 +185,7 @@ void MirrorTarget::end_write(const WriteTicket& t) {
     --bi.pending;
     bi.done_epoch = epoch_;
   }
+  writing_.clear(t.first_unit, t.end_unit);
   --writes_inflight_;
   last_write_ = std::chrono::steady_clock::now();
   cv_.notify_all();

@@ -147,7 +147,7 @@ TargetInfo MirrorTarget::info() {
 }
 
 MirrorTarget::MirrorTarget(std::vector<std::shared_ptr<BlockDevice>> legs, MirrorOptions opts)
-    : devs_(std::move(legs)), opts_(std::move(opts)), jobs_(opts_.jobs), copying_(0) {}
+    : devs_(std::move(legs)), opts_(std::move(opts)), jobs_(opts_.jobs), copying_(0), writing_(0) {}
 
 Result<std::shared_ptr<BlockDevice>> MirrorTarget::create(std::vector<std::shared_ptr<BlockDevice>> legs,
                                                           MirrorOptions opts) {
@@ -183,6 +183,7 @@ Status MirrorTarget::start(Assembly a) {
   bits_ = a.bits;
   size_ = a.size_sectors * md::kSector;
   copying_ = BlockSet(bits_);
+  writing_ = BlockSet((size_ + kWriteUnit - 1) / kWriteUnit);
   area_.assign(md::bitmap_area_bytes(bits_), std::byte{0});
   dirty_pages_.assign(area_.size() / md::kBitmapAlign, true);
   resync_.assign(bits_, false);

@@ -18,6 +18,9 @@
 //    of no writes the array is marked clean: legs flushed, then superblocks
 //    with resync_offset = MaxSector.
 //
+// Overlapping writes wait for each other (a BlockSet of 4 KiB units), so
+// that every leg gets them in one order.
+//
 // Copies (resync, recovery, repair, read-error correction) hold the region
 // they copy exclusively (a BlockSet of regions): writes into it wait, and
 // the copy waits for writes already in flight there. So no write is lost or
@@ -142,8 +145,11 @@ class MirrorTarget final : public BlockDevice {
   Status flush_legs(bool record_epoch);
 
   // --- data path (mirror_io.cc) ---
+  // Overlapping writes are ordered in units of this many bytes.
+  static constexpr uint64_t kWriteUnit = 4096;
   struct WriteTicket {
     uint64_t first_bit = 0, end_bit = 0;
+    uint64_t first_unit = 0, end_unit = 0;
     std::vector<size_t> legs;
   };
   Result<WriteTicket> begin_write(uint64_t offset, uint64_t length);
@@ -186,6 +192,7 @@ class MirrorTarget final : public BlockDevice {
   std::vector<bool> dirty_pages_;                     // guarded by mu_
   std::unordered_map<uint64_t, BitInfo> active_;      // guarded by mu_
   BlockSet copying_;                                  // guarded by mu_: regions held by copies
+  BlockSet writing_;                                  // guarded by mu_: kWriteUnits with a write in flight
   std::vector<bool> resync_;                          // guarded by mu_: bits awaiting resync
   uint64_t resync_left_ = 0;                          // guarded by mu_
   uint64_t events_cleared_ = 0;                       // guarded by mu_
