@@ -81,6 +81,16 @@ Result<std::shared_ptr<FileDevice>> FileDevice::open(const std::string& path, Fi
         EINVAL, "'" + path + "' is smaller than one " + std::to_string(g.logical_block_size) + "-byte block");
   }
   g.preferred_block_size = std::max<uint32_t>(4096, g.logical_block_size);
+  if (!opts.direct) {
+    // Through the page cache any byte range works (the kernel does the
+    // read-modify-write), so clients may send any (as nbdkit's file plugin
+    // allows). A block device keeps its sector size as the unit it
+    // advertises, which layers above also take as the unit a crash
+    // cannot tear; a regular file advertises 1, like nbdkit. The size
+    // stays a multiple of 512 either way.
+    g.accepts_unaligned = true;
+    if (!block_device) g.logical_block_size = 1;
+  }
   return std::shared_ptr<FileDevice>(new FileDevice(path, fd, block_device, opts, g));
 }
 

@@ -60,7 +60,9 @@ TEST_F(FileDeviceTest, GeometryRoundsDownToBlocks) {
   auto d = FileDevice::open(path_);
   ASSERT_TRUE(d.ok()) << d.status().message();
   EXPECT_EQ((*d)->geometry().size, 1u << 20);
-  EXPECT_EQ((*d)->geometry().logical_block_size, 512u);
+  // Through the page cache any byte range works: clients are told 1.
+  EXPECT_EQ((*d)->geometry().logical_block_size, 1u);
+  EXPECT_TRUE((*d)->geometry().accepts_unaligned);
   EXPECT_TRUE((*d)->capabilities().flush);
   EXPECT_TRUE((*d)->capabilities().multi_conn);
 }

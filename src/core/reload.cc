@@ -6,6 +6,7 @@
 #include <chrono>
 #include <set>
 
+#include "core/sub_block.h"
 #include "core/volume.h"
 
 namespace bowstack {
@@ -57,7 +58,8 @@ void side_stores(const TableNode& n, const TargetRegistry& registry, bool recurs
 }  // namespace
 
 Status Volume::compatible(BlockDevice& top) const {
-  const Geometry g = top.geometry();
+  // As served: with the sub-block adapter where the top needs one.
+  const Geometry g = SubBlockDevice::served_geometry(top.geometry());
   const Capabilities c = top.capabilities();
   if (g.size != geometry_.size) {
     return Status::Error(EINVAL,
@@ -194,7 +196,7 @@ Result<ReloadReport> Volume::reload(const TableNode& table, const TargetRegistry
   }
 
   // Destroy the nodes that go (their jobs stop with them), then build.
-  top_.reset();
+  set_top(nullptr);  // the sub-block adapter holds the old top too
   tree_.reset();
   auto built = build_new();
   if (built.ok()) {

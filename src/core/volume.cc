@@ -3,6 +3,8 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "core/sub_block.h"
+
 namespace bowstack {
 
 // RAII admission of one request through the suspend gate.
@@ -24,17 +26,26 @@ Status counted(Status s, std::atomic<uint64_t>& errors) {
 }
 }  // namespace
 
-Volume::Volume(std::shared_ptr<BlockDevice> top) : geometry_(top->geometry()), caps_(top->capabilities()) {
+Volume::Volume(std::shared_ptr<BlockDevice> top)
+    : geometry_(SubBlockDevice::served_geometry(top->geometry())), caps_(top->capabilities()) {
   set_top(std::move(top));
 }
 
 Volume::Volume(std::unique_ptr<DeviceTree> tree)
-    : tree_(std::move(tree)), geometry_(tree_->top()->geometry()), caps_(tree_->top()->capabilities()) {
+    : tree_(std::move(tree)),
+      geometry_(SubBlockDevice::served_geometry(tree_->top()->geometry())),
+      caps_(tree_->top()->capabilities()) {
   set_top(tree_->top());
 }
 
 void Volume::set_top(std::shared_ptr<BlockDevice> top) {
-  const Geometry g = top->geometry();
+  if (!top) {
+    io_.reset();
+    top_.reset();
+    return;
+  }
+  io_ = SubBlockDevice::over(top);
+  const Geometry g = io_->geometry();
   align_ = g.accepts_unaligned ? 0 : g.logical_block_size;
   top_ = std::move(top);
 }
@@ -43,7 +54,7 @@ void Volume::will_write(uint64_t offset, uint64_t length) noexcept {
   // Never blocks: while a reload swaps the stack, hints are dropped.
   if (hints_closed_.load()) return;
   hints_running_.fetch_add(1);
-  if (!hints_closed_.load()) top_->will_write(offset, length);
+  if (!hints_closed_.load()) io_->will_write(offset, length);
   hints_running_.fetch_sub(1);
 }
 
@@ -80,7 +91,7 @@ Status Volume::suspend() {
   }
   if (!caps_.flush || caps_.read_only) return Status::Ok();
   stats_.flushes.fetch_add(1, std::memory_order_relaxed);
-  return counted(top_->flush(), stats_.errors);
+  return counted(io_->flush(), stats_.errors);
 }
 
 void Volume::resume() {
@@ -112,7 +123,7 @@ Status Volume::read(uint64_t offset, std::span<std::byte> buf) {
   stats_.reads.fetch_add(1, std::memory_order_relaxed);
   stats_.bytes_read.fetch_add(buf.size(), std::memory_order_relaxed);
   if (misaligned(offset, buf.size())) return counted(Status::Error(EINVAL), stats_.errors);
-  return counted(top_->read(offset, buf), stats_.errors);
+  return counted(io_->read(offset, buf), stats_.errors);
 }
 
 Status Volume::write(uint64_t offset, std::span<const std::byte> buf, uint32_t flags) {
@@ -120,13 +131,13 @@ Status Volume::write(uint64_t offset, std::span<const std::byte> buf, uint32_t f
   stats_.writes.fetch_add(1, std::memory_order_relaxed);
   stats_.bytes_written.fetch_add(buf.size(), std::memory_order_relaxed);
   if (misaligned(offset, buf.size())) return counted(Status::Error(EINVAL), stats_.errors);
-  return counted(top_->write(offset, buf, flags), stats_.errors);
+  return counted(io_->write(offset, buf, flags), stats_.errors);
 }
 
 Status Volume::flush() {
   Admission a(this);
   stats_.flushes.fetch_add(1, std::memory_order_relaxed);
-  return counted(top_->flush(), stats_.errors);
+  return counted(io_->flush(), stats_.errors);
 }
 
 Status Volume::trim(uint64_t offset, uint64_t length, uint32_t flags) {
@@ -134,7 +145,7 @@ Status Volume::trim(uint64_t offset, uint64_t length, uint32_t flags) {
   stats_.trims.fetch_add(1, std::memory_order_relaxed);
   stats_.bytes_trimmed.fetch_add(length, std::memory_order_relaxed);
   if (misaligned(offset, length)) return counted(Status::Error(EINVAL), stats_.errors);
-  return counted(top_->trim(offset, length, flags), stats_.errors);
+  return counted(io_->trim(offset, length, flags), stats_.errors);
 }
 
 Status Volume::write_zeroes(uint64_t offset, uint64_t length, uint32_t flags) {
@@ -142,19 +153,19 @@ Status Volume::write_zeroes(uint64_t offset, uint64_t length, uint32_t flags) {
   stats_.zeroes.fetch_add(1, std::memory_order_relaxed);
   stats_.bytes_zeroed.fetch_add(length, std::memory_order_relaxed);
   if (misaligned(offset, length)) return counted(Status::Error(EINVAL), stats_.errors);
-  return counted(top_->write_zeroes(offset, length, flags), stats_.errors);
+  return counted(io_->write_zeroes(offset, length, flags), stats_.errors);
 }
 
 Status Volume::block_status(uint64_t offset, uint64_t length, std::vector<Extent>* out) {
   Admission a(this);
   stats_.block_status.fetch_add(1, std::memory_order_relaxed);
-  return counted(top_->block_status(offset, length, out), stats_.errors);
+  return counted(io_->block_status(offset, length, out), stats_.errors);
 }
 
 Status Volume::cache(uint64_t offset, uint64_t length) {
   Admission a(this);
   stats_.caches.fetch_add(1, std::memory_order_relaxed);
-  return counted(top_->cache(offset, length), stats_.errors);
+  return counted(io_->cache(offset, length), stats_.errors);
 }
 
 Result<std::string> Volume::message(std::string_view text, std::string_view layer) {
@@ -216,6 +227,11 @@ nlohmann::json Volume::status() const {
     std::string line = d->status_line();
     if (!line.empty()) l["status"] = line;
     layers.push_back(std::move(l));
+  }
+  if (io_ != top_) {
+    nlohmann::json sb;
+    io_->describe(&sb);
+    j["sub_block"] = std::move(sb);
   }
   if (tree_) {
     j["table"] = tree_->table().to_json();

@@ -55,8 +55,12 @@ class Volume {
   Volume(const Volume&) = delete;
   Volume& operator=(const Volume&) = delete;
 
+  // What clients are served: the top's, or, when the top takes whole
+  // blocks larger than 512 bytes only, the sub-block adapter's over it
+  // (core/sub_block.h), which serves any byte range.
   const Geometry& geometry() const { return geometry_; }
   const Capabilities& capabilities() const { return caps_; }
+  // The top of the stack (never the sub-block adapter).
   BlockDevice& top() { return *top_; }
 
   // The data path. Same contract as BlockDevice (callers validate ranges),
@@ -131,11 +135,14 @@ class Volume {
   void open_hints();
 
   std::shared_ptr<BlockDevice> top_;  // see the class comment
+  // What the data path calls: top_, or the sub-block adapter over it. Set
+  // with top_.
+  std::shared_ptr<BlockDevice> io_;
   std::unique_ptr<DeviceTree> tree_;  // guarded by control_mu_; may be null
   mutable std::shared_mutex control_mu_;
   std::atomic<bool> hints_closed_{false};
   std::atomic<uint64_t> hints_running_{0};
-  uint32_t align_ = 0;  // as top_: the stack's required alignment (power of two), 0 if none
+  uint32_t align_ = 0;  // as io_: the stack's required alignment (power of two), 0 if none
   Geometry geometry_;
   Capabilities caps_;
   VolumeStats stats_;

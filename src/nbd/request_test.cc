@@ -133,6 +133,21 @@ TEST(ExportInfoTest, BlockSizesAreSane) {
   EXPECT_EQ(e.preferred_block, 512u);
 }
 
+// A plain file export: any byte range, minimum block 1 (as nbdkit's file
+// plugin), preferred still a power of two of at least 512.
+TEST(ExportInfoTest, ByteGranularExportAdvertisesOne) {
+  Geometry g;
+  g.size = 1 << 30;
+  g.logical_block_size = 1;
+  g.preferred_block_size = 4096;
+  g.accepts_unaligned = true;
+  ExportInfo e = make_export_info(g, {}, "x", "", false);
+  EXPECT_EQ(e.min_block, 1u);
+  EXPECT_FALSE(e.align_required);
+  EXPECT_EQ(e.preferred_block, 4096u);
+  EXPECT_EQ(e.max_block, g.max_io_size);
+}
+
 TEST(ExportInfoTest, FastZeroNeedsWriteZeroes) {
   Capabilities c;
   c.fast_zero = true;

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Non-compliant requests (misaligned, out of range, unknown flags, oversized)
+# Non-compliant requests (out of range, unknown flags, oversized)
 # get error replies; the server stays up and data stays intact. Then raw
 # garbage on the socket: the server drops that connection and keeps serving.
 . "$(dirname "$0")/lib.sh"

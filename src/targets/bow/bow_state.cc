@@ -154,7 +154,9 @@ Status BowTarget::commit() {
   // this also drains the committer.
   wait_quiescent_locked(lock);
   const uint64_t s0c = s0c_;
-  const uint32_t lbs = std::min<uint32_t>(bs_, lower_device()->geometry().logical_block_size);
+  // The unit a crash cannot tear: a sector at least, however small the unit
+  // the device below serves (a file's is 1 byte).
+  const uint32_t lbs = std::clamp<uint32_t>(lower_device()->geometry().logical_block_size, 512, bs_);
   // Where a write of block 0 can tear (device sectors smaller than a block),
   // the log is first rolled over so that it fits in the first sector; the
   // live contents then go to the other sectors first and the first sector

@@ -44,7 +44,11 @@ BowTarget::BowTarget(std::shared_ptr<BlockDevice> lower, BowOptions opts, uint64
       space_(lower_device().get(), lower_device()->geometry().size) {
   geometry_ = lower_device()->geometry();
   geometry_.size = blocks_ * bs_;
-  geometry_.logical_block_size = bs_;
+  // bow serves partial blocks itself (read-modify-write under its busy set,
+  // with the whole block backed up first), so it needs no sub-block adapter
+  // (core/sub_block.h) and tells clients 512 bytes: what a loop device or a
+  // kernel filesystem sends at the least.
+  geometry_.logical_block_size = 512;
   geometry_.preferred_block_size = std::max(bs_, geometry_.preferred_block_size);
   geometry_.max_io_size = std::max<uint32_t>(bs_, geometry_.max_io_size / bs_ * bs_);
   geometry_.accepts_unaligned = true;
