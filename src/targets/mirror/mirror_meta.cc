@@ -116,7 +116,7 @@ Status MirrorTarget::commit_locked(std::unique_lock<std::mutex>& lock) {
       } else {
         sb.feature_map |= md::kFeatureRecoveryOffset;
         sb.feature_map &= ~md::kFeatureRecoveryBitmap;
-        sb.recovery_offset = l.mark / md::kSector;
+        sb.recovery_offset = l.durable_mark / md::kSector;
       }
       if (write_sb) l.sb = sb;
       work.push_back({i, sb, l.new_metadata});

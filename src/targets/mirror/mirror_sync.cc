@@ -227,17 +227,30 @@ Status MirrorTarget::recover_body(JobControl& jc) {
       if (l.state == LegState::kFaulty) continue;
       l.state = LegState::kRecovering;
       l.mark = pos + len;
-      if (l.mark >= size_) {
-        l.state = LegState::kInSync;
-        l.mark = 0;
-        finished = true;
-        spdlog::info("mirror: {} is in sync", l.name);
-      }
+      // In sync once the flush below made the copy durable.
+      finished = finished || l.mark >= size_;
     }
     const auto now = std::chrono::steady_clock::now();
     if (finished || now - last_recover_checkpoint_ >= kCheckpointEvery) {
-      // The sync mark on disk: a restart goes on from here, not from 0.
+      // The sync mark on disk, so that a restart goes on from here. What
+      // it covers must be durable first: the mark goes out with the
+      // superblock, and a flush behind both would let a crash keep the
+      // mark and lose the copy.
       last_recover_checkpoint_ = now;
+      std::vector<uint64_t> marks;
+      for (const auto& l : legs_) marks.push_back(l->mark);
+      lock.unlock();
+      const bool flushed = flush_legs(true).ok();
+      lock.lock();
+      for (size_t i = 0; i < legs_.size() && flushed; ++i) {
+        Leg& l = *legs_[i];
+        l.durable_mark = marks[i];
+        if (l.state == LegState::kRecovering && l.durable_mark >= size_) {
+          l.state = LegState::kInSync;
+          l.mark = l.durable_mark = 0;
+          spdlog::info("mirror: {} is in sync", l.name);
+        }
+      }
       sb_change_ = true;
       (void)commit_locked(lock);
     }
@@ -246,8 +259,15 @@ Status MirrorTarget::recover_body(JobControl& jc) {
     pace(job, &rate);
     jc.done(len);
   }
+  std::vector<uint64_t> marks;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& l : legs_) marks.push_back(l->mark);
+  }
+  const bool flushed = flush_legs(true).ok();  // what the last mark covers, before it
   std::unique_lock lock(mu_);
-  sb_change_ = true;  // the last mark
+  for (size_t i = 0; i < legs_.size() && flushed; ++i) legs_[i]->durable_mark = marks[i];
+  sb_change_ = true;
   (void)commit_locked(lock);
   recover_running_ = false;
   cv_.notify_all();

@@ -238,6 +238,7 @@ Status MirrorTarget::start(Assembly a) {
     leg->sb = pl.sb;
     leg->state = pl.state;
     leg->mark = pl.mark_sectors * md::kSector;
+    leg->durable_mark = leg->mark;
     leg->offset = pl.sb.data_offset * md::kSector;
     leg->bitmap_at = (md::kSuperOffset + static_cast<uint64_t>(pl.sb.bitmap_offset)) * md::kSector;
     leg->write_mostly = pl.sb.write_mostly();
@@ -302,9 +303,15 @@ Status MirrorTarget::close() {
     cv_.wait(lock, [this] { return writes_inflight_ == 0 && !committing_ && !cleaning_; });
     if (!meta_failure_.ok()) return meta_failure_;
   }
+  std::vector<uint64_t> marks;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& l : legs_) marks.push_back(l->mark);
+  }
   Status flushed = flush_legs(true);
   std::unique_lock lock(mu_);
   if (!meta_failure_.ok()) return meta_failure_;
+  for (size_t i = 0; i < legs_.size() && flushed.ok(); ++i) legs_[i]->durable_mark = marks[i];
   if (flushed.ok()) clear_idle_bits_locked(true);
   want_active_ = resync_left_ > 0 || !flushed.ok();
   sb_change_ = true;

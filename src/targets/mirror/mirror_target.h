@@ -95,9 +95,10 @@ class MirrorTarget final : public BlockDevice {
     std::string name;   // the file below it, or "leg N"
     md::Superblock sb;  // as last written (events, roles: the array's)
     LegState state = LegState::kInSync;
-    uint64_t mark = 0;       // bytes copied while recovering or stale
-    uint64_t offset = 0;     // byte where array byte 0 lives
-    uint64_t bitmap_at = 0;  // byte of the bitmap superblock
+    uint64_t mark = 0;          // bytes copied while recovering or stale
+    uint64_t durable_mark = 0;  // what of `mark` a flush made durable: the recovery_offset written
+    uint64_t offset = 0;        // byte where array byte 0 lives
+    uint64_t bitmap_at = 0;     // byte of the bitmap superblock
     bool write_mostly = false;
     bool verifies = false;      // reads are checked below (csum): a good read is the truth
     bool new_metadata = false;  // start writes the whole bitmap area and bad-block log
