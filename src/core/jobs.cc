@@ -65,6 +65,7 @@ void JobControl::done(uint64_t bytes) {
 Job::Job(std::string name, Kind kind, std::function<void()> wake)
     : name_(std::move(name)), kind_(kind), wake_(std::move(wake)) {
   rate_start_ = std::chrono::steady_clock::now();
+  started_ = rate_start_;
 }
 
 Job::~Job() { stop(); }
@@ -143,6 +144,15 @@ void Job::describe(nlohmann::json* out) const {
   j["total_bytes"] = total_;
   j["rate_bytes_s"] = rate_;
   j["error"] = error_.empty() ? nlohmann::json(nullptr) : nlohmann::json(error_);
+  // Seconds left at the average speed so far (pauses included): null until
+  // there is progress to go by, or when the job is not running.
+  const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+  if (state_ == JobState::kRunning && kind_ == Kind::kTask && done_ > 0 && total_ > done_ && elapsed > 0) {
+    j["eta_s"] =
+        static_cast<uint64_t>(static_cast<double>(total_ - done_) * elapsed / static_cast<double>(done_));
+  } else {
+    j["eta_s"] = nullptr;
+  }
 }
 
 JobRunner::~JobRunner() { stop_all(); }

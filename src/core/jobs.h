@@ -9,7 +9,7 @@
 //    paused while the volume is suspended and on request, can be
 //    rate-limited, and end as done, failed (with the error) or stopped.
 // Each job reports {"name","kind","state","done_bytes","total_bytes",
-// "rate_bytes_s","error"} in its node's status.
+// "rate_bytes_s","eta_s","error"} in its node's status.
 //
 // Thread-safety: every method may be called from any thread. A job's body
 // runs on a thread of its own, named "<target>-<job>".
@@ -98,6 +98,7 @@ class Job {
   uint64_t total_ = 0;                                // guarded by mu_
   uint64_t done_ = 0;                                 // guarded by mu_
   std::chrono::steady_clock::time_point rate_start_;  // guarded by mu_
+  std::chrono::steady_clock::time_point started_;     // set at construction
   uint64_t rate_done_ = 0;                            // guarded by mu_: bytes since rate_start_
   uint64_t rate_gen_ = 0;                             // guarded by mu_: +1 per set_rate()
   std::string error_;                                 // guarded by mu_
