@@ -164,6 +164,19 @@ Result<MirrorTarget::WriteTicket> MirrorTarget::begin_write(uint64_t offset, uin
       need = true;
     }
   }
+  if (need && t.first_bit > 0 && md::test_bit(area_, t.first_bit - 1)) {
+    // A sequential stream: set the bits ahead of it in the same commit, so
+    // that it pays one metadata commit per kIntentAhead bytes rather than
+    // one per region. Harmless when the stream stops: the extra bits are
+    // idle and cleared like any other.
+    const uint64_t ahead = std::max<uint64_t>(1, kIntentAhead / chunk_);
+    for (uint64_t b = t.end_bit; b < std::min(bits_, t.end_bit + ahead); ++b) {
+      if (md::test_bit(area_, b)) continue;
+      md::set_bit(area_, b, true);
+      dirty_pages_[md::bit_byte(b) / md::kBitmapAlign] = true;
+      active_[b].done_epoch = epoch_;
+    }
+  }
   ++writes_inflight_;
   last_write_ = std::chrono::steady_clock::now();
   const uint64_t gen = need ? ++set_gen_ : 0;
@@ -221,7 +234,7 @@ Status MirrorTarget::write_all(uint64_t offset, uint64_t length, Op&& op) {
 Status MirrorTarget::write(uint64_t offset, std::span<const std::byte> buf, uint32_t flags) {
   return write_all(offset, buf.size(), [&](Leg& l, uint64_t at) -> Status {
     const bool fua = (flags & kFua) != 0;
-    const bool leg_fua = l.dev->capabilities().fua;
+    const bool leg_fua = l.fua;
     if (Status s = l.dev->write(at, buf, fua && leg_fua ? uint32_t{kFua} : 0u); !s.ok()) return s;
     return fua && !leg_fua ? l.dev->flush() : Status::Ok();
   });
@@ -230,7 +243,7 @@ Status MirrorTarget::write(uint64_t offset, std::span<const std::byte> buf, uint
 Status MirrorTarget::write_zeroes(uint64_t offset, uint64_t length, uint32_t flags) {
   return write_all(offset, length, [&](Leg& l, uint64_t at) -> Status {
     const bool fua = (flags & kFua) != 0;
-    const bool leg_fua = l.dev->capabilities().fua;
+    const bool leg_fua = l.fua;
     const uint32_t f = (flags & (kNoHole | kFastZero)) | (fua && leg_fua ? uint32_t{kFua} : 0u);
     if (Status s = l.dev->write_zeroes(at, length, f); !s.ok()) return s;
     return fua && !leg_fua ? l.dev->flush() : Status::Ok();

@@ -278,7 +278,9 @@ Status MirrorTarget::intent_body(JobControl& jc) {
   std::unique_lock lock(mu_);
   auto last_flush = std::chrono::steady_clock::now();
   while (!jc.stopping()) {
-    cv_.wait_for(lock, kIntentTick);
+    // Its own condition variable: the data path's notifications (one per
+    // write) must not make it scan the bits thousands of times a second.
+    intent_cv_.wait_for(lock, kIntentTick, [&] { return jc.stopping(); });
     if (jc.stopping() || closed_.load() || !meta_failure_.ok()) continue;
     if (committing_ || cleaning_) continue;
     const auto now = std::chrono::steady_clock::now();

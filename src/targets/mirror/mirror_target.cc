@@ -243,6 +243,7 @@ Status MirrorTarget::start(Assembly a) {
     leg->bitmap_at = (md::kSuperOffset + static_cast<uint64_t>(pl.sb.bitmap_offset)) * md::kSector;
     leg->write_mostly = pl.sb.write_mostly();
     leg->verifies = lc.verified_reads;
+    leg->fua = lc.fua;
     leg->new_metadata = pl.new_metadata;
     leg->corrected = pl.sb.cnt_corrected_read;
     if (leg->offset % g.logical_block_size != 0) {
@@ -284,7 +285,10 @@ Status MirrorTarget::start(Assembly a) {
   }
   intent_job_ = jobs_->start(
       "intent", Job::Kind::kService, [this](JobControl& jc) { return intent_body(jc); },
-      [this] { cv_.notify_all(); });
+      [this] {
+        std::lock_guard wake(mu_);  // not lost between the job's check and its wait
+        intent_cv_.notify_all();
+      });
   start_sync_jobs_locked();
   return Status::Ok();
 }
@@ -350,7 +354,10 @@ void MirrorTarget::reattach() {
   closed_ = false;
   intent_job_ = jobs_->start(
       "intent", Job::Kind::kService, [this](JobControl& jc) { return intent_body(jc); },
-      [this] { cv_.notify_all(); });
+      [this] {
+        std::lock_guard wake(mu_);  // not lost between the job's check and its wait
+        intent_cv_.notify_all();
+      });
   start_sync_jobs_locked();
 }
 

@@ -100,6 +100,7 @@ class MirrorTarget final : public BlockDevice {
     uint64_t offset = 0;        // byte where array byte 0 lives
     uint64_t bitmap_at = 0;     // byte of the bitmap superblock
     bool write_mostly = false;
+    bool fua = false;           // the leg honours kFua (else a flush follows a FUA write)
     bool verifies = false;      // reads are checked below (csum): a good read is the truth
     bool new_metadata = false;  // start writes the whole bitmap area and bad-block log
     uint64_t corrected = 0;     // read errors fixed by rewriting (cnt_corrected_read)
@@ -148,6 +149,8 @@ class MirrorTarget final : public BlockDevice {
   // --- data path (mirror_io.cc) ---
   // Overlapping writes are ordered in units of this many bytes.
   static constexpr uint64_t kWriteUnit = 4096;
+  // Bytes of bits a sequential write stream sets ahead of itself.
+  static constexpr uint64_t kIntentAhead = 8u << 20;
   struct WriteTicket {
     uint64_t first_bit = 0, end_bit = 0;
     uint64_t first_unit = 0, end_unit = 0;
@@ -187,6 +190,7 @@ class MirrorTarget final : public BlockDevice {
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
+  std::condition_variable intent_cv_;                 // wakes the intent job (stop)
   std::vector<std::unique_ptr<Leg>> legs_;            // states guarded by mu_
   md::Superblock array_sb_;                           // guarded by mu_: roles, events, name
   std::vector<std::byte> area_;                       // guarded by mu_: bitmap area (sb + bits)
