@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <ctime>
+#include <functional>
 
 #include "core/aligned_buf.h"
 #include "targets/mirror/mirror_target.h"
@@ -16,9 +17,10 @@ namespace {
 
 constexpr auto kIntentTick = std::chrono::milliseconds(250);
 constexpr auto kCleanAfter = std::chrono::seconds(1);
-// Passes a bit must stay idle before it is cleared (md clears after two
-// daemon passes too): a region written again and again keeps its bit.
-constexpr uint32_t kIdlePasses = 4;
+// Passes a bit must stay idle before it is cleared: 5 s, md's daemon_sleep
+// (md clears after two such periods). Shorter, and a region written every
+// few seconds pays a bitmap commit each time.
+constexpr uint32_t kIdlePasses = 20;
 
 }  // namespace
 
@@ -124,13 +126,19 @@ Status MirrorTarget::commit_locked(std::unique_lock<std::mutex>& lock) {
     const std::vector<std::byte> area = area_;
     const uint64_t events = array_sb_.events, cleared = events_cleared_;
     lock.unlock();
+    // Every leg at once: one flush's wait for the commit, not one per leg.
+    std::vector<std::function<Status()>> tasks(legs_.size());
+    for (const Work& w : work) {
+      if (!write_sb && pages.empty() && !w.full) continue;
+      tasks[w.index] = [&, &w = w] {
+        return write_leg_metadata(*legs_[w.index], area, w.full ? all_pages : pages,
+                                  write_sb ? &w.sb : nullptr, events, cleared);
+      };
+    }
+    const std::vector<Status> results = workers_->run(std::move(tasks));
     std::vector<std::pair<size_t, Status>> failed;
     for (const Work& w : work) {
-      Leg& l = *legs_[w.index];
-      if (!write_sb && pages.empty() && !w.full) continue;
-      Status s = write_leg_metadata(l, area, w.full ? all_pages : pages, write_sb ? &w.sb : nullptr, events,
-                                    cleared);
-      if (!s.ok()) failed.emplace_back(w.index, s);
+      if (!results[w.index].ok()) failed.emplace_back(w.index, results[w.index]);
     }
     lock.lock();
     for (const Work& w : work) {
@@ -213,9 +221,12 @@ Status MirrorTarget::flush_legs(bool record_epoch) {
       if (legs_[i]->state != LegState::kFaulty) working.push_back(i);
     }
   }
+  std::vector<std::function<Status()>> tasks(legs_.size());
+  for (size_t i : working) tasks[i] = [this, i] { return legs_[i]->dev->flush(); };
+  const std::vector<Status> results = workers_->run(std::move(tasks));
   std::vector<std::pair<size_t, Status>> failed;
   for (size_t i : working) {
-    if (Status s = legs_[i]->dev->flush(); !s.ok()) failed.emplace_back(i, s);
+    if (!results[i].ok()) failed.emplace_back(i, results[i]);
   }
   std::unique_lock lock(mu_);
   Status result = Status::Ok();

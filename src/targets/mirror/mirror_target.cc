@@ -110,7 +110,7 @@ TargetInfo MirrorTarget::info() {
       "mirror",
       "an N-way mirror (RAID1) on legs with Linux md v1.2 metadata and a write-intent bitmap",
       {{"region_size",
-        "bytes per write-intent bit, a power of two >= 4K (default: 64K, or larger so that the bitmap fits "
+        "bytes per write-intent bit, a power of two >= 4K (default: 4M, or larger so that the bitmap fits "
         "before the data; fixed when the array is made)"},
        {"read_policy", "balance (fewest reads in flight; default), round-robin or first", ParamType::kString},
        {"sync_min", "bytes/s resync and recovery keep while clients do I/O (default 16M)"},
@@ -270,6 +270,7 @@ Status MirrorTarget::start(Assembly a) {
     active_[b];
   }
   resync_left_ = a.resync.size();
+  workers_ = std::make_unique<LegWorkers>(*jobs_, legs_.size());
   array_sb_ = a.legs[primary_locked()].sb;
   array_sb_.events = a.events;
   std::unique_lock lock(mu_);
@@ -290,11 +291,14 @@ Status MirrorTarget::start(Assembly a) {
         intent_cv_.notify_all();
       });
   start_sync_jobs_locked();
+  started_ = true;
   return Status::Ok();
 }
 
 Status MirrorTarget::close() {
-  if (closed_.exchange(true)) return Status::Ok();
+  // A mirror whose start failed wrote nothing it must finish, or wrote
+  // metadata that must stay as the failure left it.
+  if (!started_ || closed_.exchange(true)) return Status::Ok();
   std::vector<Job*> jobs;
   {
     std::lock_guard lock(mu_);
@@ -337,6 +341,7 @@ MirrorTarget::~MirrorTarget() {
   }
   for (Job* j : jobs) j->stop();
   if (intent_job_ != nullptr) intent_job_->stop();
+  if (workers_) workers_->stop();
 }
 
 Status MirrorTarget::detach() {

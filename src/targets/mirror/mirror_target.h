@@ -13,7 +13,7 @@
 //    back as if it were in sync. The last in-sync leg is never failed: its
 //    error goes to the client.
 //  * Bits are cleared lazily by the `intent` service job: a region idle for
-//    two passes whose last write completed before a flush of every leg, and
+//    5 s whose last write completed before a flush of every leg, and
 //    only while no leg is missing (faulty or being rebuilt). After a second
 //    of no writes the array is marked clean: legs flushed, then superblocks
 //    with resync_offset = MaxSector.
@@ -52,6 +52,7 @@
 #include "core/block_set.h"
 #include "core/jobs.h"
 #include "core/target_registry.h"
+#include "targets/mirror/leg_workers.h"
 #include "targets/mirror/mirror_assemble.h"
 
 namespace bowstack::mirror {
@@ -217,8 +218,10 @@ class MirrorTarget final : public BlockDevice {
   uint64_t mismatch_cnt_ = 0;                                      // guarded by mu_: sectors
   std::string last_scrub_note_;                                    // guarded by mu_
   bool resync_running_ = false, recover_running_ = false;          // guarded by mu_
+  std::unique_ptr<LegWorkers> workers_;                            // from start() on
   Job* intent_job_ = nullptr;
   std::vector<Job*> sync_jobs_;  // guarded by mu_
+  bool started_ = false;  // start() succeeded; set before any other thread may look
   std::atomic<bool> detached_{false};
   std::atomic<bool> closed_{false};
   std::atomic<uint64_t> rr_{0};
