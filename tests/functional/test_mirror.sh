@@ -13,9 +13,11 @@
 #     the regions whose bits are set (job resync: writes went to the first
 #     quarter, so at most a quarter of the regions), the legs end equal and
 #     every block reads back as one of the versions written to it.
+#  D. check under an fio random read/write load finds no mismatch (a copy
+#     holds its region against writes) and fio sees no error.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib_mirror.sh"
-need truncate nbdcopy /usr/bin/nbdsh
+need truncate nbdcopy /usr/bin/nbdsh fio
 
 A=$WORK/a.img
 B=$WORK/b.img
@@ -153,4 +155,22 @@ stop_server
 legs_equal "$A" "$B" || fail "legs differ after the resync"
 examine_ok "$A" 0 clean AA
 examine_ok "$B" 1 clean AA
+
+log "D: check under writes finds no mismatch"
+start_server --table "$WORK/t.json"
+fio --name=rw --ioengine=nbd --uri="$(URI)" --rw=randrw --bs=4k --iodepth=16 --size=60M --runtime=30 \
+  --time_based --numjobs=2 --group_reporting --output="$WORK/fio.log" &
+fio_pid=$!
+add_cleanup "kill $fio_pid 2>/dev/null"
+sleep 1
+for i in 1 2; do
+  n=$(scrub check)
+  [[ $n == 0 ]] || fail "check $i under writes found $n mismatched sectors"
+  kill -0 $fio_pid 2>/dev/null || fail "fio ended before check $i did"
+done
+kill -INT $fio_pid
+wait $fio_pid || true
+grep -q "err= 0" "$WORK/fio.log" || { cat "$WORK/fio.log" >&2; fail "fio reported an error"; }
+stop_server
+legs_equal "$A" "$B" || fail "legs differ after the load"
 pass
