@@ -3,12 +3,16 @@
 #  A. Under an fio verify load over NBD (ioengine=nbd, crc32c, QD16, runs in
 #     a row), a reload adds a blank third leg to a 2-leg mirror full of
 #     data: the new leg is recovering with a sync mark that moves up (job
-#     recover, sync_min 8M while fio runs), ends in_sync, and fio
+#     recover, 8M/s under load, 16M/s at most), ends in_sync, and fio
 #     reports no error and no verify failure. After the stop the three
 #     legs are equal and mdadm reads the new one as active device 2 of
 #     AAA.
 #  B. A reload back to two legs drops the third: I/O goes on, the two
 #     legs stay equal.
+#  C. kill -9 during a recovery (sync_max 4M, so it takes ~15 s): the new
+#     leg's superblock holds a recovery offset (mdadm: Recovery Offset),
+#     the restart goes on from there rather than from 0, and the legs end
+#     equal.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib_mirror.sh"
 need fio truncate nbdcopy
@@ -21,7 +25,7 @@ leg() { echo "{\"file\": \"$1\", \"create\": \"64M\"}"; }
 table() {  # LEG...
   local legs
   legs=$(IFS=,; echo "$*")
-  echo "{\"target\": \"mirror\", \"params\": {\"region_size\": \"64K\", \"sync_min\": \"8M\"},
+  echo "{\"target\": \"mirror\", \"params\": {\"region_size\": \"64K\", \"sync_min\": \"8M\", \"sync_max\": \"16M\"},
  \"devices\": {\"legs\": [$legs]}}"
 }
 table "$(leg "$A")" "$(leg "$B")" >"$WORK/two.json"
@@ -39,12 +43,18 @@ rm -f "$WORK/fio.stop"
     [[ -e $WORK/fio.stop ]] && break
     fio --name="verify$i" --ioengine=nbd --uri="$(URI)" --rw=randwrite --bs=4k --iodepth=16 --size=32M \
       --offset=$((8 << 20)) --verify=crc32c --verify_fatal=1 --do_verify=1 --verify_state_save=0 \
-      --randseed=$i --output="$WORK/fio$i.log" || { echo "fio run $i failed" >"$WORK/fio.failed"; exit 1; }
+      --randseed="$i" --output="$WORK/fio$i.log" || { echo "fio run $i failed" >"$WORK/fio.failed"; exit 1; }
   done
 ) &
 fio_pid=$!
 add_cleanup "kill $fio_pid 2>/dev/null"
-sleep 1
+w0=$(status_field .stats.writes)
+for i in $(seq 100); do
+  (($(status_field .stats.writes) > w0 + 1000)) && break
+  [[ -e $WORK/fio.failed ]] && break
+  sleep 0.1
+done
+(($(status_field .stats.writes) > w0 + 1000)) || fail "fio did not start writing"
 out=$("$BOWSTACK" reload --control "$CTL" "$WORK/three.json" 2>&1) || fail "reload adding a leg: $out"
 [[ $(mirror_field 'len(m["legs"])') == 3 ]] || fail "the reloaded mirror does not have 3 legs"
 state=$(mirror_field 'm["legs"][2]["state"]')
@@ -109,4 +119,29 @@ out=$(examine "$A")
 grep -q "Checksum : [0-9a-f]* - correct" <<<"$out" || fail "leg 0 checksum: $out"
 grep -q "Device Role : Active device 0$" <<<"$out" || fail "leg 0 role: $out"
 log "after dropping a leg, leg 0 says: $(examine_field "$A" "Array State") (raid devices $(examine_field "$A" "Raid Devices"))"
+
+log "C: kill -9 during a recovery, the restart goes on from the sync mark"
+rm -f "$C"
+table "$(leg "$A")" "$(leg "$B")" "$(leg "$C")" | sed 's/"sync_min": "8M", "sync_max": "16M"/"sync_min": "4M", "sync_max": "4M"/' \
+  >"$WORK/slow.json"
+start_server --table "$WORK/two.json"
+out=$("$BOWSTACK" reload --control "$CTL" "$WORK/slow.json" 2>&1) || fail "reload adding a leg: $out"
+sleep 7  # the mark is written every 5 s
+[[ $(mirror_field 'm["legs"][2]["state"]') == recovering ]] || fail "not recovering: $(mirror_field m)"
+kill -9 "$SERVER_PID"
+wait "$SERVER_PID" 2>/dev/null || true
+SERVER_PID=
+rec=$(examine_field "$C" "Recovery Offset" | awk '{print $1}')
+[[ $rec =~ ^[0-9]+$ ]] && ((rec > 0 && rec * 512 < SIZE)) || fail "no recovery offset on the new leg: $(examine "$C")"
+log "killed with the new leg's recovery offset at $((rec * 512)) bytes"
+start_server --table "$WORK/slow.json"
+grep -q "was being rebuilt, $((rec * 512)) of $SIZE bytes copied" "$WORK/server.log" ||
+  fail "the restart did not take up the recovery at $((rec * 512))"
+mark=$(mirror_field 'm["legs"][2]["sync_mark"]')
+((mark >= rec * 512)) || fail "the sync mark went back: $mark < $((rec * 512))"
+msg sync_max=0 >/dev/null || fail "message sync_max=0"
+wait_mirror 'm["legs"][2]["state"] == "in_sync" and m["sync_action"] == "idle"' 60 "the recovery to end"
+stop_server
+legs_equal "$A" "$C" || fail "the new leg differs from leg 0 after the resumed recovery"
+examine_ok "$C" 2 clean AAA
 pass
