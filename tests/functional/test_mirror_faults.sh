@@ -11,6 +11,9 @@
 #     flipped in leg 1's data file (server stopped) makes csum return EIO
 #     there; every read succeeds with the right data, leg 1 counts
 #     corrected_reads >= 1, and its raw file holds the right bytes again.
+#  D. The same damage met by the resync after kill -9 (the block sits in a
+#     region whose bit is set, on leg 0, the resync's source): the block is
+#     corrected from leg 1, both legs stay in_sync, and the legs end equal.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib_mirror.sh"
 need truncate nbdcopy /usr/bin/nbdsh mount umount
@@ -136,4 +139,30 @@ cmp "$WORK/src" "$WORK/back" || fail "leg 1 alone reads wrong data"
 stop_server
 cmp -n $SIZE -i "$off:0" "$B" "$WORK/src" || fail "leg 1's raw file was not rewritten"
 "$BOWSTACK" csum verify "$B" >"$WORK/verify.out" 2>&1 || fail "csum verify of leg 1: $(cat "$WORK/verify.out")"
+
+log "D: a corrupted block in a region the resync copies is corrected, not the leg failed"
+start_server --table "$WORK/csum.json"
+# Leg 0 was failed by hand in C: recovered first, then it is the primary.
+wait_mirror '[l["state"] for l in m["legs"]] == ["in_sync", "in_sync"] and m["sync_action"] == "idle"' 60 \
+  "leg 0 to be recovered"
+# A write into the region of array byte 9 MiB leaves its bit set at the kill.
+/usr/bin/nbdsh -u "$(URI)" -c "
+h.pwrite(open('$WORK/src', 'rb').read()[(9 << 20):(9 << 20) + 4096], 9 << 20)
+h.flush()" || fail "write before the kill"
+kill -9 "$SERVER_PID"
+wait "$SERVER_PID" 2>/dev/null || true
+SERVER_PID=
+[[ $(examine_field "$A" State) == active ]] || fail "leg 0 is not active after kill -9"
+flip_byte "$A" $((off + (9 << 20) + 4096 * 3 + 77))  # leg 0, the same 64 KiB region
+start_server --table "$WORK/csum.json"
+grep -q "the last stop was not clean; [0-9]* of" "$WORK/server.log" || fail "no resync after kill -9"
+wait_mirror 'm["resync_pending_regions"] == 0 and m["sync_action"] == "idle"' 30 "the resync to end"
+[[ $(mirror_field '[l["state"] for l in m["legs"]]') == '["in_sync", "in_sync"]' ]] ||
+  fail "a read error in the resync failed a leg: $(mirror_field m)"
+(($(mirror_field 'm["legs"][0]["corrected_reads"]') >= 1)) || fail "leg 0 counted no corrected read"
+nbdcopy "$(URI)" "$WORK/back" || fail "read after the resync"
+cmp "$WORK/src" "$WORK/back" || fail "data after the resync"
+stop_server
+legs_equal "$A" "$B" || fail "legs differ after the resync"
+"$BOWSTACK" csum verify "$A" >"$WORK/verify.out" 2>&1 || fail "csum verify of leg 0: $(cat "$WORK/verify.out")"
 pass
