@@ -193,6 +193,7 @@ Status MirrorTarget::recover_body(JobControl& jc) {
   uint64_t rate = 0;
   Status result = Status::Ok();
   uint64_t pos = UINT64_MAX;
+  uint64_t corrected_pos = UINT64_MAX;
   {
     std::lock_guard lock(mu_);
     for (const auto& l : legs_) {
@@ -234,6 +235,19 @@ Status MirrorTarget::recover_body(JobControl& jc) {
     lock.lock();
     if (!s.ok()) {
       ++legs_[src]->errors;
+      // As in the resync: corrected from another in-sync leg once, then
+      // copied again; the source fails only if that does not help.
+      size_t alt = legs_.size();
+      for (size_t i = 0; i < legs_.size() && alt == legs_.size(); ++i) {
+        if (i != src && legs_[i]->state == LegState::kInSync) alt = i;
+      }
+      if (corrected_pos != pos && alt != legs_.size()) {
+        corrected_pos = pos;
+        lock.unlock();
+        const bool fixed = correct_read(src, alt, pos, len).ok();
+        lock.lock();
+        if (fixed) continue;
+      }
       if (!fail_leg_locked(lock, src, s)) {
         result = s;
         break;
