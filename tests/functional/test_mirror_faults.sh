@@ -14,6 +14,9 @@
 #  D. The same damage met by the resync after kill -9 (the block sits in a
 #     region whose bit is set, on leg 0, the resync's source): the block is
 #     corrected from leg 1, both legs stay in_sync, and the legs end equal.
+#  E. And met by a recovery: a third csum leg is added while leg 0, its
+#     source, has a corrupted block: corrected from leg 1, no leg fails,
+#     the three legs end equal.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib_mirror.sh"
 need truncate nbdcopy /usr/bin/nbdsh mount umount
@@ -164,5 +167,23 @@ nbdcopy "$(URI)" "$WORK/back" || fail "read after the resync"
 cmp "$WORK/src" "$WORK/back" || fail "data after the resync"
 stop_server
 legs_equal "$A" "$B" || fail "legs differ after the resync"
+"$BOWSTACK" csum verify "$A" >"$WORK/verify.out" 2>&1 || fail "csum verify of leg 0: $(cat "$WORK/verify.out")"
+
+log "E: a corrupted block on the recovery's source is corrected, not the leg failed"
+C=$WORK/c.img
+flip_byte "$A" $((off + (20 << 20) + 4096 * 5 + 9))
+sed "s|\]}}\$|, {\"target\": \"csum\", \"devices\": {\"data\": {\"file\": \"$C\", \"create\": \"64M\"}}}]}}|" \
+  "$WORK/csum.json" >"$WORK/csum3.json"
+grep -q "$C" "$WORK/csum3.json" || fail "no third leg in $(cat "$WORK/csum3.json")"
+start_server --table "$WORK/csum3.json"
+wait_mirror 'm["legs"][2]["state"] != "stale" and m["sync_action"] == "idle"' 60 "the recovery to end"
+[[ $(mirror_field '[l["state"] for l in m["legs"]]') == '["in_sync", "in_sync", "in_sync"]' ]] ||
+  fail "a read error in the recovery failed a leg: $(mirror_field '[(l["state"], l["errors"]) for l in m["legs"]]')"
+(($(mirror_field 'm["legs"][0]["corrected_reads"]') >= 1)) || fail "leg 0 counted no corrected read"
+nbdcopy "$(URI)" "$WORK/back" || fail "read after the recovery"
+cmp "$WORK/src" "$WORK/back" || fail "data after the recovery"
+stop_server
+legs_equal "$A" "$C" || fail "the recovered leg differs from leg 0"
+legs_equal "$A" "$B" || fail "legs 0 and 1 differ"
 "$BOWSTACK" csum verify "$A" >"$WORK/verify.out" 2>&1 || fail "csum verify of leg 0: $(cat "$WORK/verify.out")"
 pass
