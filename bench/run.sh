@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Benchmarks, each reported as ratios against peers measured in the same run.
-# Usage: bench/run.sh [nbd|bow|era|csum|reload|all] [options for the benchmark]
+# Usage: bench/run.sh [nbd|bow|era|csum|mirror|reload|all] [options for the benchmark]
 #   nbd: bowstack passthrough vs nbdkit file plugin vs qemu-nbd (bench/nbd_bench.py)
 #   bow: bow target vs passthrough, qcow2 overlay and dd (bench/bow_bench.py)
 #   era: era target vs passthrough, marked blocks and first writes (bench/era_bench.py)
+#   mirror: 2-leg mirror vs passthrough; recovery and resync vs dd (bench/mirror_bench.py)
 #   reload: how long a live reload holds I/O under an fio load (bench/reload_bench.py)
 #   csum: csum (mode dual) vs passthrough, reads and writes (bench/csum_bench.py)
 set -euo pipefail
@@ -25,6 +26,9 @@ if [[ $which == era || $which == all ]]; then
 fi
 if [[ $which == csum || $which == all ]]; then
   /usr/bin/python3 "$root/bench/csum_bench.py" --bowstack "$root/build/release/bowstack" "$@" || rc=1
+fi
+if [[ $which == mirror || $which == all ]]; then
+  /usr/bin/python3 "$root/bench/mirror_bench.py" --bowstack "$root/build/release/bowstack" "$@" || rc=1
 fi
 if [[ $which == reload || $which == all ]]; then
   /usr/bin/python3 "$root/bench/reload_bench.py" --bowstack "$root/build/release/bowstack" "$@" || rc=1

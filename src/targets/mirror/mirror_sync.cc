@@ -125,6 +125,7 @@ Status MirrorTarget::resync_body(JobControl& jc) {
     jc.set_total(resync_left_ * chunk_);
   }
   Status result = Status::Ok();
+  uint64_t corrected_bit = UINT64_MAX;
   for (uint64_t b = 0; b < bits_ && !jc.stopping(); ++b) {
     if (!jc.wait_while_paused()) break;
     std::unique_lock lock(mu_);
@@ -139,11 +140,30 @@ Status MirrorTarget::resync_body(JobControl& jc) {
     const uint64_t off = b * chunk_, len = std::min<uint64_t>(chunk_, size_ - off);
     Status s = copy_range(&jc, src, dst, off, len);
     if (!s.ok()) {
-      // The source cannot be read: it fails, and the region is tried again
-      // from the next in-sync leg (or the error ends the job).
       unlock_regions(b, b + 1);
-      lock.lock();
-      ++legs_[src]->errors;
+      // A read error on the source is corrected as a client's read would
+      // be (md's fix for a read error during resync): the region from
+      // another in-sync leg written over it, once, then the region again.
+      if (corrected_bit != b) {
+        corrected_bit = b;
+        size_t alt = legs_.size();
+        lock.lock();
+        for (size_t i = 0; i < legs_.size() && alt == legs_.size(); ++i) {
+          if (i != src && legs_[i]->state == LegState::kInSync) alt = i;
+        }
+        ++legs_[src]->errors;
+        lock.unlock();
+        if (alt != legs_.size() && correct_read(src, alt, off, len).ok()) {
+          --b;
+          continue;
+        }
+        lock.lock();
+      } else {
+        lock.lock();
+        ++legs_[src]->errors;
+      }
+      // Still unreadable: the source fails, and the region is tried again
+      // from the next in-sync leg (or the error ends the job).
       if (!fail_leg_locked(lock, src, s)) {
         result = s;
         break;
@@ -173,6 +193,7 @@ Status MirrorTarget::recover_body(JobControl& jc) {
   uint64_t rate = 0;
   Status result = Status::Ok();
   uint64_t pos = UINT64_MAX;
+  uint64_t corrected_pos = UINT64_MAX;
   {
     std::lock_guard lock(mu_);
     for (const auto& l : legs_) {
@@ -214,6 +235,19 @@ Status MirrorTarget::recover_body(JobControl& jc) {
     lock.lock();
     if (!s.ok()) {
       ++legs_[src]->errors;
+      // As in the resync: corrected from another in-sync leg once, then
+      // copied again; the source fails only if that does not help.
+      size_t alt = legs_.size();
+      for (size_t i = 0; i < legs_.size() && alt == legs_.size(); ++i) {
+        if (i != src && legs_[i]->state == LegState::kInSync) alt = i;
+      }
+      if (corrected_pos != pos && alt != legs_.size()) {
+        corrected_pos = pos;
+        lock.unlock();
+        const bool fixed = correct_read(src, alt, pos, len).ok();
+        lock.lock();
+        if (fixed) continue;
+      }
       if (!fail_leg_locked(lock, src, s)) {
         result = s;
         break;
