@@ -142,6 +142,11 @@ class BlockDevice {
   // next flush's job. The default does nothing: a layer that passes writes
   // straight down has nothing in flight once requests drained.
   virtual Status detach() { return Status::Ok(); }
+  // Called when the reload that detached this layer failed and the old
+  // table serves on: the layer owns its devices again and restarts what
+  // detach() stopped (a mirror's resync or recovery). The default does
+  // nothing.
+  virtual void reattach() {}
 
   // Target-specific text command (like `dmsetup message`). On success returns
   // the reply text (possibly empty). ENOTSUP means "not a message of mine".

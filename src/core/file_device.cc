@@ -1,6 +1,7 @@
 #include "core/file_device.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
 #include <spdlog/spdlog.h>
@@ -131,6 +132,13 @@ FileDevice::~FileDevice() { ::close(fd_); }
 
 Status FileDevice::fdatasync_barrier() {
   if (::fdatasync(fd_) != 0) return errno_status("fdatasync '" + path_ + "'");
+  // A file cut below its size lost what was past the cut, and writes there
+  // since would only fill a hole: no flush can promise that data.
+  struct stat st {};
+  if (!block_device_ && ::fstat(fd_, &st) == 0 && static_cast<uint64_t>(st.st_size) < geometry_.size) {
+    return Status::Error(EIO, fmt::format("'{}' shrank to {} bytes below its size {} (truncated?)", path_,
+                                          st.st_size, geometry_.size));
+  }
   return Status::Ok();
 }
 
@@ -142,7 +150,15 @@ Status FileDevice::read(uint64_t offset, std::span<std::byte> buf) {
       if (errno == EINTR) continue;
       return errno_status("read '" + path_ + "'");
     }
-    if (n == 0) return Status::Error(EIO, "unexpected end of '" + path_ + "' (was it truncated?)");
+    if (n == 0) {
+      // The file shrank under us: what was past its new end is gone. Every
+      // later write and flush fails (sticky), so that a layer above (a
+      // mirror) fails this device rather than writing into the hole and
+      // serving zeroes from it later without an error.
+      Status s = Status::Error(EIO, "unexpected end of '" + path_ + "' (was it truncated?)");
+      sync_.poison(s);
+      return s;
+    }
     done += static_cast<size_t>(n);
   }
   return Status::Ok();

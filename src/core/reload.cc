@@ -159,11 +159,18 @@ Result<ReloadReport> Volume::reload(const TableNode& table, const TargetRegistry
   // flushed. Top first, so each node sees the one above it done.
   Status flushed = Status::Ok();
   if (!opts.noflush && caps_.flush && !caps_.read_only) flushed = top_->flush();
+  // The nodes detached so far, told when the old table serves on after all.
+  std::vector<std::shared_ptr<BlockDevice>> detached;
+  auto reattach_all = [&] {
+    for (auto& d : detached) d->reattach();
+  };
   for (BuiltNode* n : dropped) {
     if (!flushed.ok()) break;
+    detached.push_back(n->device);
     flushed = n->device->detach();
   }
   if (!flushed.ok()) {
+    reattach_all();
     resume_all();
     return Status::Error(flushed.code(),
                          "reload abandoned, the old table serves on: a flush before the swap "
@@ -183,7 +190,9 @@ Result<ReloadReport> Volume::reload(const TableNode& table, const TargetRegistry
   if (!takes_over) {
     auto built = build_new();
     if (!built.ok()) {
-      // Nothing old was touched: the kept nodes never left the live tree.
+      // Nothing old was touched: the kept nodes never left the live tree,
+      // and the detached ones own their devices again.
+      reattach_all();
       resume_all();
       return Status::Error(built.status().code(),
                            "reload failed, the old table serves on: " + why(built.status()));

@@ -17,6 +17,9 @@
 #  E. And met by a recovery: a third csum leg is added while leg 0, its
 #     source, has a corrupted block: corrected from leg 1, no leg fails,
 #     the three legs end equal.
+#  F. A leg file truncated while serving: the first read that meets the
+#     cut fails that leg (its data past the cut is gone) instead of
+#     rewriting into the hole, and every read still returns the data.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib_mirror.sh"
 need truncate nbdcopy /usr/bin/nbdsh mount umount
@@ -186,4 +189,21 @@ stop_server
 legs_equal "$A" "$C" || fail "the recovered leg differs from leg 0"
 legs_equal "$A" "$B" || fail "legs 0 and 1 differ"
 "$BOWSTACK" csum verify "$A" >"$WORK/verify.out" 2>&1 || fail "csum verify of leg 0: $(cat "$WORK/verify.out")"
+
+log "F: a leg truncated while serving goes faulty; reads stay right"
+rm -f "$A" "$B"
+truncate -s 64M "$A" "$B"
+cat >"$WORK/trunc.json" <<EOF
+{"target": "mirror", "params": {"region_size": "64K", "read_policy": "round-robin"},
+ "devices": {"legs": [{"file": "$A"}, {"file": "$B"}]}}
+EOF
+start_server --table "$WORK/trunc.json"
+nbdcopy "$WORK/src" "$(URI)" || fail "write"
+truncate -s 2M "$B"
+nbdcopy "$(URI)" "$WORK/back" || fail "a read failed after leg 1 was truncated"
+cmp "$WORK/src" "$WORK/back" || fail "wrong data read after leg 1 was truncated"
+[[ $(mirror_field 'm["legs"][1]["state"]') == faulty ]] || fail "the truncated leg is not faulty: $(mirror_field m)"
+nbdcopy "$(URI)" "$WORK/back" || fail "a second read failed"
+cmp "$WORK/src" "$WORK/back" || fail "wrong data on the second read"
+stop_server
 pass

@@ -13,6 +13,9 @@
 #     leg's superblock holds a recovery offset (mdadm: Recovery Offset),
 #     the restart goes on from there rather than from 0, and the legs end
 #     equal.
+#  D. A reload that fails during a recovery (its fourth leg is too small)
+#     leaves the old mirror serving and recovering on its own: the sync
+#     mark keeps moving with no client I/O, and the recovery ends.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib_mirror.sh"
 need fio truncate nbdcopy
@@ -144,4 +147,24 @@ wait_mirror 'm["legs"][2]["state"] == "in_sync" and m["sync_action"] == "idle"' 
 stop_server
 legs_equal "$A" "$C" || fail "the new leg differs from leg 0 after the resumed recovery"
 examine_ok "$C" 2 clean AAA
+
+log "D: a failed reload during a recovery: the old mirror goes on recovering"
+rm -f "$C"
+start_server --table "$WORK/two.json"
+out=$("$BOWSTACK" reload --control "$CTL" "$WORK/slow.json" 2>&1) || fail "reload adding a leg: $out"
+sleep 1
+table "$(leg "$A")" "$(leg "$B")" "$(leg "$C")" "{\"file\": \"$WORK/d.img\", \"create\": \"1M\"}" |
+  sed 's/"sync_min": "8M", "sync_max": "16M"/"sync_min": "4M", "sync_max": "4M"/' >"$WORK/bad.json"
+if out=$("$BOWSTACK" reload --control "$CTL" "$WORK/bad.json" 2>&1); then
+  fail "a reload with a 1 MiB leg succeeded: $out"
+fi
+log "refused as it should be: $out"
+m1=$(mirror_field 'm["legs"][2]["sync_mark"]')
+sleep 2
+m2=$(mirror_field 'm["legs"][2]["sync_mark"]')
+((m2 > m1)) || fail "no client I/O, and the recovery stopped after the failed reload: mark $m1 -> $m2: $(mirror_field m)"
+msg sync_max=0 >/dev/null || fail "message sync_max=0"
+wait_mirror 'm["legs"][2]["state"] == "in_sync" and m["sync_action"] == "idle"' 60 "the recovery to end"
+stop_server
+legs_equal "$A" "$C" || fail "the new leg differs from leg 0 after the failed reload"
 pass

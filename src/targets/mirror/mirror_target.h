@@ -86,6 +86,7 @@ class MirrorTarget final : public BlockDevice {
   Status write_zeroes(uint64_t offset, uint64_t length, uint32_t flags) override;
   Status block_status(uint64_t offset, uint64_t length, std::vector<Extent>* out) override;
   Status detach() override;
+  void reattach() override;
   Result<std::string> message(std::string_view text) override;
   void describe(nlohmann::json* out) const override;
   std::string status_line() const override;
@@ -165,7 +166,6 @@ class MirrorTarget final : public BlockDevice {
   Status correct_read(size_t bad, size_t good, uint64_t offset, uint64_t length);
   bool readable_locked(size_t i, uint64_t offset, uint64_t length) const;
   size_t primary_locked() const;
-  void reattach();
 
   // --- sync jobs (mirror_sync.cc) ---
   void lock_regions(std::unique_lock<std::mutex>& lock, uint64_t first, uint64_t end);
@@ -221,7 +221,7 @@ class MirrorTarget final : public BlockDevice {
   std::unique_ptr<LegWorkers> workers_;                            // from start() on
   Job* intent_job_ = nullptr;
   std::vector<Job*> sync_jobs_;  // guarded by mu_
-  bool started_ = false;  // start() succeeded; set before any other thread may look
+  bool started_ = false;         // start() succeeded; set before any other thread may look
   std::atomic<bool> detached_{false};
   std::atomic<bool> closed_{false};
   std::atomic<uint64_t> rr_{0};
