@@ -204,7 +204,7 @@ void Server::serve_fd(int fd) {
       limits.max_threads = std::max(1u, opts_.max_threads_per_connection);
       limits.handshake_timeout_ms = static_cast<int>(opts_.handshake_timeout_ms);
       uint64_t id = ++total_;
-      auto conn = std::make_shared<Connection>(fd, id, volume_, export_, limits);
+      auto conn = std::make_shared<Connection>(fd, id, volume_, export_, limits, opts_.tls.get());
       spdlog::debug("nbd[{}]: new connection", id);
       Connection* raw = conn.get();
       auto it = conns_.insert(conns_.end(), Entry{std::move(conn), {}, false});

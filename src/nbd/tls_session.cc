@@ -1,0 +1,124 @@
+#include "nbd/tls_session.h"
+
+#include <fmt/format.h>
+#include <gnutls/gnutls.h>
+
+#include <cerrno>
+
+namespace bowstack::nbd {
+
+namespace {
+
+// Replies at most this large are gathered into one TLS record (one
+// encryption, one send); larger ones go out as they are, since they span
+// several records anyway and gathering would only copy them.
+constexpr size_t kCorkLimit = 64 << 10;
+
+unsigned gnutls_timeout(int ms) { return ms > 0 ? static_cast<unsigned>(ms) : GNUTLS_INDEFINITE_TIMEOUT; }
+
+Status send_error(ssize_t rc) {
+  // With a blocking socket, EAGAIN only comes from SO_SNDTIMEO expiring.
+  if (rc == GNUTLS_E_AGAIN) return Status::Error(ETIMEDOUT, "TLS send timed out");
+  return Status::Error(EPIPE, fmt::format("TLS send: {}", gnutls_strerror(static_cast<int>(rc))));
+}
+
+}  // namespace
+
+Result<std::unique_ptr<TlsSession>> TlsSession::accept(int fd, std::shared_ptr<const TlsCredentials> creds,
+                                                       int timeout_ms) {
+  std::unique_ptr<TlsSession> t(new TlsSession());
+  t->creds_ = std::move(creds);
+  // No session tickets: NBD clients do not resume sessions, and TLS 1.3
+  // tickets would only cost a message per connection.
+  if (int rc = gnutls_init(&t->session_, GNUTLS_SERVER | GNUTLS_NO_SIGNAL | GNUTLS_NO_TICKETS); rc < 0) {
+    t->session_ = nullptr;
+    return Status::Error(ENOMEM, fmt::format("TLS session: {}", gnutls_strerror(rc)));
+  }
+  if (Status s = t->creds_->apply(t->session_); !s.ok()) return s;
+  gnutls_transport_set_int(t->session_, fd);
+  gnutls_handshake_set_timeout(t->session_, gnutls_timeout(timeout_ms));
+  int rc;
+  do {
+    rc = gnutls_handshake(t->session_);
+  } while (rc < 0 && gnutls_error_is_fatal(rc) == 0);
+  if (rc < 0) {
+    if (rc == GNUTLS_E_TIMEDOUT) return Status::Error(ETIMEDOUT, "TLS handshake timed out");
+    return Status::Error(EACCES, fmt::format("TLS handshake failed: {}", gnutls_strerror(rc)));
+  }
+  return t;
+}
+
+TlsSession::~TlsSession() {
+  if (session_ != nullptr) gnutls_deinit(session_);
+}
+
+Result<size_t> TlsSession::recv(std::byte* dst, size_t len, int timeout_ms) {
+  if (timeout_ms != timeout_ms_) {
+    gnutls_record_set_timeout(session_, gnutls_timeout(timeout_ms));
+    timeout_ms_ = timeout_ms;
+  }
+  for (;;) {
+    ssize_t n = gnutls_record_recv(session_, dst, len);
+    if (n >= 0) return static_cast<size_t>(n);
+    switch (n) {
+      case GNUTLS_E_INTERRUPTED:
+      case GNUTLS_E_AGAIN:
+        continue;
+      case GNUTLS_E_PREMATURE_TERMINATION:
+        // Most clients close the socket without close_notify; NBD framing,
+        // not TLS, tells whether that happened mid-message.
+        return size_t{0};
+      case GNUTLS_E_TIMEDOUT:
+        return Status::Error(ETIMEDOUT, "no data from peer");
+      default:
+        // Includes GNUTLS_E_REHANDSHAKE: renegotiation would need both
+        // directions at once, which the threading model does not allow.
+        return Status::Error(ECONNRESET,
+                             fmt::format("TLS receive: {}", gnutls_strerror(static_cast<int>(n))));
+    }
+  }
+}
+
+Status TlsSession::send(const iovec* iov, size_t count) {
+  size_t total = 0;
+  for (size_t i = 0; i < count; ++i) total += iov[i].iov_len;
+  const bool cork = count > 1 && total <= kCorkLimit;
+  if (cork) gnutls_record_cork(session_);
+  for (size_t i = 0; i < count; ++i) {
+    const char* p = static_cast<const char*>(iov[i].iov_base);
+    size_t left = iov[i].iov_len;
+    while (left > 0) {
+      ssize_t n = gnutls_record_send(session_, p, left);
+      if (n == GNUTLS_E_INTERRUPTED) continue;
+      if (n < 0) return send_error(n);
+      p += n;
+      left -= static_cast<size_t>(n);
+    }
+  }
+  if (cork) {
+    for (;;) {
+      int rc = gnutls_record_uncork(session_, GNUTLS_RECORD_WAIT);
+      if (rc >= 0) break;
+      if (rc == GNUTLS_E_INTERRUPTED) continue;
+      return send_error(rc);
+    }
+  }
+  return Status::Ok();
+}
+
+void TlsSession::bye() { (void)gnutls_bye(session_, GNUTLS_SHUT_WR); }
+
+std::string TlsSession::description() const {
+  std::string out;
+  if (char* desc = gnutls_session_get_desc(session_); desc != nullptr) {
+    out = desc;
+    gnutls_free(desc);
+  }
+  if (creds_->is_psk()) {
+    const char* user = gnutls_psk_server_get_username(session_);
+    if (user != nullptr) out += fmt::format(" PSK user '{}'", user);
+  }
+  return out;
+}
+
+}  // namespace bowstack::nbd
