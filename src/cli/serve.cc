@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "cli/report.h"
+#include "cli/systemd.h"
 #include "cli/verbs.h"
 #include "control/commands.h"
 #include "control/control_server.h"
@@ -128,7 +129,12 @@ int run_serve(const ServeOptions& opts) {
     if (!hp.ok()) return fail(hp.status().context());
     listens.push_back(hp.value());
   }
-  if (listens.empty() && opts.unix_path.empty()) listens.push_back(parse_listen(kDefaultListen).value());
+  // Sockets passed by systemd (or systemd-socket-activate) replace the
+  // default listener; --listen and --unix still add their own.
+  std::vector<int> activated = inherited_listeners();
+  if (listens.empty() && opts.unix_path.empty() && activated.empty()) {
+    listens.push_back(parse_listen(kDefaultListen).value());
+  }
   if (opts.threads == 0 || opts.threads > 1024) return fail("--threads must be between 1 and 1024");
   auto tls_mode = nbd::parse_tls_mode(opts.tls);
   if (!tls_mode.ok()) return fail(tls_mode.status().context());
@@ -194,6 +200,15 @@ int run_serve(const ServeOptions& opts) {
     if (Status s = server.listen_unix(opts.unix_path); !s.ok()) return fail(s.message());
     add_unix_endpoints(opts.unix_path);
   }
+  for (int fd : activated) {
+    auto listener = server.adopt_listener(fd);
+    if (!listener.ok()) return fail("socket activation: " + listener.status().message());
+    if (listener->starts_with('/')) {
+      add_unix_endpoints(*listener);
+    } else {
+      for (std::string_view scheme : schemes) endpoints.push_back(fmt::format("{}://{}", scheme, *listener));
+    }
+  }
 
   auto control = ControlServer::open(
       opts.control,
@@ -222,6 +237,7 @@ int run_serve(const ServeOptions& opts) {
   spdlog::info("serving {} ({}) on {}; control socket {}", image, format_size(volume.geometry().size), where,
                opts.control);
   spdlog::info("table: {}", table.value().to_json().dump());
+  notify_service_manager(fmt::format("READY=1\nSTATUS=serving {} on {}", image, where));
   if (*tls_mode != nbd::TlsMode::kOff) {
     spdlog::info("TLS {}: {}", nbd::tls_mode_name(*tls_mode), tls.value()->current()->summary());
   }
@@ -241,6 +257,7 @@ int run_serve(const ServeOptions& opts) {
       spdlog::error("SIGHUP: reloading TLS credentials failed, the old ones stay in use: {}", tls_error(s));
     }
   }
+  notify_service_manager("STOPPING=1");
   spdlog::info("{}: draining in-flight requests", sig == SIGTERM ? "SIGTERM" : "SIGINT");
   // Requests held by a suspend are in flight too: let them finish rather than hang the drain.
   volume.resume();

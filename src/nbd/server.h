@@ -60,6 +60,12 @@ class Server {
   uint16_t tcp_port() const;
   // Fails if path exists. stop() unlinks it.
   Status listen_unix(const std::string& path);
+  // A listening socket made by someone else (systemd socket activation);
+  // takes ownership of fd, closes it on failure. Fails (ENOTSOCK, EINVAL)
+  // unless fd is a listening stream socket. Returns where it listens:
+  // "HOST:PORT" ([HOST] for IPv6) or the Unix socket path, which stop()
+  // leaves in place since its owner made it.
+  Result<std::string> adopt_listener(int fd);
 
   // Starts accepting on every listener; returns immediately.
   void start();
