@@ -283,10 +283,6 @@ Handshake::Next Handshake::meta_context(uint32_t option, const std::vector<std::
   return reply_or_close(option, kRepAck);
 }
 
-}  // namespace bowstack::nbd
-
-namespace bowstack::nbd {
-
 Handshake::Next Handshake::start_tls(const std::vector<std::byte>& data) {
   const uint32_t option = kOptStartTls;
   if (tls_ == nullptr || tls_->mode() == TlsMode::kOff) {
