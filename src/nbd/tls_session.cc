@@ -118,8 +118,14 @@ std::string TlsSession::description() const {
     gnutls_free(desc);
   }
   if (creds_->is_psk()) {
-    const char* user = gnutls_psk_server_get_username(session_);
-    if (user != nullptr) out += fmt::format(" PSK user '{}'", user);
+    // The name is the client's: keep the log line printable.
+    if (const char* user = gnutls_psk_server_get_username(session_); user != nullptr) {
+      std::string name;
+      for (const char* p = user; *p != '\0' && name.size() < 64; ++p) {
+        name += (*p >= 0x20 && *p < 0x7f) ? *p : '?';
+      }
+      out += fmt::format(" PSK user '{}'", name);
+    }
   }
   return out;
 }
