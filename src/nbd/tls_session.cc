@@ -2,8 +2,12 @@
 
 #include <fmt/format.h>
 #include <gnutls/gnutls.h>
+#include <poll.h>
+#include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstring>
 
 namespace bowstack::nbd {
 
@@ -14,7 +18,7 @@ namespace {
 // several records anyway and gathering would only copy them.
 constexpr size_t kCorkLimit = 64 << 10;
 
-unsigned gnutls_timeout(int ms) { return ms > 0 ? static_cast<unsigned>(ms) : GNUTLS_INDEFINITE_TIMEOUT; }
+unsigned handshake_timeout(int ms) { return ms > 0 ? static_cast<unsigned>(ms) : GNUTLS_INDEFINITE_TIMEOUT; }
 
 Status send_error(ssize_t rc) {
   // With a blocking socket, EAGAIN only comes from SO_SNDTIMEO expiring.
@@ -24,9 +28,48 @@ Status send_error(ssize_t rc) {
 
 }  // namespace
 
+TlsSession::TlsSession(int fd) : fd_(fd), ahead_(new std::byte[kReadAhead]) {}
+
+ssize_t TlsSession::pull(void* ptr, void* data, size_t len) {
+  auto* t = static_cast<TlsSession*>(ptr);
+  if (t->begin_ == t->end_) {
+    ssize_t n;
+    do {
+      n = ::recv(t->fd_, t->ahead_.get(), kReadAhead, 0);
+    } while (n < 0 && errno == EINTR);
+    if (n <= 0) return n;  // GnuTLS reads errno
+    t->begin_ = 0;
+    t->end_ = static_cast<size_t>(n);
+  }
+  size_t k = std::min(len, t->end_ - t->begin_);
+  std::memcpy(data, t->ahead_.get() + t->begin_, k);
+  t->begin_ += k;
+  return static_cast<ssize_t>(k);
+}
+
+int TlsSession::pull_timeout(void* ptr, unsigned ms) {
+  auto* t = static_cast<TlsSession*>(ptr);
+  if (t->begin_ != t->end_) return 1;
+  pollfd p{t->fd_, POLLIN, 0};
+  int timeout = ms == GNUTLS_INDEFINITE_TIMEOUT ? -1 : static_cast<int>(std::min<unsigned>(ms, INT32_MAX));
+  int r;
+  do {
+    r = ::poll(&p, 1, timeout);
+  } while (r < 0 && errno == EINTR);
+  return r;
+}
+
+ssize_t TlsSession::push(void* ptr, const iovec* iov, int count) {
+  auto* t = static_cast<TlsSession*>(ptr);
+  msghdr msg{};
+  msg.msg_iov = const_cast<iovec*>(iov);
+  msg.msg_iovlen = static_cast<size_t>(count);
+  return ::sendmsg(t->fd_, &msg, MSG_NOSIGNAL);
+}
+
 Result<std::unique_ptr<TlsSession>> TlsSession::accept(int fd, std::shared_ptr<const TlsCredentials> creds,
                                                        int timeout_ms) {
-  std::unique_ptr<TlsSession> t(new TlsSession());
+  std::unique_ptr<TlsSession> t(new TlsSession(fd));
   t->creds_ = std::move(creds);
   // No session tickets: NBD clients do not resume sessions, and TLS 1.3
   // tickets would only cost a message per connection.
@@ -35,8 +78,11 @@ Result<std::unique_ptr<TlsSession>> TlsSession::accept(int fd, std::shared_ptr<c
     return Status::Error(ENOMEM, fmt::format("TLS session: {}", gnutls_strerror(rc)));
   }
   if (Status s = t->creds_->apply(t->session_); !s.ok()) return s;
-  gnutls_transport_set_int(t->session_, fd);
-  gnutls_handshake_set_timeout(t->session_, gnutls_timeout(timeout_ms));
+  gnutls_transport_set_ptr(t->session_, t.get());
+  gnutls_transport_set_pull_function(t->session_, &TlsSession::pull);
+  gnutls_transport_set_pull_timeout_function(t->session_, &TlsSession::pull_timeout);
+  gnutls_transport_set_vec_push_function(t->session_, &TlsSession::push);
+  gnutls_handshake_set_timeout(t->session_, handshake_timeout(timeout_ms));
   int rc;
   do {
     rc = gnutls_handshake(t->session_);
@@ -55,8 +101,8 @@ TlsSession::~TlsSession() {
 Result<size_t> TlsSession::recv(std::byte* dst, size_t len, int timeout_ms) {
   if (timeout_ms != timeout_ms_) {
     // 0, not GNUTLS_INDEFINITE_TIMEOUT, for none: with the latter GnuTLS
-    // still polls before every receive (two extra system calls per request
-    // under strace), with 0 it just blocks in recv().
+    // still calls pull_timeout (poll) before every receive; with 0 it just
+    // calls pull.
     gnutls_record_set_timeout(session_, timeout_ms > 0 ? static_cast<unsigned>(timeout_ms) : 0);
     timeout_ms_ = timeout_ms;
   }

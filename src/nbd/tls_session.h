@@ -48,11 +48,25 @@ class TlsSession {
   std::string description() const;
 
  private:
-  TlsSession() = default;
+  // Ciphertext read ahead of GnuTLS: it asks for a record's 5-byte header
+  // and then its body, two recv() calls per record on the bare socket;
+  // reading up to this much at once lets pipelined requests share one.
+  static constexpr size_t kReadAhead = 64 << 10;
 
+  explicit TlsSession(int fd);
+  // GnuTLS's transport callbacks; ptr is the TlsSession. pull and
+  // pull_timeout run on the receiving thread only, push on the sending one.
+  static ssize_t pull(void* ptr, void* data, size_t len);
+  static int pull_timeout(void* ptr, unsigned ms);
+  static ssize_t push(void* ptr, const iovec* iov, int count);
+
+  const int fd_;
   gnutls_session_int* session_ = nullptr;
   std::shared_ptr<const TlsCredentials> creds_;
-  int timeout_ms_ = -1;  // the receive timeout last given to GnuTLS
+  int timeout_ms_ = -1;                 // the receive timeout last given to GnuTLS
+  std::unique_ptr<std::byte[]> ahead_;  // unread ciphertext is ahead_[begin_, end_)
+  size_t begin_ = 0;
+  size_t end_ = 0;
 };
 
 }  // namespace bowstack::nbd
