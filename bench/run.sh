@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks, each reported as ratios against peers measured in the same run.
-# Usage: bench/run.sh [nbd|bow|era|csum|mirror|reload|all] [options for the benchmark]
+# Usage: bench/run.sh [nbd|tls|bow|era|csum|mirror|reload|all] [options for the benchmark]
 #   nbd: bowstack passthrough vs nbdkit file plugin vs qemu-nbd (bench/nbd_bench.py)
+#   tls: bowstack and nbdkit file, plain and --tls=require (bench/nbd_tls_bench.py)
 #   bow: bow target vs passthrough, qcow2 overlay and dd (bench/bow_bench.py)
 #   era: era target vs passthrough, marked blocks and first writes (bench/era_bench.py)
 #   mirror: 2-leg mirror vs passthrough; recovery and resync vs dd (bench/mirror_bench.py)
@@ -17,6 +18,9 @@ which=${1:-all}
 rc=0
 if [[ $which == nbd || $which == all ]]; then
   /usr/bin/python3 "$root/bench/nbd_bench.py" --bowstack "$root/build/release/bowstack" "$@" || rc=1
+fi
+if [[ $which == tls || $which == all ]]; then
+  /usr/bin/python3 "$root/bench/nbd_tls_bench.py" --bowstack "$root/build/release/bowstack" "$@" || rc=1
 fi
 if [[ $which == bow || $which == all ]]; then
   /usr/bin/python3 "$root/bench/bow_bench.py" --bowstack "$root/build/release/bowstack" "$@" || rc=1

@@ -116,10 +116,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // As Connection::run sets them up for the handshake.
   timeval tv{5, 0};
   (void)::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  nbd::BufferedReader reader(fd);
+  nbd::Transport transport(fd);
+  nbd::BufferedReader reader(&transport);
   reader.set_timeout_ms(5000);
   nbd::Session session;
-  const bool transmission = nbd::Handshake(fd, &reader, export_info(), 1).run(&session);
+  const bool transmission = nbd::Handshake(&transport, &reader, export_info(), 1).run(&session);
   ::close(fd);
   check_server_stream(peer.finish(), client_options(data, size), transmission, session);
   return 0;

@@ -8,8 +8,14 @@ packages=(
   build-essential cmake ninja-build pkg-config git clang clang-format libclang-rt-14-dev
   libcli11-dev libfmt-dev libspdlog-dev nlohmann-json3-dev liburing-dev zlib1g-dev libisal-dev
   libgtest-dev libgmock-dev libbenchmark-dev libpugixml-dev
+  libgnutls28-dev   # NBD over TLS (docs/tls.md)
+  libsystemd-dev    # socket activation and sd_notify
   # real clients and peer servers for tests and benchmarks
   libnbd-bin python3-libnbd nbdkit qemu-utils fio   # libnbd-bin has nbdfuse, nbdinfo, nbdcopy
+  # TLS certificates and pre-shared keys for the TLS tests (certtool, psktool)
+  gnutls-bin
+  # systemd-socket-activate for the socket activation test
+  systemd
   # ext4 on the export
   e2fsprogs util-linux mount fuse3 procps psmisc
   # instruction counts for micro-benchmarks (bench/micro)

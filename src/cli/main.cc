@@ -44,6 +44,15 @@ int main(int argc, char** argv) {
                    "seconds after which an idle control client is disconnected")
       ->check(CLI::Range(1u, 86400u))
       ->capture_default_str();
+  serve_cmd
+      ->add_option("--tls", serve.tls, "off, on (plain and TLS clients) or require (TLS only); docs/tls.md")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"off", "on", "require", "no", "yes", "force"}));
+  serve_cmd->add_option("--tls-certificates", serve.tls_certificates,
+                        "directory with ca-cert.pem, server-cert.pem, server-key.pem [, ca-crl.pem]");
+  serve_cmd->add_option("--tls-psk", serve.tls_psk, "pre-shared keys file (psktool's username:hexkey lines)");
+  serve_cmd->add_flag("--tls-verify-peer", serve.tls_verify_peer,
+                      "require client certificates signed by ca-cert.pem (X.509 only)");
   serve_cmd->add_option("--log-level", serve.log_level, "trace, debug, info, warn, error")
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
@@ -54,9 +63,11 @@ int main(int argc, char** argv) {
       "  bowstack serve /dev/sdb --unix /run/sdb.sock --control /run/sdb.ctl --read-only\n"
       "  bowstack serve disk.img --target linear:offset=1M,length=512M\n"
       "  bowstack serve --table examples/era-over-bow.json\n"
+      "  bowstack serve disk.img --tls=require --tls-psk=keys.psk    # nbds://...?tls-psk-file=keys.psk\n"
       "Attach: nbdfuse DIR nbd://127.0.0.1:10809 & losetup -f --show DIR/nbd; or qemu-system ... "
       "-drive file=nbd://127.0.0.1:10809,format=raw\n"
       "Stop with SIGTERM or Ctrl-C: in-flight requests drain and the image is flushed.\n"
+      "SIGHUP reloads the TLS certificates or keys; connected clients stay.\n"
       "Targets: run 'bowstack targets'.");
 
   ClientOptions client;

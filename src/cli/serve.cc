@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "cli/report.h"
+#include "cli/systemd.h"
 #include "cli/verbs.h"
 #include "control/commands.h"
 #include "control/control_server.h"
@@ -90,6 +91,10 @@ Result<TableNode> serve_table(const ServeOptions& opts, const TargetRegistry& re
   return table_from_shorthand(image, create, opts.read_only, specs, registry);
 }
 
+// TLS errors: EINVAL ones are whole sentences (a bad line, GnuTLS's
+// reason); others say what the system refused ("cannot read F: ...").
+std::string tls_error(const Status& s) { return s.code() == EINVAL ? s.context() : s.message(); }
+
 // The signals the main thread waits for: SIGTERM and SIGINT stop the server
 // (draining first); SIGHUP, which daemons use to reload, never stops it.
 sigset_t served_signals() {
@@ -124,8 +129,21 @@ int run_serve(const ServeOptions& opts) {
     if (!hp.ok()) return fail(hp.status().context());
     listens.push_back(hp.value());
   }
-  if (listens.empty() && opts.unix_path.empty()) listens.push_back(parse_listen(kDefaultListen).value());
+  // Sockets passed by systemd (or systemd-socket-activate) replace the
+  // default listener; --listen and --unix still add their own.
+  std::vector<int> activated = inherited_listeners();
+  if (listens.empty() && opts.unix_path.empty() && activated.empty()) {
+    listens.push_back(parse_listen(kDefaultListen).value());
+  }
   if (opts.threads == 0 || opts.threads > 1024) return fail("--threads must be between 1 and 1024");
+  auto tls_mode = nbd::parse_tls_mode(opts.tls);
+  if (!tls_mode.ok()) return fail(tls_mode.status().context());
+  nbd::TlsOptions tls_opts{*tls_mode, opts.tls_certificates, opts.tls_psk, opts.tls_verify_peer};
+  if (Status s = nbd::validate_tls_options(tls_opts); !s.ok()) return fail(s.context());
+  // Certificates and keys are read before any image is opened, so that a
+  // mistake there costs nothing.
+  auto tls = nbd::TlsContext::create(tls_opts);
+  if (!tls.ok()) return fail(tls_error(tls.status()));
 
   BuildOptions build;
   build.direct = opts.direct;
@@ -159,17 +177,37 @@ int run_serve(const ServeOptions& opts) {
   nopts.description = "bowstack " + image;
   nopts.read_only = opts.read_only || volume.capabilities().read_only;
   nopts.max_threads_per_connection = opts.threads;
+  if (*tls_mode != nbd::TlsMode::kOff) nopts.tls = tls.value();
   nbd::Server server(volume, nopts);
+  // The URI schemes clients may use: nbds only when TLS is required.
+  std::vector<std::string_view> schemes;
+  if (*tls_mode != nbd::TlsMode::kRequire) schemes.push_back("nbd");
+  if (*tls_mode != nbd::TlsMode::kOff) schemes.push_back("nbds");
   std::vector<std::string> endpoints;
   for (const auto& hp : listens) {
     if (Status s = server.listen_tcp(hp.host, hp.port); !s.ok()) return fail(s.message());
     bool v6 = hp.host.find(':') != std::string::npos;
-    endpoints.push_back(
-        fmt::format("nbd://{}{}{}:{}", v6 ? "[" : "", hp.host, v6 ? "]" : "", server.tcp_port()));
+    for (std::string_view scheme : schemes) {
+      endpoints.push_back(
+          fmt::format("{}://{}{}{}:{}", scheme, v6 ? "[" : "", hp.host, v6 ? "]" : "", server.tcp_port()));
+    }
   }
+  auto add_unix_endpoints = [&](const std::string& path) {
+    for (std::string_view scheme : schemes)
+      endpoints.push_back(fmt::format("{}+unix:///?socket={}", scheme, path));
+  };
   if (!opts.unix_path.empty()) {
     if (Status s = server.listen_unix(opts.unix_path); !s.ok()) return fail(s.message());
-    endpoints.push_back(fmt::format("nbd+unix:///?socket={}", opts.unix_path));
+    add_unix_endpoints(opts.unix_path);
+  }
+  for (int fd : activated) {
+    auto listener = server.adopt_listener(fd);
+    if (!listener.ok()) return fail("socket activation: " + listener.status().message());
+    if (listener->starts_with('/')) {
+      add_unix_endpoints(*listener);
+    } else {
+      for (std::string_view scheme : schemes) endpoints.push_back(fmt::format("{}://{}", scheme, *listener));
+    }
   }
 
   auto control = ControlServer::open(
@@ -180,6 +218,7 @@ int run_serve(const ServeOptions& opts) {
           reply["image"] = image;
           reply["export_name"] = opts.export_name;
           reply["endpoints"] = endpoints;
+          reply["tls"] = std::string(nbd::tls_mode_name(*tls_mode));
           reply["connections"] = server.active_connections();
           reply["connections_total"] = server.total_connections();
         }
@@ -198,15 +237,27 @@ int run_serve(const ServeOptions& opts) {
   spdlog::info("serving {} ({}) on {}; control socket {}", image, format_size(volume.geometry().size), where,
                opts.control);
   spdlog::info("table: {}", table.value().to_json().dump());
+  notify_service_manager(fmt::format("READY=1\nSTATUS=serving {} on {}", image, where));
+  if (*tls_mode != nbd::TlsMode::kOff) {
+    spdlog::info("TLS {}: {}", nbd::tls_mode_name(*tls_mode), tls.value()->current()->summary());
+  }
 
   int sig = 0;
   for (;;) {
     sigwait(&signals, &sig);
     if (sig != SIGHUP) break;
-    // Logs go to stderr (nothing to reopen) and there is no TLS material
-    // yet (issue 19): a reload has nothing to do, but must not stop us.
-    spdlog::info("SIGHUP: nothing to reload; still serving");
+    // Logs go to stderr (nothing to reopen). TLS material is read again:
+    // new handshakes use it, connected clients keep their sessions, and a
+    // bad file keeps the old material in use.
+    if (*tls_mode == nbd::TlsMode::kOff) {
+      spdlog::info("SIGHUP: nothing to reload; still serving");
+    } else if (Status s = tls.value()->reload(); s.ok()) {
+      spdlog::info("SIGHUP: TLS credentials reloaded: {}", tls.value()->current()->summary());
+    } else {
+      spdlog::error("SIGHUP: reloading TLS credentials failed, the old ones stay in use: {}", tls_error(s));
+    }
   }
+  notify_service_manager("STOPPING=1");
   spdlog::info("{}: draining in-flight requests", sig == SIGTERM ? "SIGTERM" : "SIGINT");
   // Requests held by a suspend are in flight too: let them finish rather than hang the drain.
   volume.resume();

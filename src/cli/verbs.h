@@ -38,6 +38,11 @@ struct ServeOptions {
   unsigned threads = default_serve_threads();
   std::string log_level = "info";
   unsigned control_idle_timeout = 30;  // seconds before an idle control client is dropped
+  // TLS, spelled as nbdkit's options (docs/tls.md).
+  std::string tls = "off";  // off, on, require
+  std::string tls_certificates;
+  std::string tls_psk;
+  bool tls_verify_peer = false;
 };
 
 int run_serve(const ServeOptions& opts);

@@ -15,6 +15,7 @@
 #include "nbd/error_map.h"
 #include "nbd/handshake.h"
 #include "nbd/protocol.h"
+#include "nbd/tls_session.h"
 
 namespace bowstack::nbd {
 
@@ -38,8 +39,16 @@ void set_send_timeout(int fd, int ms) {
 
 }  // namespace
 
-Connection::Connection(int fd, uint64_t id, Volume& volume, const ExportInfo& exp, Limits limits)
-    : fd_(fd), id_(id), volume_(volume), exp_(exp), limits_(limits), reader_(fd) {
+Connection::Connection(int fd, uint64_t id, Volume& volume, const ExportInfo& exp, Limits limits,
+                       const TlsContext* tls)
+    : fd_(fd),
+      id_(id),
+      volume_(volume),
+      exp_(exp),
+      limits_(limits),
+      tls_(tls),
+      transport_(fd),
+      reader_(&transport_) {
   // Spawning must not fail half-way on a reallocation.
   workers_.reserve(std::max(1u, limits_.max_threads));
 }
@@ -71,14 +80,20 @@ void Connection::run() {
   int timeout = limits_.handshake_timeout_ms > 0 ? limits_.handshake_timeout_ms : -1;
   reader_.set_timeout_ms(timeout);
   set_send_timeout(fd_, timeout);
-  bool transmission = Handshake(fd_, &reader_, exp_, id_).run(&session_);
+  bool transmission = Handshake(&transport_, &reader_, exp_, id_, tls_).run(&session_);
   if (transmission) {
     reader_.set_timeout_ms(-1);
     set_send_timeout(fd_, 0);
-    spdlog::debug("nbd[{}]: transmission phase (structured replies {}, base:allocation {})", id_,
-                  session_.structured_replies, session_.base_allocation);
+    spdlog::debug("nbd[{}]: transmission phase (structured replies {}, base:allocation {}, TLS {})", id_,
+                  session_.structured_replies, session_.base_allocation, transport_.tls());
     worker_loop(false);
     join_workers();
+  }
+  if (transport_.tls() && !broken_) {
+    // close_notify, bounded: a client that has stopped reading must not
+    // hold the thread.
+    set_send_timeout(fd_, 1000);
+    transport_.tls_session()->bye();
   }
   std::lock_guard lock(fd_mu_);
   ::close(fd_);
@@ -342,7 +357,7 @@ void Connection::reply_chunk(uint64_t cookie, uint16_t type, std::span<const std
 void Connection::send(iovec* iov, size_t count) {
   std::lock_guard lock(write_mu_);
   if (broken_) return;
-  Status s = send_all(fd_, iov, count);
+  Status s = transport_.send_all(iov, count);
   if (s.ok()) return;
   spdlog::debug("nbd[{}]: sending reply failed: {}", id_, s.message());
   broken_ = true;

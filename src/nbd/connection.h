@@ -31,6 +31,7 @@
 #include "nbd/request.h"
 #include "nbd/session.h"
 #include "nbd/socket_io.h"
+#include "nbd/tls_credentials.h"
 
 namespace bowstack::nbd {
 
@@ -41,8 +42,10 @@ class Connection {
     int handshake_timeout_ms = 30000;  // <= 0: none
   };
 
-  // Takes ownership of fd. The Volume and ExportInfo must outlive run().
-  Connection(int fd, uint64_t id, Volume& volume, const ExportInfo& exp, Limits limits);
+  // Takes ownership of fd. The Volume, ExportInfo and TLS context (null: TLS
+  // off) must outlive run().
+  Connection(int fd, uint64_t id, Volume& volume, const ExportInfo& exp, Limits limits,
+             const TlsContext* tls = nullptr);
   ~Connection();
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
@@ -83,6 +86,7 @@ class Connection {
   Volume& volume_;
   const ExportInfo& exp_;
   const Limits limits_;
+  const TlsContext* const tls_;
   Session session_;  // written by the handshake, read-only once workers exist
 
   std::atomic<bool> closing_{false};  // no more requests will be read
@@ -90,10 +94,14 @@ class Connection {
   std::mutex fd_mu_;  // guards closed_: the fd is never shut down after close
   bool closed_ = false;
 
+  // Plain or TLS once the handshake has run; then receiving is guarded by
+  // read_mu_ and sending by write_mu_.
+  Transport transport_;
+
   std::mutex read_mu_;  // guards reader_ and so the framing of the request stream
   BufferedReader reader_;
 
-  std::mutex write_mu_;  // guards sends on fd_ (whole replies) and broken_
+  std::mutex write_mu_;  // guards sends on transport_ (whole replies) and broken_
   bool broken_ = false;
 
   std::atomic<unsigned> waiting_readers_{0};  // workers waiting for read_mu_

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "nbd/protocol.h"
+#include "nbd/tls_session.h"
 
 namespace bowstack::nbd {
 
@@ -54,8 +55,14 @@ bool parse_meta_query(const std::vector<std::byte>& data, MetaQuery* out) {
 
 }  // namespace
 
-Handshake::Handshake(int fd, BufferedReader* reader, const ExportInfo& exp, uint64_t conn_id)
-    : fd_(fd), reader_(reader), exp_(exp), id_(conn_id) {}
+Handshake::Handshake(Transport* transport, BufferedReader* reader, const ExportInfo& exp, uint64_t conn_id,
+                     const TlsContext* tls)
+    : transport_(transport), reader_(reader), exp_(exp), id_(conn_id), tls_(tls) {}
+
+bool Handshake::tls_missing(uint32_t option) const {
+  return tls_ != nullptr && tls_->mode() == TlsMode::kRequire && !transport_->tls() &&
+         option != kOptStartTls && option != kOptAbort;
+}
 
 bool Handshake::reply(uint32_t option, uint32_t type, std::string_view data) {
   std::array<std::byte, kOptionReplyHeaderSize> hdr;
@@ -64,7 +71,7 @@ bool Handshake::reply(uint32_t option, uint32_t type, std::string_view data) {
   put_be32(hdr.data() + 12, type);
   put_be32(hdr.data() + 16, static_cast<uint32_t>(data.size()));
   iovec iov[2] = {{hdr.data(), hdr.size()}, {const_cast<char*>(data.data()), data.size()}};
-  Status s = send_all(fd_, iov, data.empty() ? 1 : 2);
+  Status s = transport_->send_all(iov, data.empty() ? 1 : 2);
   if (!s.ok()) spdlog::debug("nbd[{}]: handshake send failed: {}", id_, s.message());
   return s.ok();
 }
@@ -78,7 +85,7 @@ bool Handshake::run(Session* session) {
   hello.u64(kNbdMagic);
   hello.u64(kIHaveOpt);
   hello.u16(kFlagFixedNewstyle | kFlagNoZeroes);
-  if (Status s = send_all(fd_, hello.data().data(), hello.size()); !s.ok()) {
+  if (Status s = transport_->send_all(hello.data().data(), hello.size()); !s.ok()) {
     spdlog::debug("nbd[{}]: handshake send failed: {}", id_, s.message());
     return false;
   }
@@ -112,6 +119,10 @@ bool Handshake::run(Session* session) {
       if (Status s = reader_->skip(length); !s.ok()) return false;
       // EXPORT_NAME cannot be answered with an error.
       if (option == kOptExportName) return false;
+      if (tls_missing(option)) {
+        if (!reply(option, kRepErrTlsReqd, "TLS is required")) return false;
+        continue;
+      }
       if (!reply(option, kRepErrTooBig, "option payload too large")) return false;
       continue;
     }
@@ -135,6 +146,14 @@ bool Handshake::run(Session* session) {
 }
 
 Handshake::Next Handshake::handle_option(uint32_t option, const std::vector<std::byte>& data) {
+  if (tls_missing(option)) {
+    if (option == kOptExportName) {
+      spdlog::warn("nbd[{}]: plain client sent NBD_OPT_EXPORT_NAME but TLS is required; dropping", id_);
+      return Next::kClose;
+    }
+    spdlog::debug("nbd[{}]: option {} refused: TLS is required", id_, option);
+    return reply_or_close(option, kRepErrTlsReqd, "TLS is required");
+  }
   switch (option) {
     case kOptExportName:
       return export_name(data);
@@ -165,7 +184,7 @@ Handshake::Next Handshake::handle_option(uint32_t option, const std::vector<std:
     case kOptSetMetaContext:
       return meta_context(option, data);
     case kOptStartTls:
-      return reply_or_close(option, kRepErrUnsup, "TLS is not supported");
+      return start_tls(data);
     default:
       spdlog::debug("nbd[{}]: unsupported option {}", id_, option);
       return reply_or_close(option, kRepErrUnsup, "option not supported");
@@ -184,7 +203,7 @@ Handshake::Next Handshake::export_name(const std::vector<std::byte>& data) {
   w.u64(exp_.size);
   w.u16(session_.transmission_flags);
   if (!no_zeroes_) w.zeroes(kExportNameZeroes);
-  if (Status s = send_all(fd_, w.data().data(), w.size()); !s.ok()) return Next::kClose;
+  if (Status s = transport_->send_all(w.data().data(), w.size()); !s.ok()) return Next::kClose;
   return Next::kTransmission;
 }
 
@@ -262,6 +281,33 @@ Handshake::Next Handshake::meta_context(uint32_t option, const std::vector<std::
     if (set) session_.base_allocation = true;
   }
   return reply_or_close(option, kRepAck);
+}
+
+Handshake::Next Handshake::start_tls(const std::vector<std::byte>& data) {
+  const uint32_t option = kOptStartTls;
+  if (tls_ == nullptr || tls_->mode() == TlsMode::kOff) {
+    return reply_or_close(option, kRepErrUnsup, "TLS is not configured on this server");
+  }
+  if (!data.empty()) return reply_or_close(option, kRepErrInvalid, "NBD_OPT_STARTTLS takes no data");
+  if (transport_->tls()) return reply_or_close(option, kRepErrInvalid, "TLS is already in use");
+  if (!reply(option, kRepAck)) return Next::kClose;
+  // The client must wait for the ACK before its ClientHello; anything
+  // already buffered was sent in plain text after STARTTLS.
+  if (reader_->buffered() != 0) {
+    spdlog::warn("nbd[{}]: client sent data between STARTTLS and the TLS handshake; dropping", id_);
+    return Next::kClose;
+  }
+  auto session = TlsSession::accept(transport_->fd(), tls_->current(), reader_->timeout_ms());
+  if (!session.ok()) {
+    // The context is the whole story ("TLS handshake failed: <GnuTLS's reason>").
+    spdlog::warn("nbd[{}]: {}; dropping", id_, session.status().context());
+    return Next::kClose;
+  }
+  spdlog::debug("nbd[{}]: TLS started: {}", id_, session.value()->description());
+  transport_->start_tls(std::move(session.value()));
+  // Nothing negotiated in plain text carries over into the TLS session.
+  session_ = Session{};
+  return Next::kContinue;
 }
 
 }  // namespace bowstack::nbd

@@ -1,5 +1,6 @@
 #include "nbd/server.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <netdb.h>
@@ -14,6 +15,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstddef>
 #include <cstring>
 #include <system_error>
 
@@ -120,6 +122,51 @@ Status Server::listen_unix(const std::string& path) {
   return Status::Ok();
 }
 
+Result<std::string> Server::adopt_listener(int fd) {
+  int listening = 0, type = 0;
+  socklen_t len = sizeof listening;
+  if (::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0) {
+    int err = errno;
+    ::close(fd);
+    return Status::Error(err, fmt::format("inherited fd {} is not a socket", fd));
+  }
+  len = sizeof type;
+  if (!listening || ::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_STREAM) {
+    ::close(fd);
+    return Status::Error(EINVAL, fmt::format("inherited fd {} is not a listening stream socket", fd));
+  }
+  // accept_loop() relies on non-blocking listeners (a connection that
+  // vanishes between poll and accept must not block it).
+  int flags = ::fcntl(fd, F_GETFL);
+  (void)::fcntl(fd, F_SETFL, (flags < 0 ? 0 : flags) | O_NONBLOCK);
+  (void)::fcntl(fd, F_SETFD, FD_CLOEXEC);
+
+  std::string where = fmt::format("fd {}", fd);
+  sockaddr_storage addr{};
+  len = sizeof addr;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    char host[INET6_ADDRSTRLEN] = "";
+    if (addr.ss_family == AF_INET) {
+      auto* in = reinterpret_cast<sockaddr_in*>(&addr);
+      ::inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+      tcp_port_ = ntohs(in->sin_port);
+      where = host_port(host, tcp_port_);
+    } else if (addr.ss_family == AF_INET6) {
+      auto* in6 = reinterpret_cast<sockaddr_in6*>(&addr);
+      ::inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+      tcp_port_ = ntohs(in6->sin6_port);
+      where = host_port(host, tcp_port_);
+    } else if (addr.ss_family == AF_UNIX) {
+      auto* un = reinterpret_cast<sockaddr_un*>(&addr);
+      size_t n = len > offsetof(sockaddr_un, sun_path) ? len - offsetof(sockaddr_un, sun_path) : 0;
+      where = std::string(un->sun_path, ::strnlen(un->sun_path, n));
+    }
+  }
+  listen_fds_.push_back(fd);
+  spdlog::debug("nbd: listening on inherited {}", where);
+  return where;
+}
+
 void Server::start() {
   {
     std::lock_guard lock(mu_);
@@ -204,7 +251,7 @@ void Server::serve_fd(int fd) {
       limits.max_threads = std::max(1u, opts_.max_threads_per_connection);
       limits.handshake_timeout_ms = static_cast<int>(opts_.handshake_timeout_ms);
       uint64_t id = ++total_;
-      auto conn = std::make_shared<Connection>(fd, id, volume_, export_, limits);
+      auto conn = std::make_shared<Connection>(fd, id, volume_, export_, limits, opts_.tls.get());
       spdlog::debug("nbd[{}]: new connection", id);
       Connection* raw = conn.get();
       auto it = conns_.insert(conns_.end(), Entry{std::move(conn), {}, false});

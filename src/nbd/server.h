@@ -2,7 +2,7 @@
 // connections, all serving one export backed by one Volume.
 //
 // Protocol: fixed newstyle handshake only; simple and structured replies;
-// the base:allocation metadata context. See connection.h for the threading
+// the base:allocation metadata context; optional TLS (STARTTLS). See connection.h for the threading
 // model of a connection and handshake.h for the options understood.
 //
 // Thread-safety: listen_*() and start() are meant for one setup thread;
@@ -24,6 +24,7 @@
 #include "core/status.h"
 #include "core/volume.h"
 #include "nbd/export_info.h"
+#include "nbd/tls_credentials.h"
 
 namespace bowstack::nbd {
 
@@ -38,6 +39,9 @@ struct ServerOptions {
   // stop() waits this long for in-flight replies before cutting the
   // connections of clients that do not read them.
   unsigned drain_timeout_ms = 30000;
+  // TLS mode and credentials (null: off). Whoever holds it may reload()
+  // the credentials at any time; new handshakes then use them.
+  std::shared_ptr<TlsContext> tls;
 };
 
 class Connection;
@@ -56,6 +60,12 @@ class Server {
   uint16_t tcp_port() const;
   // Fails if path exists. stop() unlinks it.
   Status listen_unix(const std::string& path);
+  // A listening socket made by someone else (systemd socket activation);
+  // takes ownership of fd, closes it on failure. Fails (ENOTSOCK, EINVAL)
+  // unless fd is a listening stream socket. Returns where it listens:
+  // "HOST:PORT" ([HOST] for IPv6) or the Unix socket path, which stop()
+  // leaves in place since its owner made it.
+  Result<std::string> adopt_listener(int fd);
 
   // Starts accepting on every listener; returns immediately.
   void start();

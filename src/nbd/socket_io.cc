@@ -7,6 +7,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "nbd/tls_session.h"
+
 namespace bowstack::nbd {
 
 Status send_all(int fd, iovec* iov, size_t count) {
@@ -38,13 +40,36 @@ Status send_all(int fd, const void* data, size_t length) {
   return send_all(fd, &iov, 1);
 }
 
-BufferedReader::BufferedReader(int fd) : fd_(fd), buf_(new std::byte[kBufferSize]) {}
+Transport::Transport(int fd) : fd_(fd) {}
 
-Result<size_t> BufferedReader::recv_some(std::byte* dst, size_t len, bool wait_all) {
+Transport::~Transport() = default;
+
+void Transport::start_tls(std::unique_ptr<TlsSession> session) { tls_ = std::move(session); }
+
+Result<size_t> Transport::recv_some(std::byte* dst, size_t len, bool wait_all, int timeout_ms) {
+  if (tls_ != nullptr) [[unlikely]] {
+    return tls_->recv(dst, len, timeout_ms);
+  }
+  return recv_plain(dst, len, wait_all, timeout_ms);
+}
+
+Status Transport::send_all(iovec* iov, size_t count) {
+  if (tls_ != nullptr) [[unlikely]] {
+    return tls_->send(iov, count);
+  }
+  return nbd::send_all(fd_, iov, count);
+}
+
+Status Transport::send_all(const void* data, size_t length) {
+  iovec iov{const_cast<void*>(data), length};
+  return send_all(&iov, 1);
+}
+
+Result<size_t> Transport::recv_plain(std::byte* dst, size_t len, bool wait_all, int timeout_ms) {
   for (;;) {
-    if (timeout_ms_ >= 0) {
+    if (timeout_ms >= 0) {
       pollfd p{fd_, POLLIN, 0};
-      int r = ::poll(&p, 1, timeout_ms_);
+      int r = ::poll(&p, 1, timeout_ms);
       if (r < 0 && errno == EINTR) continue;
       if (r < 0) return Status::Error(errno, "poll");
       if (r == 0) return Status::Error(ETIMEDOUT, "no data from peer");
@@ -60,9 +85,12 @@ Result<size_t> BufferedReader::recv_some(std::byte* dst, size_t len, bool wait_a
   }
 }
 
+BufferedReader::BufferedReader(Transport* transport)
+    : transport_(transport), buf_(new std::byte[kBufferSize]) {}
+
 Status BufferedReader::fill() {
   begin_ = end_ = 0;
-  auto n = recv_some(buf_.get(), kBufferSize, false);
+  auto n = transport_->recv_some(buf_.get(), kBufferSize, false, timeout_ms_);
   if (!n.ok()) return n.status();
   end_ = n.value();
   return Status::Ok();
@@ -82,7 +110,7 @@ Status BufferedReader::read_exact(std::span<std::byte> dst) {
     size_t need = dst.size() - got;
     size_t n = 0;
     if (need >= kBufferSize / 2) {
-      auto r = recv_some(dst.data() + got, need, true);
+      auto r = transport_->recv_some(dst.data() + got, need, true, timeout_ms_);
       if (!r.ok()) return r.status();
       n = r.value();
       got += n;

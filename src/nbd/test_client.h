@@ -15,6 +15,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <string>
 #include <string_view>
@@ -34,8 +35,8 @@ constexpr uint32_t kOptExportName = 1, kOptAbort = 2, kOptList = 3, kOptStartTls
                    kOptGo = 7, kOptStructuredReply = 8, kOptListMetaContext = 9, kOptSetMetaContext = 10,
                    kOptExtendedHeaders = 11;
 constexpr uint32_t kRepAck = 1, kRepServer = 2, kRepInfo = 3, kRepMetaContext = 4;
-constexpr uint32_t kRepErrUnsup = 0x80000001u, kRepErrInvalid = 0x80000003u, kRepErrUnknown = 0x80000006u,
-                   kRepErrTooBig = 0x80000009u;
+constexpr uint32_t kRepErrUnsup = 0x80000001u, kRepErrInvalid = 0x80000003u, kRepErrTlsReqd = 0x80000005u,
+                   kRepErrUnknown = 0x80000006u, kRepErrTooBig = 0x80000009u;
 constexpr uint16_t kInfoExport = 0, kInfoName = 1, kInfoDescription = 2, kInfoBlockSize = 3;
 
 constexpr uint16_t kFlagHasFlags = 1 << 0, kFlagReadOnly = 1 << 1, kFlagSendFlush = 1 << 2,
@@ -120,7 +121,19 @@ class RawClient {
   ~RawClient() { close(); }
   RawClient(const RawClient&) = delete;
   RawClient& operator=(const RawClient&) = delete;
-  RawClient(RawClient&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
+  RawClient(RawClient&& o) noexcept
+      : fd_(o.fd_), channel_send_(std::move(o.channel_send_)), channel_recv_(std::move(o.channel_recv_)) {
+    o.fd_ = -1;
+  }
+
+  // Replaces the socket calls under every helper (a TLS session, once
+  // STARTTLS has been answered): each returns bytes moved, <= 0 on failure.
+  using SendFn = std::function<ssize_t(const void*, size_t)>;
+  using RecvFn = std::function<ssize_t(void*, size_t)>;
+  void set_channel(SendFn send, RecvFn recv) {
+    channel_send_ = std::move(send);
+    channel_recv_ = std::move(recv);
+  }
 
   int fd() const { return fd_; }
   void close() {
@@ -131,7 +144,7 @@ class RawClient {
   bool send_bytes(const void* p, size_t n) {
     auto* c = static_cast<const char*>(p);
     while (n > 0) {
-      ssize_t k = ::send(fd_, c, n, MSG_NOSIGNAL);
+      ssize_t k = channel_send_ ? channel_send_(c, n) : ::send(fd_, c, n, MSG_NOSIGNAL);
       if (k < 0 && errno == EINTR) continue;
       if (k <= 0) return false;
       c += k;
@@ -146,7 +159,7 @@ class RawClient {
   bool recv_bytes(void* p, size_t n) {
     auto* c = static_cast<char*>(p);
     while (n > 0) {
-      ssize_t k = ::recv(fd_, c, n, 0);
+      ssize_t k = channel_recv_ ? channel_recv_(c, n) : ::recv(fd_, c, n, 0);
       if (k < 0 && errno == EINTR) continue;
       if (k <= 0) return false;
       c += k;
@@ -211,7 +224,10 @@ class RawClient {
   // Optional STRUCTURED_REPLY and SET_META_CONTEXT base:allocation, then GO
   // with an NBD_INFO_BLOCK_SIZE request. False on any unexpected reply.
   bool negotiate(bool structured, bool meta, Negotiated* out, std::string_view name = "") {
-    if (!start_handshake()) return false;
+    return start_handshake() && negotiate_options(structured, meta, out, name);
+  }
+  // negotiate() after the greeting (after STARTTLS, say).
+  bool negotiate_options(bool structured, bool meta, Negotiated* out, std::string_view name = "") {
     OptReply r;
     if (structured) {
       if (!send_option(wire::kOptStructuredReply) || !read_option_reply(&r) || r.type != wire::kRepAck)
@@ -322,6 +338,8 @@ class RawClient {
 
  private:
   int fd_;
+  SendFn channel_send_;
+  RecvFn channel_recv_;
 };
 
 inline Bytes pattern(size_t n, uint8_t seed) {
