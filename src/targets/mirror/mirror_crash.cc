@@ -121,9 +121,18 @@ Result<std::vector<std::vector<std::byte>>> starting_legs(uint64_t seed) {
     if (variant == 1) {
       // A crash while a write was in flight to region 5: copies as they are
       // now (active, bit 5 set), and the write reached leg 0 only.
+      // Copies taken while the array is active, both with the same events
+      // (under load the intent job may mark it clean in between: again).
       std::vector<std::byte> w(8192, std::byte{0x5a});
-      if (Status s = (*m)->write(5 * kRegion + 4096, w, 0); !s.ok()) return s;
-      for (auto& l : legs) out.push_back(l->contents());
+      for (int attempt = 0;; ++attempt) {
+        if (Status s = (*m)->write(5 * kRegion + 4096, w, 0); !s.ok()) return s;
+        out.clear();
+        for (auto& l : legs) out.push_back(l->contents());
+        auto sa = md::decode_superblock(std::span(out[0]).subspan(4096, 4096), kLegSize / md::kSector);
+        auto sb = md::decode_superblock(std::span(out[1]).subspan(4096, 4096), kLegSize / md::kSector);
+        if (sa.ok() && sb.ok() && !sa->clean() && !sb->clean() && sa->events == sb->events) break;
+        if (attempt == 50) return Status::Error(ETIMEDOUT, "mirror workload: no active copy of the legs");
+      }
       std::vector<std::byte> older(8192, std::byte{0xa5});
       std::copy(older.begin(), older.end(),
                 out[1].begin() + static_cast<std::ptrdiff_t>(kDataOffset + 5 * kRegion + 4096));

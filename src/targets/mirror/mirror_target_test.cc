@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <thread>
+#include <tuple>
 
 #include "targets/mirror/mirror_test_util.h"
 
@@ -109,10 +110,9 @@ TEST(MirrorTarget, CrashResyncsOnlyRegionsWithBitsFromThePrimary) {
   {
     auto m = make_mirror({a, b});
     ASSERT_TRUE(m.ok());
-    ASSERT_TRUE((*m)->write(3 << 20, pattern(4096, 9), 0).ok());
     // The crash: copies of the legs as they are now, the array active.
-    ca = copy_leg(*a);
-    cb = copy_leg(*b);
+    std::tie(ca, cb) =
+        active_copies(*a, *b, [&] { ASSERT_TRUE((*m)->write(3 << 20, pattern(4096, 9), 0).ok()); });
   }
   // A write that reached leg a only (in the region whose bit is set), and a
   // difference nothing recorded (no bit: resync leaves it).
@@ -134,9 +134,7 @@ TEST(MirrorTarget, ReadsOfUnresyncedRegionsComeFromThePrimary) {
   {
     auto m = make_mirror({a, b});
     ASSERT_TRUE(m.ok());
-    ASSERT_TRUE((*m)->write(0, pattern(4096, 9), 0).ok());
-    ca = copy_leg(*a);
-    cb = copy_leg(*b);
+    std::tie(ca, cb) = active_copies(*a, *b, [&] { ASSERT_TRUE((*m)->write(0, pattern(4096, 9), 0).ok()); });
   }
   ASSERT_TRUE(cb->mem().write(kDataOffset, pattern(4096, 10), 0).ok());
   MirrorOptions o;

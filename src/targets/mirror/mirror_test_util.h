@@ -86,6 +86,26 @@ inline std::shared_ptr<TestLeg> copy_leg(TestLeg& from) {
   return std::make_shared<TestLeg>(std::move(mem));
 }
 
+inline md::Superblock leg_superblock(TestLeg& leg);
+
+// Crash copies of a pair of legs taken while the array is active: retries
+// `write` and the copies until both copies hold the same events and say
+// active (the intent job may mark the array clean, under a slow sanitizer,
+// between the write and the copies, or between the two copies).
+template <typename Write>
+std::pair<std::shared_ptr<TestLeg>, std::shared_ptr<TestLeg>> active_copies(TestLeg& a, TestLeg& b,
+                                                                            Write&& write) {
+  std::shared_ptr<TestLeg> ca, cb;
+  for (int attempt = 0; attempt < 20; ++attempt) {
+    write();
+    ca = copy_leg(a);
+    cb = copy_leg(b);
+    const md::Superblock sa = leg_superblock(*ca), sb = leg_superblock(*cb);
+    if (!sa.clean() && !sb.clean() && sa.events == sb.events) break;
+  }
+  return {ca, cb};
+}
+
 inline std::vector<std::byte> leg_bytes(TestLeg& leg, uint64_t offset, uint64_t length) {
   std::vector<std::byte> b(length);
   EXPECT_TRUE(leg.mem().read(offset, b).ok());
