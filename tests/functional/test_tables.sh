@@ -94,7 +94,7 @@ bad() {  # PATTERN TABLE
 cat >"$WORK/bad.json" </dev/null
 listing=$(ls "$WORK")
 F="\"file\":\"$IMG\""
-bad '\$\.target: unknown target .zap. \(valid targets: bow, csum, era, linear\)' "{\"target\":\"zap\",\"devices\":{\"data\":{$F}}}"
+bad '\$\.target: unknown target .zap. \(valid targets: bow, csum, era, linear, mirror\)' "{\"target\":\"zap\",\"devices\":{\"data\":{$F}}}"
 bad '\$\.devices: target .era. needs slot .data.' '{"target":"era"}'
 bad '\$\.devices\.data\.params\.block_size: invalid era block_size' \
   "{\"target\":\"bow\",\"devices\":{\"data\":{\"target\":\"era\",\"params\":{\"block_size\":\"huge\"},\"devices\":{\"data\":{$F}}}}}"
