@@ -11,15 +11,11 @@
 
 namespace bowstack::mirror {
 
-namespace {
-
-int64_t now_ns() {
+int64_t MirrorTarget::now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
              std::chrono::steady_clock::now().time_since_epoch())
       .count();
 }
-
-}  // namespace
 
 size_t MirrorTarget::primary_locked() const {
   for (size_t i = 0; i < legs_.size(); ++i) {

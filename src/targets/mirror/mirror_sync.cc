@@ -18,12 +18,6 @@ constexpr uint64_t kCopyPiece = 1u << 20;
 constexpr auto kCheckpointEvery = std::chrono::seconds(5);
 constexpr uint32_t kComparePage = 4096;
 
-int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
 }  // namespace
 
 void MirrorTarget::lock_regions(std::unique_lock<std::mutex>& lock, uint64_t first, uint64_t end) {
@@ -96,6 +90,18 @@ Status MirrorTarget::copy_range(JobControl* jc, size_t src, const std::vector<si
     if (jc != nullptr && jc->stopping()) break;
   }
   return Status::Ok();
+}
+
+Status MirrorTarget::flush_settling_marks() {
+  std::vector<uint64_t> marks;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& l : legs_) marks.push_back(l->mark);
+  }
+  Status flushed = flush_legs(true);
+  std::lock_guard lock(mu_);
+  for (size_t i = 0; i < legs_.size() && flushed.ok(); ++i) legs_[i]->durable_mark = marks[i];
+  return flushed;
 }
 
 void MirrorTarget::start_sync_jobs_locked() {
@@ -271,14 +277,11 @@ Status MirrorTarget::recover_body(JobControl& jc) {
       // superblock, and a flush behind both would let a crash keep the
       // mark and lose the copy.
       last_recover_checkpoint_ = now;
-      std::vector<uint64_t> marks;
-      for (const auto& l : legs_) marks.push_back(l->mark);
       lock.unlock();
-      const bool flushed = flush_legs(true).ok();
+      const bool flushed = flush_settling_marks().ok();
       lock.lock();
       for (size_t i = 0; i < legs_.size() && flushed; ++i) {
         Leg& l = *legs_[i];
-        l.durable_mark = marks[i];
         if (l.state == LegState::kRecovering && l.durable_mark >= size_) {
           l.state = LegState::kInSync;
           l.mark = l.durable_mark = 0;
@@ -293,14 +296,8 @@ Status MirrorTarget::recover_body(JobControl& jc) {
     pace(job, &rate);
     jc.done(len);
   }
-  std::vector<uint64_t> marks;
-  {
-    std::lock_guard lock(mu_);
-    for (const auto& l : legs_) marks.push_back(l->mark);
-  }
-  const bool flushed = flush_legs(true).ok();  // what the last mark covers, before it
+  (void)flush_settling_marks();  // what the last mark covers, before it
   std::unique_lock lock(mu_);
-  for (size_t i = 0; i < legs_.size() && flushed; ++i) legs_[i]->durable_mark = marks[i];
   sb_change_ = true;
   (void)commit_locked(lock);
   recover_running_ = false;

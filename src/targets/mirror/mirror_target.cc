@@ -284,13 +284,7 @@ Status MirrorTarget::start(Assembly a) {
     spdlog::warn("mirror: the last stop was not clean; {} of {} regions are resynced from {}", resync_left_,
                  bits_, legs_[primary_locked()]->name);
   }
-  intent_job_ = jobs_->start(
-      "intent", Job::Kind::kService, [this](JobControl& jc) { return intent_body(jc); },
-      [this] {
-        std::lock_guard wake(mu_);  // not lost between the job's check and its wait
-        intent_cv_.notify_all();
-      });
-  start_sync_jobs_locked();
+  start_jobs_locked();
   started_ = true;
   return Status::Ok();
 }
@@ -311,15 +305,9 @@ Status MirrorTarget::close() {
     cv_.wait(lock, [this] { return writes_inflight_ == 0 && !committing_ && !cleaning_; });
     if (!meta_failure_.ok()) return meta_failure_;
   }
-  std::vector<uint64_t> marks;
-  {
-    std::lock_guard lock(mu_);
-    for (const auto& l : legs_) marks.push_back(l->mark);
-  }
-  Status flushed = flush_legs(true);
+  Status flushed = flush_settling_marks();
   std::unique_lock lock(mu_);
   if (!meta_failure_.ok()) return meta_failure_;
-  for (size_t i = 0; i < legs_.size() && flushed.ok(); ++i) legs_[i]->durable_mark = marks[i];
   if (flushed.ok()) clear_idle_bits_locked(true);
   want_active_ = resync_left_ > 0 || !flushed.ok();
   sb_change_ = true;
@@ -350,13 +338,7 @@ Status MirrorTarget::detach() {
   return s;
 }
 
-void MirrorTarget::reattach() {
-  // A reload that detached this mirror failed and the old table serves on:
-  // it owns the legs again.
-  std::unique_lock lock(mu_);
-  if (!detached_.load()) return;
-  detached_ = false;
-  closed_ = false;
+void MirrorTarget::start_jobs_locked() {
   intent_job_ = jobs_->start(
       "intent", Job::Kind::kService, [this](JobControl& jc) { return intent_body(jc); },
       [this] {
@@ -364,6 +346,16 @@ void MirrorTarget::reattach() {
         intent_cv_.notify_all();
       });
   start_sync_jobs_locked();
+}
+
+void MirrorTarget::reattach() {
+  // A reload that detached this mirror failed and the old table serves on:
+  // it owns the legs again.
+  std::unique_lock lock(mu_);
+  if (!detached_.load()) return;
+  detached_ = false;
+  closed_ = false;
+  start_jobs_locked();
 }
 
 }  // namespace bowstack::mirror

@@ -147,6 +147,10 @@ class MirrorTarget final : public BlockDevice {
   // Flushes every working leg; legs that fail become faulty. REQUIRES: mu_
   // not held.
   Status flush_legs(bool record_epoch);
+  // flush_legs(), then each leg's durable_mark is the mark it had before
+  // the flush: the sync mark a superblock may record. REQUIRES: mu_ not
+  // held.
+  Status flush_settling_marks();
 
   // --- data path (mirror_io.cc) ---
   // Overlapping writes are ordered in units of this many bytes.
@@ -171,6 +175,9 @@ class MirrorTarget final : public BlockDevice {
   void lock_regions(std::unique_lock<std::mutex>& lock, uint64_t first, uint64_t end);
   void unlock_regions(uint64_t first, uint64_t end);
   void start_sync_jobs_locked();
+  // The intent job, then the sync jobs that are due. REQUIRES: mu_ held.
+  void start_jobs_locked();
+  static int64_t now_ns();  // steady clock, for last_client_io_ns_
   Status resync_body(JobControl& jc);
   Status recover_body(JobControl& jc);
   Status scrub_body(JobControl& jc, bool repair);
