@@ -20,6 +20,9 @@ packages=(
   cryptsetup-bin
   # md v1.2 oracle: mdadm --examine / --examine-bitmap read the mirror's legs
   mdadm
+  # RBD leaf: librbd to build against, and a one-node cluster for its tests
+  # (scripts/ceph-cluster.sh)
+  librbd-dev ceph-mon ceph-osd ceph-mgr ceph-common
 )
 
 missing=()
