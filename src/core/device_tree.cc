@@ -9,7 +9,7 @@
 
 #include "core/file_device.h"
 #include "core/file_lock.h"
-#include "core/rbd_device.h"
+#include "core/leaf.h"
 
 namespace bowstack {
 
@@ -110,14 +110,7 @@ Result<std::shared_ptr<BuiltNode>> Builder::rbd(const TableNode& n) {
       return it->second;
     }
   }
-  RbdOptions o;
-  o.pool = n.rbd.pool;
-  o.image = n.rbd.image;
-  o.conf = n.rbd.conf;
-  o.id = n.rbd.id;
-  o.snapshot = n.rbd.snapshot;
-  o.read_only = n.read_only;
-  auto dev = RbdDevice::open(o);
+  auto dev = open_leaf(n, n.read_only);
   if (!dev.ok()) return at_node(n, dev.status());
   auto b = std::make_shared<BuiltNode>();
   b->spec = n;
