@@ -10,6 +10,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev libpugixml-dev
   # real clients and peer servers for tests and benchmarks
   libnbd-bin python3-libnbd nbdkit qemu-utils fio   # libnbd-bin has nbdfuse, nbdinfo, nbdcopy
+  qemu-block-extra  # qemu-nbd's rbd driver: the peer of bench/rbd_bench.py
   # ext4 on the export
   e2fsprogs util-linux mount fuse3 procps psmisc
   # instruction counts for micro-benchmarks (bench/micro)
