@@ -3,7 +3,8 @@
 # what is written over NBD is what `rbd export` reads; a second server on
 # the image refuses; kill -9 under writes loses nothing that was flushed;
 # era over an RBD image (its metadata a local file given in the table)
-# tracks the changed blocks, and its incremental export updates a copy.
+# tracks the changed blocks, and its incremental export updates a copy;
+# bow over RBD rolls back with restore --table; live reload keeps the image.
 . "$(dirname "$0")/lib.sh"
 need ceph-mon ceph-osd ceph-mgr rbd nbdcopy nbdsh cmp
 : "${BOWSTACK_SRC:?set BOWSTACK_SRC to the source tree}"
@@ -146,4 +147,28 @@ grep -q "rbd:rbd/bow-disk: restored to the checkpoint" "$WORK/restore.out" || fa
 rbd_cli export rbd/bow-disk "$WORK/bow-restored" >/dev/null 2>&1 || fail "rbd export after restore failed"
 cmp -n $((8 << 20)) "$WORK/bow-a" "$WORK/bow-restored" || fail "restore --table did not roll the RBD image back"
 log "bow over rbd: restore --table rolled the image back"
+
+# 6. Live reload keeps the open image (and its lock): plain -> era over it
+# -> plain, with I/O in between.
+rbd_cli create --size 16M rbd/reload-disk || fail "rbd create failed"
+cat >"$WORK/plain.json" <<EOF
+{"rbd": {"image": "reload-disk", "conf": "$CONF"}}
+EOF
+cat >"$WORK/era2.json" <<EOF
+{"target": "era", "devices": {"data": {"rbd": {"image": "reload-disk", "conf": "$CONF"}},
+                              "metadata": {"file": "$WORK/reload.era"}}}
+EOF
+start_server --table "$WORK/plain.json"
+nbdsh -u "$(URI)" -c "h.pwrite(b'x' * 4096, 0); h.flush()" || fail "write before reload failed"
+timeout 60 "$BOWSTACK" reload "$WORK/era2.json" --control "$CTL" >/dev/null || fail "reload to era over rbd failed"
+[[ $(status_field .layers.0.kind) == era ]] || fail "reload did not put era on top"
+nbdsh -u "$(URI)" -c "assert h.pread(4096, 0) == b'x' * 4096; h.pwrite(b'y' * 4096, 65536); h.flush()" ||
+  fail "I/O after reload failed"
+timeout 60 "$BOWSTACK" reload "$WORK/plain.json" --control "$CTL" >/dev/null || fail "reload back failed"
+stop_server
+rbd_cli export rbd/reload-disk "$WORK/reload-out" >/dev/null 2>&1 || fail "rbd export failed"
+/usr/bin/python3 -c "
+d = open('$WORK/reload-out', 'rb').read()
+assert d[:4096] == b'x' * 4096 and d[65536:69632] == b'y' * 4096" || fail "writes across reloads are not on the image"
+log "live reload over rbd: the image stays open"
 pass
