@@ -51,7 +51,10 @@ Status rbd_error(int r, const std::string& what) {
 
 void RbdDevice::on_complete(rbd_completion_t c, void* arg) {
   auto* w = static_cast<Waiter*>(arg);
-  const int r = static_cast<int>(rbd_aio_get_return_value(c));
+  // A success may count bytes beyond INT_MAX (a large discard): only the
+  // sign matters.
+  const ssize_t rv = rbd_aio_get_return_value(c);
+  const int r = rv < 0 ? static_cast<int>(rv) : 0;
   rbd_aio_release(c);
   RbdDevice* dev = w->dev;
   dev->in_flight_.fetch_sub(1, std::memory_order_relaxed);
