@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmarks, each reported as ratios against peers measured in the same run.
-# Usage: bench/run.sh [nbd|tls|bow|era|csum|mirror|reload|all] [options for the benchmark]
+# Usage: bench/run.sh [nbd|tls|bow|era|csum|mirror|reload|rbd|all] [options for the benchmark]
 #   nbd: bowstack passthrough vs nbdkit file plugin vs qemu-nbd (bench/nbd_bench.py)
 #   tls: bowstack and nbdkit file, plain and --tls=require (bench/nbd_tls_bench.py)
 #   bow: bow target vs passthrough, qcow2 overlay and dd (bench/bow_bench.py)
@@ -8,6 +8,7 @@
 #   mirror: 2-leg mirror vs passthrough; recovery and resync vs dd (bench/mirror_bench.py)
 #   reload: how long a live reload holds I/O under an fio load (bench/reload_bench.py)
 #   csum: csum (mode dual) vs passthrough, reads and writes (bench/csum_bench.py)
+#   rbd: an rbd leaf vs qemu-nbd's rbd driver on a one-node cluster (bench/rbd_bench.py)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/scripts/deps.sh"
@@ -36,5 +37,8 @@ if [[ $which == mirror || $which == all ]]; then
 fi
 if [[ $which == reload || $which == all ]]; then
   /usr/bin/python3 "$root/bench/reload_bench.py" --bowstack "$root/build/release/bowstack" "$@" || rc=1
+fi
+if [[ $which == rbd || $which == all ]]; then
+  /usr/bin/python3 "$root/bench/rbd_bench.py" --bowstack "$root/build/release/bowstack" "$@" || rc=1
 fi
 exit $rc

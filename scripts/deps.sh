@@ -16,6 +16,7 @@ packages=(
   gnutls-bin
   # systemd-socket-activate for the socket activation test
   systemd
+  qemu-block-extra  # qemu-nbd's rbd driver: the peer of bench/rbd_bench.py
   # ext4 on the export
   e2fsprogs util-linux mount fuse3 procps psmisc
   # instruction counts for micro-benchmarks (bench/micro)
@@ -26,6 +27,9 @@ packages=(
   cryptsetup-bin
   # md v1.2 oracle: mdadm --examine / --examine-bitmap read the mirror's legs
   mdadm
+  # RBD leaf: librbd to build against, and a one-node cluster for its tests
+  # (scripts/ceph-cluster.sh)
+  librbd-dev ceph-mon ceph-osd ceph-mgr ceph-common
 )
 
 missing=()

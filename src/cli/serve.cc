@@ -162,7 +162,7 @@ int run_serve(const ServeOptions& opts) {
     spdlog::info("created image {} ({})", leaf->path, format_size(*leaf->create_size));
   }
   const TableNode* data = data_image(table.value());
-  const std::string image = data ? data->path : file_leaves(table.value()).front()->path;
+  const std::string image = (data ? data : leaves(table.value()).front())->leaf_name();
   Volume volume(std::move(tree.value()));
   ControlEnv control_env{&registry, build};
 

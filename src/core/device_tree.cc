@@ -9,6 +9,7 @@
 
 #include "core/file_device.h"
 #include "core/file_lock.h"
+#include "core/leaf.h"
 
 namespace bowstack {
 
@@ -28,6 +29,8 @@ class Builder {
   // A file leaf: borrowed from the pool, or opened (and locked) now. A side
   // device that is absent or empty is first created with `side_size` bytes.
   Result<std::shared_ptr<BuiltNode>> file(const TableNode& n, bool side, uint64_t side_size);
+  // An RBD leaf: borrowed from the pool, or opened (and locked) now.
+  Result<std::shared_ptr<BuiltNode>> rbd(const TableNode& n);
   Env* env() const { return opts_.env ? opts_.env : Env::posix(); }
 
  private:
@@ -89,7 +92,30 @@ class Context final : public TargetContext {
 
 Result<std::shared_ptr<BuiltNode>> Builder::node(const TableNode& n) {
   if (n.kind == TableNode::Kind::kFile) return file(n, false, 0);
+  if (n.kind == TableNode::Kind::kRbd) return rbd(n);
   return target(n);
+}
+
+Result<std::shared_ptr<BuiltNode>> Builder::rbd(const TableNode& n) {
+  if (pool_) {
+    auto it = pool_->files.find(n.leaf_key());
+    if (it != pool_->files.end()) {
+      if (it->second->spec.read_only != n.read_only) {
+        return Status::Error(
+            EINVAL,
+            fmt::format("{}: '{}' is open {}; a reload cannot change that (restart the "
+                        "server)",
+                        n.json_path, n.leaf_name(), it->second->spec.read_only ? "read-only" : "read-write"));
+      }
+      return it->second;
+    }
+  }
+  auto dev = open_leaf(n, n.read_only);
+  if (!dev.ok()) return at_node(n, dev.status());
+  auto b = std::make_shared<BuiltNode>();
+  b->spec = n;
+  b->device = std::move(dev.value());
+  return b;
 }
 
 Result<std::shared_ptr<BuiltNode>> Builder::file(const TableNode& n, bool side, uint64_t side_size) {
@@ -188,8 +214,8 @@ Result<std::shared_ptr<BuiltNode>> Builder::target(const TableNode& n) {
 }
 
 void collect(const std::shared_ptr<BuiltNode>& n, NodePool* pool) {
-  if (n->spec.kind == TableNode::Kind::kFile) {
-    if (n->file) pool->files.emplace(canonical_path(n->spec.path), n);
+  if (n->spec.is_leaf()) {
+    if (n->device) pool->files.emplace(n->spec.leaf_key(), n);  // not a side file
     return;
   }
   pool->targets.emplace(n->spec.identity(), n);
@@ -222,7 +248,9 @@ void NodePool::add_tree(const std::shared_ptr<BuiltNode>& root) { collect(root, 
 nlohmann::json BuiltNode::status() const {
   nlohmann::json j = nlohmann::json::object();
   j["path"] = spec.json_path;
-  if (spec.kind == TableNode::Kind::kFile) {
+  if (spec.kind == TableNode::Kind::kRbd) {
+    j["rbd"] = spec.leaf_name();
+  } else if (spec.kind == TableNode::Kind::kFile) {
     j["file"] = spec.path;
     if (!device) {
       j["kind"] = "side file";
@@ -270,6 +298,13 @@ Result<std::unique_ptr<DeviceTree>> DeviceTree::build(const TableNode& table, co
 namespace {
 Status open_files_of(const TableNode& n, bool side_device, const TargetRegistry& registry, Builder* b,
                      NodePool* pool) {
+  if (n.kind == TableNode::Kind::kRbd) {
+    if (pool->files.count(n.leaf_key())) return Status::Ok();
+    auto r = b->node(n);
+    if (!r.ok()) return r.status();
+    pool->files.emplace(n.leaf_key(), r.value());
+    return Status::Ok();
+  }
   if (n.kind == TableNode::Kind::kFile) {
     const std::string key = canonical_path(n.path);
     struct stat st {};

@@ -1,7 +1,8 @@
 // A built table: every node's device, the files it opened, the jobs it
 // runs (docs/tables.md).
 //
-// The core opens every file of a table (data images and side stores),
+// The core opens every leaf of a table (files: data images and side
+// stores; RBD images, core/rbd_device.h),
 // takes an exclusive OFD lock on each one it opens for writing (so a second
 // server or an offline tool on the same file fails at once and is told who
 // holds it), creates what the table asks to be created, and hands each
@@ -47,14 +48,14 @@ struct BuiltNode {
   std::vector<Child> children;      // every slot's nodes in slot order (lists in order), side stores included
   std::shared_ptr<JobRunner> jobs;  // target nodes only
   std::shared_ptr<BlockDevice> device;  // null for a side file
-  std::shared_ptr<FileDevice> file;     // file leaves: the open file
+  std::shared_ptr<FileDevice> file;     // file leaves: the open file (RBD leaves: null)
 
   // Status of this node and its children, each with its slot.
   nlohmann::json status() const;
 };
 
 // Nodes a build may borrow (it never adds to the pool): target nodes by
-// identity, open files by their canonical path.
+// identity, open leaves by TableNode::leaf_key() (a file's canonical path).
 struct NodePool {
   std::map<std::string, std::shared_ptr<BuiltNode>> targets;
   std::map<std::string, std::shared_ptr<BuiltNode>> files;

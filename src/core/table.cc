@@ -68,6 +68,62 @@ Status parse_file(const nlohmann::json& j, const std::string& path, bool side_fi
   return Status::Ok();
 }
 
+Status parse_rbd(const nlohmann::json& j, const std::string& path, TableNode* out) {
+  out->kind = TableNode::Kind::kRbd;
+  for (const auto& [key, value] : j.items()) {
+    if (key == "read_only") {
+      if (!value.is_boolean())
+        return path_error(path + "." + key, fmt::format("must be true or false, not {}", type_name(value)));
+      out->read_only = value.get<bool>();
+    } else if (key != "rbd") {
+      return path_error(path + "." + key, "unknown key (an RBD node takes \"rbd\", \"read_only\")");
+    }
+  }
+  const std::string rp = path + ".rbd";
+  const nlohmann::json& r = j["rbd"];
+  if (!r.is_object()) {
+    return path_error(
+        rp, fmt::format("must be an object {{\"pool\", \"image\", \"conf\", \"id\", \"snapshot\"}}, "
+                        "not {}",
+                        type_name(r)));
+  }
+  RbdLeaf& leaf = out->rbd;
+  for (const auto& [key, value] : r.items()) {
+    const std::string kp = rp + "." + key;
+    std::string* field = key == "pool"    ? &leaf.pool
+                         : key == "image" ? &leaf.image
+                         : key == "conf"  ? &leaf.conf
+                         : key == "id"    ? &leaf.id
+                                          : nullptr;
+    if (key == "snapshot") {
+      if (value.is_null()) continue;
+      if (!value.is_string() || value.get<std::string>().empty())
+        return path_error(kp, "must be a snapshot name or null");
+      leaf.snapshot = value.get<std::string>();
+    } else if (!field) {
+      return path_error(
+          kp, "unknown key (an RBD leaf takes \"pool\", \"image\", \"conf\", \"id\", \"snapshot\")");
+    } else if (!value.is_string() || value.get<std::string>().empty()) {
+      return path_error(kp, fmt::format("must be a non-empty string, not {}", type_name(value)));
+    } else {
+      *field = value.get<std::string>();
+    }
+  }
+  if (leaf.image.empty()) return path_error(rp, "needs \"image\" (the RBD image's name in its pool)");
+  // RBD names cannot hold these; '@' would be read as a snapshot.
+  for (const auto& [name, v] : {std::pair{"pool", leaf.pool}, std::pair{"image", leaf.image}}) {
+    if (v.find_first_of("/@") != std::string::npos)
+      return path_error(rp + "." + name, "must not contain '/' or '@'");
+  }
+  if (leaf.snapshot && leaf.snapshot->find('/') != std::string::npos)
+    return path_error(rp + ".snapshot", "must not contain '/'");
+  if (leaf.snapshot && j.contains("read_only") && !out->read_only) {
+    return path_error(path + ".read_only", "a snapshot is read-only: it cannot be opened read_only: false");
+  }
+  if (leaf.snapshot) out->read_only = true;
+  return Status::Ok();
+}
+
 Status parse_target(const nlohmann::json& j, const std::string& path, const TargetRegistry& registry,
                     TableNode* out) {
   out->kind = TableNode::Kind::kTarget;
@@ -155,6 +211,16 @@ Status parse_target(const nlohmann::json& j, const std::string& path, const Targ
     const bool side = si.kind == SlotKind::kSideDevice || si.kind == SlotKind::kSideFile;
     if (!side || devices.contains(si.name)) continue;
     const TableNode* image = data_image(*out);
+    if (image && image->kind == TableNode::Kind::kRbd && !si.default_suffix.empty()) {
+      // Side stores as RBD images beside the data image are a later step
+      // (issue 20); until then the table names a file.
+      return path_error(
+          path + ".devices",
+          fmt::format("target '{}' needs slot '{}' ({}) given explicitly: its data image is on "
+                      "RBD, where there is no file to put it beside (e.g. \"{}\": "
+                      "{{\"file\": \"/var/lib/bowstack/{}{}\"}})",
+                      out->target, si.name, si.help, si.name, image->rbd.image, si.default_suffix));
+    }
     if (si.default_suffix.empty() || !image) {
       if (si.required) {
         return path_error(path + ".devices",
@@ -189,23 +255,25 @@ Status parse_node(const nlohmann::json& j, const std::string& path, const Target
                       fmt::format("must be a node object ({{\"file\": ...}} or {{\"target\": ...}}), not {}",
                                   type_name(j)));
   }
-  const bool file = j.contains("file"), target = j.contains("target");
-  if (file == target) {
-    return path_error(path, file ? "a node has either \"file\" or \"target\", not both"
-                                 : "a node needs \"file\" (a leaf) or \"target\" (a target node)");
+  const bool file = j.contains("file"), target = j.contains("target"), rbd = j.contains("rbd");
+  if (int(file) + int(target) + int(rbd) != 1) {
+    return path_error(path, file || target || rbd
+                                ? "a node has one of \"file\", \"rbd\" or \"target\", not several"
+                                : "a node needs \"file\" or \"rbd\" (a leaf) or \"target\" (a target node)");
   }
   if (file) return parse_file(j, path, side_file, out);
   if (side_file) return path_error(path, "a side file must be a file node ({\"file\": PATH})");
+  if (rbd) return parse_rbd(j, path, out);
   return parse_target(j, path, registry, out);
 }
 
-void collect_files(const TableNode& n, std::vector<const TableNode*>* out) {
-  if (n.kind == TableNode::Kind::kFile) {
-    out->push_back(&n);
+void collect_leaves(const TableNode& n, bool files_only, std::vector<const TableNode*>* out) {
+  if (n.is_leaf()) {
+    if (!files_only || n.kind == TableNode::Kind::kFile) out->push_back(&n);
     return;
   }
   for (const auto& s : n.slots) {
-    for (const auto& c : s.nodes) collect_files(c, out);
+    for (const auto& c : s.nodes) collect_leaves(c, files_only, out);
   }
 }
 
@@ -244,6 +312,15 @@ nlohmann::json TableNode::to_json() const {
     j["file"] = path;
     if (create_size) j["create"] = *create_size;
     if (read_only) j["read_only"] = true;
+    return j;
+  }
+  if (kind == Kind::kRbd) {
+    j["rbd"] = {{"pool", rbd.pool},
+                {"image", rbd.image},
+                {"conf", rbd.conf},
+                {"id", rbd.id},
+                {"snapshot", rbd.snapshot ? nlohmann::json(*rbd.snapshot) : nlohmann::json(nullptr)}};
+    if (read_only && !rbd.snapshot) j["read_only"] = true;
     return j;
   }
   j["target"] = target;
@@ -296,21 +373,39 @@ const TableNode* data_image(const TableNode& n) {
 
 std::vector<const TableNode*> file_leaves(const TableNode& root) {
   std::vector<const TableNode*> out;
-  collect_files(root, &out);
+  collect_leaves(root, true, &out);
   return out;
+}
+
+std::vector<const TableNode*> leaves(const TableNode& root) {
+  std::vector<const TableNode*> out;
+  collect_leaves(root, false, &out);
+  return out;
+}
+
+std::string TableNode::leaf_name() const {
+  if (kind == Kind::kRbd)
+    return "rbd:" + rbd.pool + "/" + rbd.image + (rbd.snapshot ? "@" + *rbd.snapshot : "");
+  return kind == Kind::kFile ? path : target;
+}
+
+std::string TableNode::leaf_key() const {
+  if (kind == Kind::kRbd) return leaf_name() + " of " + canonical_path(rbd.conf);
+  return canonical_path(path);
 }
 
 Result<TableNode> parse_table(const nlohmann::json& table, const TargetRegistry& registry) {
   TableNode root;
   if (Status s = parse_node(table, "$", registry, false, &root); !s.ok()) return s;
   std::map<std::string, const TableNode*> seen;
-  for (const TableNode* leaf : file_leaves(root)) {
-    auto [it, inserted] = seen.emplace(canonical_path(leaf->path), leaf);
+  for (const TableNode* leaf : leaves(root)) {
+    auto [it, inserted] = seen.emplace(leaf->leaf_key(), leaf);
     if (!inserted) {
+      const bool file = leaf->kind == TableNode::Kind::kFile;
       return path_error(leaf->json_path,
-                        fmt::format("file '{}' is already used at {}: a file can have only one place in a "
-                                    "table",
-                                    leaf->path, it->second->json_path));
+                        fmt::format("{} '{}' is already used at {}: {} can have only one place in a table",
+                                    file ? "file" : "image", leaf->leaf_name(), it->second->json_path,
+                                    file ? "a file" : "an image"));
     }
   }
   return root;

@@ -1,6 +1,8 @@
 // Tables: a stack written as a tree of JSON nodes (docs/tables.md).
 //
 //   leaf:   {"file": "disk.img", "create": "10G", "read_only": true}
+//           {"rbd": {"pool": "rbd", "image": "disk", "conf": "/etc/ceph/ceph.conf",
+//                    "id": "admin", "snapshot": null}, "read_only": false}
 //   target: {"target": "era", "params": {"block_size": "64k"},
 //            "devices": {"data": NODE, "metadata": NODE}}
 //
@@ -36,15 +38,28 @@ struct TableSlot {
   std::vector<TableNode> nodes;  // empty: turned off (null)
 };
 
+// Where an RBD leaf's image is (docs/rbd.md). Defaults filled in by
+// parse_table, so a parsed table states them.
+struct RbdLeaf {
+  std::string pool = "rbd";
+  std::string image;
+  std::string conf = "/etc/ceph/ceph.conf";
+  std::string id = "admin";             // client.<id>
+  std::optional<std::string> snapshot;  // read-only when set
+};
+
 struct TableNode {
-  enum class Kind { kFile, kTarget };
+  enum class Kind { kFile, kRbd, kTarget };
   Kind kind = Kind::kFile;
   std::string json_path;  // "$", "$.devices.data", ... for messages
 
   // kFile
   std::string path;                     // as written
   std::optional<uint64_t> create_size;  // "create": create the file with this size if absent
-  bool read_only = false;
+  bool read_only = false;               // kFile, kRbd
+
+  // kRbd
+  RbdLeaf rbd;
 
   // kTarget
   std::string target;
@@ -60,6 +75,12 @@ struct TableNode {
   // A stable text that is equal for two nodes exactly when they would build
   // the same device (same target, params and children, recursively).
   std::string identity() const;
+  bool is_leaf() const { return kind != Kind::kTarget; }
+  // A leaf for humans: its file path, or "rbd:POOL/IMAGE[@SNAP]".
+  std::string leaf_name() const;
+  // Equal for two leaves exactly when they name the same storage: a file's
+  // canonical path, or an RBD image with its cluster's config.
+  std::string leaf_key() const;
 };
 
 // Parses and checks a whole table. Paths are kept as written (relative ones
@@ -82,11 +103,13 @@ Result<TableNode> table_from_shorthand(const std::string& image, std::optional<u
 // directory must; otherwise the path as given).
 std::string canonical_path(const std::string& path);
 
-// The file at the bottom of the node's "data" slots (the data image), or
-// nullptr when there is none (a mirror's legs).
+// The leaf (file or RBD image) at the bottom of the node's "data" slots
+// (the data image), or nullptr when there is none (a mirror's legs).
 const TableNode* data_image(const TableNode& node);
 
 // Every file leaf of the tree, depth first.
 std::vector<const TableNode*> file_leaves(const TableNode& root);
+// Every leaf of the tree (files and RBD images), depth first.
+std::vector<const TableNode*> leaves(const TableNode& root);
 
 }  // namespace bowstack

@@ -119,7 +119,7 @@ TEST(Table, SchemaErrorsNameTheJsonPath) {
   EXPECT_TRUE(contains(error_of(R"({"file":"a","create":"0"})"), "$.create: must be a non-zero multiple"));
   EXPECT_TRUE(contains(error_of(R"({"file":"a","read_only":"yes"})"), "$.read_only: must be true or false"));
   EXPECT_TRUE(contains(error_of(R"({"file":"a","colour":1})"), "$.colour: unknown key"));
-  EXPECT_TRUE(contains(error_of(R"({"file":"a","target":"pass"})"), "$: a node has either"));
+  EXPECT_TRUE(contains(error_of(R"({"file":"a","target":"pass"})"), "$: a node has one of"));
   EXPECT_TRUE(contains(error_of(R"([1,2])"), "$: must be a node object"));
   EXPECT_TRUE(contains(error_of(R"({"target":"mix","devices":{"legs":{}}})"),
                        "$.devices.legs: must be a non-empty list"));
@@ -148,6 +148,66 @@ TEST(Table, TheSameFileInTwoPlacesIsRefused) {
   EXPECT_TRUE(
       contains(err, "$.devices.legs[1]: file 'x.meta' is already used at $.devices.legs[0].devices.meta"))
       << err;
+}
+
+TEST(Table, RbdLeafParsesWithDefaultsAndRoundTrips) {
+  auto t =
+      parse_table_text(R"({"target":"pass","devices":{"data":{"rbd":{"image":"disk"}},"meta":{"file":"m"}}})",
+                       test_registry());
+  ASSERT_TRUE(t.ok()) << t.status().context();
+  const TableNode& leaf = t->slot("data")->nodes[0];
+  EXPECT_EQ(leaf.kind, TableNode::Kind::kRbd);
+  EXPECT_EQ(leaf.rbd.pool, "rbd");
+  EXPECT_EQ(leaf.rbd.conf, "/etc/ceph/ceph.conf");
+  EXPECT_EQ(leaf.rbd.id, "admin");
+  EXPECT_FALSE(leaf.rbd.snapshot.has_value());
+  EXPECT_FALSE(leaf.read_only);
+  EXPECT_EQ(leaf.leaf_name(), "rbd:rbd/disk");
+  EXPECT_EQ(data_image(*t), &leaf);
+  EXPECT_EQ(leaves(*t).size(), 2u);
+  EXPECT_EQ(file_leaves(*t).size(), 1u);
+  // The parsed table states every default.
+  EXPECT_EQ(
+      leaf.to_json().dump(),
+      R"({"rbd":{"conf":"/etc/ceph/ceph.conf","id":"admin","image":"disk","pool":"rbd","snapshot":null}})");
+  const char* tables[] = {
+      R"({"rbd":{"pool":"p","image":"i","conf":"/c","id":"me","snapshot":"s1"}})",
+      R"({"rbd":{"image":"i"},"read_only":true})",
+  };
+  for (const char* text : tables) {
+    auto a = parse_table_text(text, test_registry());
+    ASSERT_TRUE(a.ok()) << text << ": " << a.status().context();
+    auto again = parse_table(a->to_json(), test_registry());
+    ASSERT_TRUE(again.ok()) << a->to_json().dump();
+    EXPECT_EQ(again->to_json(), a->to_json());
+    EXPECT_TRUE(again->read_only);
+  }
+  EXPECT_EQ(parse_table_text(tables[0], test_registry())->leaf_name(), "rbd:p/i@s1");
+}
+
+TEST(Table, RbdLeafErrorsNameTheJsonPath) {
+  EXPECT_TRUE(contains(error_of(R"({"rbd":{}})"), "$.rbd: needs \"image\""));
+  EXPECT_TRUE(contains(error_of(R"({"rbd":"disk"})"), "$.rbd: must be an object"));
+  EXPECT_TRUE(contains(error_of(R"({"rbd":{"image":"d","colour":1}})"), "$.rbd.colour: unknown key"));
+  EXPECT_TRUE(contains(error_of(R"({"rbd":{"image":3}})"), "$.rbd.image: must be a non-empty string"));
+  EXPECT_TRUE(contains(error_of(R"({"rbd":{"image":"a/b"}})"), "$.rbd.image: must not contain"));
+  EXPECT_TRUE(contains(error_of(R"({"rbd":{"image":"d","snapshot":5}})"), "$.rbd.snapshot: must be"));
+  EXPECT_TRUE(contains(error_of(R"({"rbd":{"image":"d","snapshot":"s"},"read_only":false})"),
+                       "$.read_only: a snapshot is read-only"));
+  EXPECT_TRUE(contains(error_of(R"({"rbd":{"image":"d"},"create":"1M"})"), "$.create: unknown key"));
+  EXPECT_TRUE(contains(error_of(R"({"rbd":{"image":"d"},"file":"x"})"), "$: a node has one of"));
+  // Side stores are files: no default beside an RBD image (yet).
+  EXPECT_TRUE(contains(error_of(R"({"target":"pass","devices":{"data":{"rbd":{"image":"d"}}}})"),
+                       "$.devices: target 'pass' needs slot 'meta' (a side store) given explicitly"));
+  EXPECT_TRUE(
+      contains(error_of(R"({"target":"pass","devices":{"data":{"file":"a"},"meta":{"rbd":{"image":"d"}}}})"),
+               "$.devices.meta: a side store must be a file node"));
+  // One image, one place.
+  EXPECT_TRUE(contains(error_of(R"({"target":"mix","devices":{"legs":[{"rbd":{"image":"d"}},
+                                   {"rbd":{"image":"d","pool":"rbd"}}]}})"),
+                       "$.devices.legs[1]: image 'rbd:rbd/d' is already used at $.devices.legs[0]"));
+  EXPECT_EQ(error_of(R"({"target":"mix","devices":{"legs":[{"rbd":{"image":"d"}},{"rbd":{"image":"e"}}]}})"),
+            "");
 }
 
 TEST(Table, ShorthandCompilesToTheSameTree) {

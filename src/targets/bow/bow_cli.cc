@@ -34,7 +34,12 @@ VerbRunner add_bow_verbs(CLI::App& app) {
 
   CLI::App* restore_cmd =
       app.add_subcommand("restore", "bow: roll an image back to its checkpoint, offline (server stopped)");
-  restore_cmd->add_option("IMAGE", restore.image, "image file or block device")->required();
+  auto* restore_image = restore_cmd->add_option("IMAGE", restore.image, "image file or block device");
+  restore_cmd
+      ->add_option("--table", restore.table,
+                   "the table the image was served with: restores its bow node's data leaf (a file or an RBD "
+                   "image) with the journal the table names")
+      ->excludes(restore_image);
   restore_cmd->add_flag("--dry-run", restore.dry_run, "validate the checkpoint log only; write nothing");
   restore_cmd->add_flag("--roll-forward", restore.roll_forward,
                         "if the log is invalid, keep all changes and put block 0 back (Android's fallback)");
@@ -46,7 +51,8 @@ VerbRunner add_bow_verbs(CLI::App& app) {
       "Examples:\n"
       "  bowstack restore --dry-run disk.img\n"
       "  bowstack restore disk.img\n"
-      "  bowstack restore --roll-forward disk.img    # log damaged: keep the changes instead");
+      "  bowstack restore --roll-forward disk.img    # log damaged: keep the changes instead\n"
+      "  bowstack restore --table t.json             # e.g. bow over an RBD image");
   CLI::App* inspect_cmd = app.add_subcommand("inspect", "bow: print an image's checkpoint log chain");
   inspect_cmd->add_option("IMAGE", inspect_image, "image file or block device")->required();
   inspect_cmd->add_flag("--json", inspect_json, "print JSON");

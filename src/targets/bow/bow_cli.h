@@ -9,6 +9,7 @@ namespace bowstack::cli {
 
 struct RestoreCliOptions {
   std::string image;
+  std::string table;  // --table FILE: the data image and journal of the table's bow node
   bool dry_run = false;
   bool roll_forward = false;
   int64_t stop_after_writes = -1;  // hidden test hook

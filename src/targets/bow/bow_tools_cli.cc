@@ -6,12 +6,16 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/report.h"
+#include "cli/verbs.h"
 #include "core/file_device.h"
+#include "core/leaf.h"
 #include "core/parse.h"
+#include "core/table.h"
 #include "targets/bow/bow_cli.h"
 #include "targets/bow/bow_log.h"
 #include "targets/bow/bow_restore.h"
 #include "targets/bow/resume_journal.h"
+#include "targets/builtin.h"
 
 namespace bowstack::cli {
 
@@ -49,62 +53,135 @@ bow::JournalRef journal_of(const std::string& image) {
 
 }  // namespace
 
-int run_restore(const RestoreCliOptions& opts) {
+namespace {
+
+// What restore works on: the data device, its name for messages, and the
+// resume journal consulted (and removed once the checkpoint is over).
+struct RestoreTarget {
+  std::shared_ptr<BlockDevice> dev;
+  std::string name;
+  bow::JournalRef journal;
+};
+
+// The bow node of a table: the one node of target bow, directly over a leaf.
+Result<RestoreTarget> restore_target_of_table(const std::string& file, bool read_only) {
+  TargetRegistry registry;
+  register_builtin_targets(&registry);
+  auto text = read_table_text(file);
+  if (!text.ok()) return text.status();
+  auto table = parse_table_text(*text, registry);
+  if (!table.ok()) return Status::Error(table.status().code(), file + ": " + table.status().context());
+  std::vector<const TableNode*> bows;
+  std::vector<const TableNode*> todo{&table.value()};
+  while (!todo.empty()) {
+    const TableNode* n = todo.back();
+    todo.pop_back();
+    if (n->kind != TableNode::Kind::kTarget) continue;
+    if (n->target == "bow") bows.push_back(n);
+    for (const auto& slot : n->slots) {
+      for (const auto& c : slot.nodes) todo.push_back(&c);
+    }
+  }
+  if (bows.size() != 1) {
+    return Status::Error(
+        EINVAL,
+        fmt::format("{}: the table has {} bow nodes; restore --table needs exactly one", file, bows.size()));
+  }
+  const TableNode& bow = *bows[0];
+  const TableSlot* data = bow.slot("data");
+  if (!data || data->nodes.size() != 1 || !data->nodes[0].is_leaf()) {
+    return Status::Error(EINVAL,
+                         fmt::format("{}: {}: restore --table needs bow directly over a file or an RBD "
+                                     "image",
+                                     file, bow.json_path));
+  }
+  const TableNode& leaf = data->nodes[0];
+  RestoreTarget t;
+  auto dev = open_leaf(leaf, read_only);
+  if (!dev.ok())
+    return Status::Error(dev.status().code(), fmt::format("{}: {}", leaf.json_path, why(dev.status())));
+  t.dev = std::move(dev.value());
+  t.name = leaf.leaf_name();
+  const TableSlot* meta = bow.slot("metadata");
+  if (meta && !meta->nodes.empty())
+    t.journal = bow::JournalRef{.env = Env::posix(), .path = meta->nodes[0].path};
+  return t;
+}
+
+Result<RestoreTarget> restore_target(const RestoreCliOptions& opts) {
+  if (!opts.table.empty()) return restore_target_of_table(opts.table, opts.dry_run);
+  if (opts.image.empty()) return Status::Error(EINVAL, "restore needs IMAGE or --table FILE");
   // Locked: exclusive to roll back, shared for a dry run; a served image is refused.
   auto dev = FileDevice::open(opts.image, FileDeviceOptions{.read_only = opts.dry_run, .lock = true});
-  if (!dev.ok()) return fail(dev.status().code() == EBUSY ? dev.status().context() : dev.status().message());
+  if (!dev.ok()) return dev.status();
+  return RestoreTarget{dev.value(), opts.image, journal_of(opts.image)};
+}
+
+void remove_journal(const bow::JournalRef& journal, bool warn) {
+  if (journal.path.empty()) return;
+  if (Status s = bow::ResumeJournal::remove(Env::posix(), journal.path); !s.ok() && warn) {
+    std::fprintf(stderr, "bowstack: warning: cannot remove %s: %s\n", journal.path.c_str(),
+                 s.message().c_str());
+  }
+}
+
+}  // namespace
+
+int run_restore(const RestoreCliOptions& opts) {
+  auto target = restore_target(opts);
+  if (!target.ok()) {
+    const Status& s = target.status();
+    return fail(s.code() == EBUSY || s.code() == EINVAL ? s.context() : s.message());
+  }
+  const std::string& name = target->name;
+  BlockDevice& dev = *target->dev;
   bow::RestoreOptions ro;
   ro.dry_run = opts.dry_run;
   ro.roll_forward = opts.roll_forward;
   ro.stop_after_writes = opts.stop_after_writes;
-  ro.journal = journal_of(opts.image);
+  ro.journal = target->journal;
   ProgressBar bar;
   ro.progress = [&](uint64_t done, uint64_t total) { bar.update(done, total); };
-  auto r = bow::restore(*dev.value(), ro);
+  auto r = bow::restore(dev, ro);
   if (!r.ok()) {
     if (r.status().code() == ECANCELED) return fail(r.status().context());
-    return fail(fmt::format("restore of '{}' failed: {}", opts.image,
+    return fail(fmt::format("restore of '{}' failed: {}", name,
                             r.status().context().empty() ? r.status().message() : r.status().context()));
   }
   using O = bow::RestoreReport::Outcome;
   switch (r->outcome) {
     case O::kNoCheckpoint:
-      if (r->stale_journal && !opts.dry_run) {
-        (void)bow::ResumeJournal::remove(Env::posix(), journal_path(opts.image));
-      }
-      std::printf("no checkpoint on %s; nothing to do\n", opts.image.c_str());
+      if (r->stale_journal && !opts.dry_run) remove_journal(target->journal, false);
+      std::printf("no checkpoint on %s; nothing to do\n", name.c_str());
       return 0;
     case O::kValidated:
       if (r->continued_interrupted) {
         std::printf(
             "%s holds an interrupted restore (block size %u, %llu log blocks, %llu entries left, "
             "checksums verified); running restore will finish it\n",
-            opts.image.c_str(), r->block_size, static_cast<unsigned long long>(r->log_blocks),
+            name.c_str(), r->block_size, static_cast<unsigned long long>(r->log_blocks),
             static_cast<unsigned long long>(r->entries));
       } else {
         std::printf(
             "checkpoint log on %s is valid: block size %u, %llu log blocks, %llu entries, %s saved; "
             "nothing written\n",
-            opts.image.c_str(), r->block_size, static_cast<unsigned long long>(r->log_blocks),
+            name.c_str(), r->block_size, static_cast<unsigned long long>(r->log_blocks),
             static_cast<unsigned long long>(r->entries), format_size(r->bytes).c_str());
       }
       return 0;
     case O::kRestored:
       // The checkpoint is over: its resume journal would only mislead.
-      if (Status s = bow::ResumeJournal::remove(Env::posix(), journal_path(opts.image)); !s.ok()) {
-        std::fprintf(stderr, "bowstack: warning: cannot remove %s: %s\n", journal_path(opts.image).c_str(),
-                     s.message().c_str());
-      }
+      remove_journal(target->journal, true);
       std::printf("%s: restored to the checkpoint (%llu log blocks, %llu entries, %s copied back%s)\n",
-                  opts.image.c_str(), static_cast<unsigned long long>(r->log_blocks),
+                  name.c_str(), static_cast<unsigned long long>(r->log_blocks),
                   static_cast<unsigned long long>(r->entries), format_size(r->bytes).c_str(),
                   r->continued_interrupted ? ", finishing an interrupted restore" : "");
       return 0;
     case O::kRolledForward:
-      (void)bow::ResumeJournal::remove(Env::posix(), journal_path(opts.image));
+      remove_journal(target->journal, false);
       std::printf(
           "%s: the checkpoint log is invalid (%s); rolled forward: all changes kept, block 0 put back\n",
-          opts.image.c_str(), r->validation_error.c_str());
+          name.c_str(), r->validation_error.c_str());
       return 0;
   }
   return 1;
