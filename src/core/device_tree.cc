@@ -10,6 +10,7 @@
 #include "core/file_device.h"
 #include "core/file_lock.h"
 #include "core/leaf.h"
+#include "core/rbd_env.h"
 
 namespace bowstack {
 
@@ -29,8 +30,9 @@ class Builder {
   // A file leaf: borrowed from the pool, or opened (and locked) now. A side
   // device that is absent or empty is first created with `side_size` bytes.
   Result<std::shared_ptr<BuiltNode>> file(const TableNode& n, bool side, uint64_t side_size);
-  // An RBD leaf: borrowed from the pool, or opened (and locked) now.
-  Result<std::shared_ptr<BuiltNode>> rbd(const TableNode& n);
+  // An RBD leaf: borrowed from the pool, or opened (and locked) now. A side
+  // device that is absent or empty is first created with `side_size` bytes.
+  Result<std::shared_ptr<BuiltNode>> rbd(const TableNode& n, uint64_t side_size = 0);
   Env* env() const { return opts_.env ? opts_.env : Env::posix(); }
 
  private:
@@ -72,16 +74,26 @@ class Context final : public TargetContext {
       return Status::Error(EINVAL, fmt::format("{}: no side device slot '{}'", node_path(), slot));
     }
     if (!s || s->nodes.empty()) return std::shared_ptr<BlockDevice>();
-    auto f = b_->file(s->nodes[0], true, create_size);
+    const TableNode& n = s->nodes[0];
+    auto f = n.kind == TableNode::Kind::kRbd ? b_->rbd(n, create_size) : b_->file(n, true, create_size);
     if (!f.ok()) return f.status();
     node_->children.push_back({std::string(slot), f.value()});
     return f.value()->device;
   }
   std::string side_file(std::string_view slot) const override {
     const TableSlot* s = node_->spec.slot(slot);
-    return !s || s->nodes.empty() ? std::string() : s->nodes[0].path;
+    return !s || s->nodes.empty() ? std::string() : s->nodes[0].side_path();
   }
-  Env* env() const override { return b_->env(); }
+  // Side files on RBD go through the RBD Env (their paths say "rbd:").
+  Env* env() const override {
+    for (const auto& si : info_.slots) {
+      const TableSlot* s = node_->spec.slot(si.name);
+      if (si.kind == SlotKind::kSideFile && s && !s->nodes.empty() &&
+          s->nodes[0].kind == TableNode::Kind::kRbd)
+        return rbd_env();
+    }
+    return b_->env();
+  }
   std::shared_ptr<JobRunner> jobs() override { return node_->jobs; }
 
  private:
@@ -96,7 +108,7 @@ Result<std::shared_ptr<BuiltNode>> Builder::node(const TableNode& n) {
   return target(n);
 }
 
-Result<std::shared_ptr<BuiltNode>> Builder::rbd(const TableNode& n) {
+Result<std::shared_ptr<BuiltNode>> Builder::rbd(const TableNode& n, uint64_t side_size) {
   if (pool_) {
     auto it = pool_->files.find(n.leaf_key());
     if (it != pool_->files.end()) {
@@ -110,7 +122,7 @@ Result<std::shared_ptr<BuiltNode>> Builder::rbd(const TableNode& n) {
       return it->second;
     }
   }
-  auto dev = open_leaf(n, n.read_only);
+  auto dev = open_leaf(n, n.read_only, side_size);
   if (!dev.ok()) return at_node(n, dev.status());
   auto b = std::make_shared<BuiltNode>();
   b->spec = n;
@@ -252,14 +264,16 @@ nlohmann::json BuiltNode::status() const {
     j["rbd"] = spec.leaf_name();
   } else if (spec.kind == TableNode::Kind::kFile) {
     j["file"] = spec.path;
-    if (!device) {
-      j["kind"] = "side file";
-      struct stat st {};
-      j["exists"] = ::stat(spec.path.c_str(), &st) == 0;
-      return j;
-    }
   } else {
     j["target"] = spec.target;
+  }
+  if (!device) {  // a side file, which its target opens when it needs it
+    j["kind"] = "side file";
+    if (spec.kind == TableNode::Kind::kFile) {
+      struct stat st {};
+      j["exists"] = ::stat(spec.path.c_str(), &st) == 0;
+    }
+    return j;
   }
   j["kind"] = std::string(device->kind());
   j["size"] = device->geometry().size;
@@ -299,7 +313,9 @@ namespace {
 Status open_files_of(const TableNode& n, bool side_device, const TargetRegistry& registry, Builder* b,
                      NodePool* pool) {
   if (n.kind == TableNode::Kind::kRbd) {
-    if (pool->files.count(n.leaf_key())) return Status::Ok();
+    // A side device may not exist yet: its target creates and sizes it
+    // during the build.
+    if (side_device || pool->files.count(n.leaf_key())) return Status::Ok();
     auto r = b->node(n);
     if (!r.ok()) return r.status();
     pool->files.emplace(n.leaf_key(), r.value());

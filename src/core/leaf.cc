@@ -5,7 +5,7 @@
 
 namespace bowstack {
 
-Result<std::shared_ptr<BlockDevice>> open_leaf(const TableNode& leaf, bool read_only) {
+Result<std::shared_ptr<BlockDevice>> open_leaf(const TableNode& leaf, bool read_only, uint64_t create_size) {
   if (leaf.kind == TableNode::Kind::kRbd) {
     RbdOptions o;
     o.pool = leaf.rbd.pool;
@@ -14,6 +14,7 @@ Result<std::shared_ptr<BlockDevice>> open_leaf(const TableNode& leaf, bool read_
     o.id = leaf.rbd.id;
     o.snapshot = leaf.rbd.snapshot;
     o.read_only = read_only || leaf.read_only;
+    o.create_size = create_size;
     auto dev = RbdDevice::open(o);
     if (!dev.ok()) return dev.status();
     return std::shared_ptr<BlockDevice>(std::move(dev.value()));

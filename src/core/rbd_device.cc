@@ -63,21 +63,6 @@ struct RbdDevice::Waiter {
   }
 };
 
-namespace {
-
-// ESHUTDOWN is librados' EBLOCKLISTED: the cluster fenced this client,
-// which happens when another client broke its lock.
-Status rbd_error(int r, const std::string& what) {
-  if (r == -ESHUTDOWN) {
-    return Status::Error(EIO, what +
-                                  ": this client was blocklisted by the cluster (another client took "
-                                  "the image's lock?)");
-  }
-  return Status::Error(-r, what);
-}
-
-}  // namespace
-
 void RbdDevice::on_complete(rbd_completion_t c, void* arg) {
   auto* w = static_cast<Waiter*>(arg);
   BOWSTACK_HANDOFF_ACQUIRE(w);
@@ -125,32 +110,26 @@ Result<std::shared_ptr<RbdDevice>> RbdDevice::open(const RbdOptions& opts) {
 
 Status RbdDevice::connect() {
   const bool read_only = opts_.read_only || opts_.snapshot.has_value();
-  int r = rados_create2(&cluster_, "ceph", ("client." + opts_.id).c_str(), 0);
-  if (r < 0) return rbd_error(r, fmt::format("{}: cannot create a Ceph client 'client.{}'", name_, opts_.id));
-  r = rados_conf_read_file(cluster_, opts_.conf.c_str());
-  if (r < 0) return rbd_error(r, fmt::format("{}: cannot read the Ceph config '{}'", name_, opts_.conf));
-  const std::string timeout = std::to_string(opts_.connect_timeout);
-  r = rados_conf_set(cluster_, "client_mount_timeout", timeout.c_str());
-  if (r < 0) return rbd_error(r, fmt::format("{}: cannot set client_mount_timeout", name_));
-  r = rados_connect(cluster_);
-  if (r < 0) {
-    return rbd_error(r, fmt::format("{}: cannot connect to the Ceph cluster of '{}' as client.{}", name_,
-                                    opts_.conf, opts_.id));
-  }
-  r = rados_ioctx_create(cluster_, opts_.pool.c_str(), &ioctx_);
-  if (r < 0) return rbd_error(r, fmt::format("{}: cannot open pool '{}'", name_, opts_.pool));
-  const char* snap = opts_.snapshot ? opts_.snapshot->c_str() : nullptr;
-  r = read_only ? rbd_open_read_only(ioctx_, opts_.image.c_str(), &image_, snap)
-                : rbd_open(ioctx_, opts_.image.c_str(), &image_, nullptr);
-  if (r < 0) {
-    image_ = nullptr;
-    return rbd_error(
-        r, fmt::format("{}: cannot open the image{}", name_,
-                       r == -ENOENT ? (snap ? " (no such image or snapshot)" : " (no such image)") : ""));
+  auto cluster = RbdCluster::connect(
+      RbdClusterOptions{
+          .pool = opts_.pool, .conf = opts_.conf, .id = opts_.id, .connect_timeout = opts_.connect_timeout},
+      name_);
+  if (!cluster.ok()) return cluster.status();
+  cluster_ = std::move(cluster.value());
+  if (Status s = open_image(read_only); !s.ok()) return s;
+  if (!read_only) {
+    if (Status s = take_lock(); !s.ok()) return s;
   }
   uint64_t size = 0;
-  r = rbd_get_size(image_, &size);
+  int r = rbd_get_size(image_, &size);
   if (r < 0) return rbd_error(r, fmt::format("{}: cannot read the image's size", name_));
+  if (size == 0 && opts_.create_size > 0 && !read_only) {
+    // An empty side store is a new one: size it, holding the lock.
+    r = rbd_resize(image_, opts_.create_size);
+    if (r < 0)
+      return rbd_error(r, fmt::format("{}: cannot size the image to {} bytes", name_, opts_.create_size));
+    size = opts_.create_size;
+  }
   geometry_.size = size - size % 512;
   if (geometry_.size == 0) return Status::Error(EINVAL, name_ + ": the image is smaller than 512 bytes");
   geometry_.logical_block_size = 512;
@@ -164,8 +143,25 @@ Status RbdDevice::connect() {
   caps_.trim = !read_only;
   caps_.write_zeroes = !read_only;
   caps_.multi_conn = true;  // one image handle: a flush covers every caller's writes
-  if (!read_only) {
-    if (Status s = take_lock(); !s.ok()) return s;
+  return Status::Ok();
+}
+
+Status RbdDevice::open_image(bool read_only) {
+  const char* snap = opts_.snapshot ? opts_.snapshot->c_str() : nullptr;
+  const bool create = opts_.create_size > 0 && !read_only && !snap;
+  int r = read_only ? rbd_open_read_only(cluster_->ioctx(), opts_.image.c_str(), &image_, snap)
+                    : rbd_open(cluster_->ioctx(), opts_.image.c_str(), &image_, nullptr);
+  if (r == -ENOENT && create) {
+    Status s = cluster_->create_image(opts_.image, opts_.create_size, name_);
+    // Another server may have created it meanwhile; its lock decides below.
+    if (!s.ok() && s.code() != EEXIST) return s;
+    r = rbd_open(cluster_->ioctx(), opts_.image.c_str(), &image_, nullptr);
+  }
+  if (r < 0) {
+    image_ = nullptr;
+    return rbd_error(
+        r, fmt::format("{}: cannot open the image{}", name_,
+                       r == -ENOENT ? (snap ? " (no such image or snapshot)" : " (no such image)") : ""));
   }
   return Status::Ok();
 }
@@ -219,8 +215,7 @@ RbdDevice::~RbdDevice() {
     if (int r = rbd_close(image_); r < 0)
       spdlog::error("{}: closing the image failed: {}", name_, strerror(-r));
   }
-  if (ioctx_) rados_ioctx_destroy(ioctx_);
-  if (cluster_) rados_shutdown(cluster_);
+  // cluster_ goes after the image is closed (member order).
 }
 
 Status RbdDevice::failed() const {

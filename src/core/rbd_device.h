@@ -25,9 +25,6 @@
 // image (releasing the lock) and the cluster connection.
 #pragma once
 
-#include <rados/librados.h>
-#include <rbd/librbd.h>
-
 #include <atomic>
 #include <mutex>
 #include <optional>
@@ -35,6 +32,7 @@
 #include <string>
 
 #include "core/block_device.h"
+#include "core/rbd_cluster.h"
 
 namespace bowstack {
 
@@ -48,6 +46,10 @@ struct RbdOptions {
   // Seconds rados_connect may take before it fails (a monitor that is down
   // would otherwise hold the server's start for librados' 300 s default).
   unsigned connect_timeout = 30;
+  // Non-zero: an image that does not exist is created with this many bytes,
+  // and one of size 0 is grown to it (a side store's first use). Never
+  // with a snapshot.
+  uint64_t create_size = 0;
 };
 
 class RbdDevice final : public BlockDevice {
@@ -83,6 +85,8 @@ class RbdDevice final : public BlockDevice {
   enum class Lock { kNone, kExclusive, kAdvisory };
   RbdDevice(RbdOptions opts, std::string name);
   Status connect();
+  // Opens image_ (creating or sizing it first when opts_.create_size asks).
+  Status open_image(bool read_only);
   Status take_lock();
   // Submits one request through `submit` (which returns librbd's immediate
   // result and hands `c` to librbd on success) against `w`.
@@ -97,8 +101,7 @@ class RbdDevice final : public BlockDevice {
 
   const RbdOptions opts_;
   const std::string name_;
-  rados_t cluster_ = nullptr;
-  rados_ioctx_t ioctx_ = nullptr;
+  std::unique_ptr<RbdCluster> cluster_;
   rbd_image_t image_ = nullptr;
   Lock lock_ = Lock::kNone;
   std::string cookie_;

@@ -7,6 +7,7 @@
 #include <map>
 
 #include "core/parse.h"
+#include "core/rbd_env.h"
 
 namespace bowstack {
 
@@ -199,41 +200,45 @@ Status parse_target(const nlohmann::json& j, const std::string& path, const Targ
     } else {
       TableNode child;
       if (Status s = parse_node(v, sp, registry, si.kind == SlotKind::kSideFile, &child); !s.ok()) return s;
-      if (side && child.kind != TableNode::Kind::kFile) {
-        return path_error(sp, "a side store must be a file node ({\"file\": PATH})");
+      if (side && child.kind == TableNode::Kind::kTarget) {
+        return path_error(sp,
+                          "a side store must be a file or RBD node ({\"file\": PATH} or {\"rbd\": {...}})");
+      }
+      if (side && child.kind == TableNode::Kind::kRbd && (child.read_only || child.rbd.snapshot)) {
+        return path_error(sp, "a side store is written: it cannot be read-only or a snapshot");
       }
       slot.nodes.push_back(std::move(child));
     }
     out->slots.push_back(std::move(slot));
   }
-  // Defaults of side stores left out: a file beside the data image.
+  // Defaults of side stores left out: a file beside the data image, or an
+  // RBD image beside an RBD data image (docs/rbd.md).
   for (const TargetSlotInfo& si : info->slots) {
     const bool side = si.kind == SlotKind::kSideDevice || si.kind == SlotKind::kSideFile;
     if (!side || devices.contains(si.name)) continue;
     const TableNode* image = data_image(*out);
-    if (image && image->kind == TableNode::Kind::kRbd && !si.default_suffix.empty()) {
-      // Side stores as RBD images beside the data image are a later step
-      // (issue 20); until then the table names a file.
-      return path_error(
-          path + ".devices",
-          fmt::format("target '{}' needs slot '{}' ({}) given explicitly: its data image is on "
-                      "RBD, where there is no file to put it beside (e.g. \"{}\": "
-                      "{{\"file\": \"/var/lib/bowstack/{}{}\"}})",
-                      out->target, si.name, si.help, si.name, image->rbd.image, si.default_suffix));
-    }
     if (si.default_suffix.empty() || !image) {
       if (si.required) {
         return path_error(path + ".devices",
-                          fmt::format("target '{}' needs slot '{}' ({}); there is no file image below to put "
+                          fmt::format("target '{}' needs slot '{}' ({}); there is no data image below to put "
                                       "it beside",
                                       out->target, si.name, si.help));
       }
       continue;
     }
     TableNode leaf;
-    leaf.kind = TableNode::Kind::kFile;
     leaf.json_path = path + ".devices." + si.name;
-    leaf.path = image->path + si.default_suffix;
+    if (image->kind == TableNode::Kind::kRbd) {
+      // An image beside the data image, in its pool and cluster, so that
+      // the stack's state moves with it from host to host.
+      leaf.kind = TableNode::Kind::kRbd;
+      leaf.rbd = image->rbd;
+      leaf.rbd.snapshot.reset();
+      leaf.rbd.image += si.default_suffix;
+    } else {
+      leaf.kind = TableNode::Kind::kFile;
+      leaf.path = image->path + si.default_suffix;
+    }
     out->slots.push_back(TableSlot{si.name, false, {std::move(leaf)}});
   }
   // Keep the declared slot order whatever order the defaults came in.
@@ -262,7 +267,9 @@ Status parse_node(const nlohmann::json& j, const std::string& path, const Target
                                 : "a node needs \"file\" or \"rbd\" (a leaf) or \"target\" (a target node)");
   }
   if (file) return parse_file(j, path, side_file, out);
-  if (side_file) return path_error(path, "a side file must be a file node ({\"file\": PATH})");
+  if (side_file && !rbd) {
+    return path_error(path, "a side file must be a file or RBD node ({\"file\": PATH} or {\"rbd\": {...}})");
+  }
   if (rbd) return parse_rbd(j, path, out);
   return parse_target(j, path, registry, out);
 }
@@ -388,6 +395,8 @@ std::string TableNode::leaf_name() const {
     return "rbd:" + rbd.pool + "/" + rbd.image + (rbd.snapshot ? "@" + *rbd.snapshot : "");
   return kind == Kind::kFile ? path : target;
 }
+
+std::string TableNode::side_path() const { return kind == Kind::kRbd ? rbd_file_path(rbd) : path; }
 
 std::string TableNode::leaf_key() const {
   if (kind == Kind::kRbd) return leaf_name() + " of " + canonical_path(rbd.conf);

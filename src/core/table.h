@@ -78,6 +78,9 @@ struct TableNode {
   bool is_leaf() const { return kind != Kind::kTarget; }
   // A leaf for humans: its file path, or "rbd:POOL/IMAGE[@SNAP]".
   std::string leaf_name() const;
+  // A side store's path for an Env: a file's path, or an RBD image's
+  // "rbd:POOL/IMAGE:conf=..:id=.." (rbd_env.h).
+  std::string side_path() const;
   // Equal for two leaves exactly when they name the same storage: a file's
   // canonical path, or an RBD image with its cluster's config.
   std::string leaf_key() const;

@@ -127,7 +127,7 @@ TEST(Table, SchemaErrorsNameTheJsonPath) {
                        "$.devices.legs[1]: a node needs"));
   EXPECT_TRUE(contains(error_of(R"({"target":"pass","devices":{"data":{"file":"a"},
                                    "meta":{"target":"pass","devices":{"data":{"file":"b"}}}}})"),
-                       "$.devices.meta: a side store must be a file node"));
+                       "$.devices.meta: a side store must be a file or RBD node"));
   EXPECT_TRUE(contains(error_of(R"({"target":"journal","devices":{"data":{"file":"a"},
                                    "log":{"file":"l","create":"1M"}}})"),
                        "$.devices.log.create: unknown key (a side file takes only \"file\")"));
@@ -196,18 +196,51 @@ TEST(Table, RbdLeafErrorsNameTheJsonPath) {
                        "$.read_only: a snapshot is read-only"));
   EXPECT_TRUE(contains(error_of(R"({"rbd":{"image":"d"},"create":"1M"})"), "$.create: unknown key"));
   EXPECT_TRUE(contains(error_of(R"({"rbd":{"image":"d"},"file":"x"})"), "$: a node has one of"));
-  // Side stores are files: no default beside an RBD image (yet).
-  EXPECT_TRUE(contains(error_of(R"({"target":"pass","devices":{"data":{"rbd":{"image":"d"}}}})"),
-                       "$.devices: target 'pass' needs slot 'meta' (a side store) given explicitly"));
-  EXPECT_TRUE(
-      contains(error_of(R"({"target":"pass","devices":{"data":{"file":"a"},"meta":{"rbd":{"image":"d"}}}})"),
-               "$.devices.meta: a side store must be a file node"));
+  // Side stores may be RBD images, written: never a snapshot or read-only.
+  EXPECT_EQ(error_of(R"({"target":"pass","devices":{"data":{"file":"a"},"meta":{"rbd":{"image":"d"}}}})"),
+            "");
+  EXPECT_TRUE(contains(
+      error_of(
+          R"({"target":"pass","devices":{"data":{"file":"a"},"meta":{"rbd":{"image":"d","snapshot":"s"}}}})"),
+      "$.devices.meta: a side store is written: it cannot be read-only or a snapshot"));
+  EXPECT_TRUE(contains(
+      error_of(
+          R"({"target":"journal","devices":{"data":{"file":"a"},"log":{"rbd":{"image":"d"},"read_only":true}}})"),
+      "$.devices.log: a side store is written"));
+  EXPECT_TRUE(contains(
+      error_of(
+          R"({"target":"pass","devices":{"data":{"file":"a"},"meta":{"target":"pass","devices":{"data":{"file":"b"}}}}})"),
+      "$.devices.meta: a side store must be a file or RBD node"));
   // One image, one place.
   EXPECT_TRUE(contains(error_of(R"({"target":"mix","devices":{"legs":[{"rbd":{"image":"d"}},
                                    {"rbd":{"image":"d","pool":"rbd"}}]}})"),
                        "$.devices.legs[1]: image 'rbd:rbd/d' is already used at $.devices.legs[0]"));
   EXPECT_EQ(error_of(R"({"target":"mix","devices":{"legs":[{"rbd":{"image":"d"}},{"rbd":{"image":"e"}}]}})"),
             "");
+}
+
+TEST(Table, SideStoresBesideAnRbdImageAreRbdImagesInItsPoolAndCluster) {
+  auto reg = test_registry();
+  auto t = parse_table_text(
+      R"({"target":"journal","devices":{"data":{"target":"pass","devices":{"data":
+          {"rbd":{"pool":"p","image":"disk","conf":"/c/ceph.conf","id":"me","snapshot":"s1"}}}}}})",
+      reg);
+  ASSERT_TRUE(t.ok()) << t.status().message();
+  const TableNode& pass = t->slot("data")->nodes[0];
+  const TableNode& meta = pass.slot("meta")->nodes.at(0);
+  EXPECT_EQ(meta.kind, TableNode::Kind::kRbd);
+  EXPECT_EQ(meta.json_path, "$.devices.data.devices.meta");
+  EXPECT_EQ(meta.leaf_name(), "rbd:p/disk.meta");  // no snapshot: a side store is written
+  EXPECT_EQ(meta.rbd.conf, "/c/ceph.conf");
+  EXPECT_EQ(meta.rbd.id, "me");
+  EXPECT_FALSE(meta.read_only);
+  const TableNode& log = t->slot("log")->nodes.at(0);
+  EXPECT_EQ(log.leaf_name(), "rbd:p/disk.log");
+  EXPECT_EQ(log.side_path(), "rbd:p/disk.log:conf=/c/ceph.conf:id=me");
+  // The resolved table states them and parses back to itself.
+  auto again = parse_table(t->to_json(), reg);
+  ASSERT_TRUE(again.ok()) << again.status().message();
+  EXPECT_EQ(again->to_json(), t->to_json());
 }
 
 TEST(Table, ShorthandCompilesToTheSameTree) {

@@ -4,7 +4,9 @@
 # the image refuses; kill -9 under writes loses nothing that was flushed;
 # era over an RBD image (its metadata a local file given in the table)
 # tracks the changed blocks, and its incremental export updates a copy;
-# bow over RBD rolls back with restore --table; live reload keeps the image.
+# bow over RBD rolls back with restore --table; live reload keeps the image;
+# side stores left out of a table become RBD images beside the data image
+# (era's metadata, bow's resume journal, which survives kill -9 and resumes).
 . "$(dirname "$0")/lib.sh"
 need ceph-mon ceph-osd ceph-mgr rbd nbdcopy nbdsh cmp
 : "${BOWSTACK_SRC:?set BOWSTACK_SRC to the source tree}"
@@ -188,4 +190,74 @@ assert h.pread(4096, 1 << 30) == bytes(4096)
 h.flush()" || fail "large trim or write-zeroes failed"
 stop_server
 log "trim and write-zeroes over 2 GiB: ok"
+
+# 8. Side stores left out of the table: images beside the data image.
+# era: its metadata is created as rbd/auto.era, sized by the target.
+rbd_cli create --size 16M rbd/auto || fail "rbd create failed"
+cat >"$WORK/auto-era.json" <<EOF
+{"target": "era", "params": {"block_size": "64k"}, "devices": {"data": {"rbd": {"image": "auto", "conf": "$CONF"}}}}
+EOF
+start_server --table "$WORK/auto-era.json"
+"$BOWSTACK" table --control "$CTL" --json >"$WORK/auto-era.resolved" || fail "bowstack table failed"
+grep -q '"image": *"auto.era"' "$WORK/auto-era.resolved" || fail "the resolved table has no auto.era: $(cat "$WORK/auto-era.resolved")"
+rbd_cli ls rbd | grep -qx auto.era || fail "era's metadata image auto.era was not created: $(rbd_cli ls rbd)"
+nbdsh -u "$(URI)" -c "h.pwrite(b'e' * $KB64, 5 * $KB64); h.flush()" || fail "write over era failed"
+stop_server
+rbd_cli export rbd/auto.era "$WORK/auto.era" >/dev/null 2>&1 || fail "rbd export of auto.era failed"
+"$BOWSTACK" era check "$WORK/auto.era" >/dev/null || fail "era metadata on RBD is not clean"
+"$BOWSTACK" era invalidate "$WORK/auto.era" --written-since 1 >"$WORK/auto-inv" || fail "era invalidate failed"
+printf '<blocks>\n  <block block="5"/>\n</blocks>\n' >"$WORK/auto-inv-expected"
+diff "$WORK/auto-inv-expected" "$WORK/auto-inv" >&2 || fail "era metadata on RBD did not track block 5 in era 1"
+log "era over rbd: metadata image auto.era created beside the data image"
+
+# bow: the resume journal is rbd/bdisk.bowmeta while a checkpoint is on;
+# kill -9, a restart resumes the checkpoint from it, restore --table rolls
+# back and removes it.
+rbd_cli create --size 16M rbd/bdisk || fail "rbd create failed"
+cat >"$WORK/auto-bow.json" <<EOF
+{"target": "bow", "devices": {"data": {"rbd": {"image": "bdisk", "conf": "$CONF"}}}}
+EOF
+start_server --table "$WORK/auto-bow.json"
+nbdsh -u "$(URI)" -c "
+h.pwrite(open('$WORK/bow-a', 'rb').read(), 0)
+h.trim(8 << 20, 8 << 20)
+h.flush()" || fail "writes before the checkpoint failed"
+"$BOWSTACK" checkpoint --control "$CTL" >/dev/null || fail "bow checkpoint failed"
+rbd_cli ls rbd | grep -qx bdisk.bowmeta || fail "no resume journal image bdisk.bowmeta: $(rbd_cli ls rbd)"
+nbdsh -u "$(URI)" -c "
+import os, random
+rnd = random.Random(6)
+for _ in range(100):
+    h.pwrite(os.urandom(4096), rnd.randrange(2048) * 4096)
+h.flush()" || fail "overwrites after the checkpoint failed"
+kill -9 "$SERVER_PID"
+wait "$SERVER_PID" 2>/dev/null || true
+SERVER_PID=
+# The crashed server's exclusive locks (the data image's and the journal's)
+# would be broken once the cluster notices it is gone (about 30 s); break
+# them at once, as an operator would (docs/rbd.md).
+break_locks() {
+  rbd_cli lock ls --format json "$1" | /usr/bin/python3 -c "
+import json, sys
+for l in json.load(sys.stdin): print(l['locker'], l['id'])" | while read -r locker id; do
+    rbd_cli lock rm "$1" "$id" "$locker" || fail "rbd lock rm $1 failed"
+  done
+}
+break_locks bdisk
+break_locks bdisk.bowmeta
+start_server --table "$WORK/auto-bow.json"
+[[ $(status_field .layers.0.state) == CHECKPOINT ]] || fail "the checkpoint was not resumed: $(status_field .layers.0)"
+nbdsh -u "$(URI)" -c "
+import os, random
+rnd = random.Random(7)
+for _ in range(100):
+    h.pwrite(os.urandom(4096), rnd.randrange(2048) * 4096)
+h.flush()" || fail "overwrites after the resume failed"
+stop_server
+"$BOWSTACK" restore --table "$WORK/auto-bow.json" >"$WORK/restore2.out" 2>&1 ||
+  fail "restore --table failed: $(cat "$WORK/restore2.out")"
+rbd_cli export rbd/bdisk "$WORK/bdisk-restored" >/dev/null 2>&1 || fail "rbd export after restore failed"
+cmp -n $((8 << 20)) "$WORK/bow-a" "$WORK/bdisk-restored" || fail "restore did not roll bdisk back"
+rbd_cli ls rbd | grep -qx bdisk.bowmeta && fail "restore left the resume journal image bdisk.bowmeta"
+log "bow over rbd: resume journal image beside the data image, resumed after kill -9, removed by restore"
 pass

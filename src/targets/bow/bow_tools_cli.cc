@@ -10,6 +10,7 @@
 #include "core/file_device.h"
 #include "core/leaf.h"
 #include "core/parse.h"
+#include "core/rbd_env.h"
 #include "core/table.h"
 #include "targets/bow/bow_cli.h"
 #include "targets/bow/bow_log.h"
@@ -103,8 +104,11 @@ Result<RestoreTarget> restore_target_of_table(const std::string& file, bool read
   t.dev = std::move(dev.value());
   t.name = leaf.leaf_name();
   const TableSlot* meta = bow.slot("metadata");
-  if (meta && !meta->nodes.empty())
-    t.journal = bow::JournalRef{.env = Env::posix(), .path = meta->nodes[0].path};
+  if (meta && !meta->nodes.empty()) {
+    const TableNode& m = meta->nodes[0];
+    t.journal = bow::JournalRef{.env = m.kind == TableNode::Kind::kRbd ? rbd_env() : Env::posix(),
+                                .path = m.side_path()};
+  }
   return t;
 }
 
@@ -119,7 +123,7 @@ Result<RestoreTarget> restore_target(const RestoreCliOptions& opts) {
 
 void remove_journal(const bow::JournalRef& journal, bool warn) {
   if (journal.path.empty()) return;
-  if (Status s = bow::ResumeJournal::remove(Env::posix(), journal.path); !s.ok() && warn) {
+  if (Status s = bow::ResumeJournal::remove(journal.env, journal.path); !s.ok() && warn) {
     std::fprintf(stderr, "bowstack: warning: cannot remove %s: %s\n", journal.path.c_str(),
                  s.message().c_str());
   }
