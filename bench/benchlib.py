@@ -1,8 +1,10 @@
 """Helpers shared by the benchmarks: run a command, start and stop an NBD
-server on a Unix socket, run one fio job with ioengine=nbd."""
+server on a Unix socket or a loopback TCP port, run one fio job with
+ioengine=nbd."""
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 
@@ -11,10 +13,12 @@ def sh(cmd, **kw):
     return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
 
 
-def wait_sock(path, proc):
+def wait_sock(path, proc, uri=None):
+    """Waits until the server answers on `path` (a Unix socket) or, with
+    `uri`, on that URI (TCP)."""
     for _ in range(400):
-        if os.path.exists(path):
-            if subprocess.run(["nbdinfo", "--size", f"nbd+unix:///?socket={path}"],
+        if uri or os.path.exists(path):
+            if subprocess.run(["nbdinfo", "--size", uri or f"nbd+unix:///?socket={path}"],
                               capture_output=True).returncode == 0:
                 return
         if proc.poll() is not None:
@@ -23,17 +27,27 @@ def wait_sock(path, proc):
     raise SystemExit(f"server did not start: {proc.args}")
 
 
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class Server:
-    def __init__(self, argv, sock, log):
-        if os.path.exists(sock):
+    """A server process on Unix socket `sock`, or on TCP when `tcp_uri`
+    (nbd://127.0.0.1:PORT) is given."""
+    def __init__(self, argv, sock, log, tcp_uri=None):
+        if sock and os.path.exists(sock):
             os.unlink(sock)
         self.sock = sock
+        self.tcp_uri = tcp_uri
         self.proc = subprocess.Popen(argv, stdout=log, stderr=log)
-        wait_sock(sock, self.proc)
+        wait_sock(sock, self.proc, tcp_uri)
 
     @property
     def uri(self):
-        return f"nbd+unix:///?socket={self.sock}"
+        return self.tcp_uri or f"nbd+unix:///?socket={self.sock}"
 
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks, each reported as ratios against peers measured in the same run.
 # Usage: bench/run.sh [nbd|tls|bow|era|csum|mirror|reload|rbd|all] [options for the benchmark]
-#   nbd: bowstack passthrough vs nbdkit file plugin vs qemu-nbd (bench/nbd_bench.py)
+#   nbd: bowstack passthrough vs nbdkit file plugin vs qemu-nbd, Unix and TCP (bench/nbd_bench.py)
 #   tls: bowstack and nbdkit file, plain and --tls=require (bench/nbd_tls_bench.py)
 #   bow: bow target vs passthrough, qcow2 overlay and dd (bench/bow_bench.py)
 #   era: era target vs passthrough, marked blocks and first writes (bench/era_bench.py)
