@@ -4,7 +4,11 @@ same image through its rbd driver, on a one-node cluster started by
 scripts/ceph-cluster.sh (a memstore OSD: this measures the NBD server and
 its librbd client path, not disks). fio (ioengine=nbd) runs the same jobs
 against each, servers interleaved round by round; reports min/median/max
-of the rounds and the ratio of medians (issue 20 aims at >= 1.2)."""
+of the rounds and the ratio of medians (issue 20 aims at >= 1.2).
+
+Every fio run starts on a freshly imported image: a memstore OSD slows
+down as its objects are overwritten in small pieces, so without this the
+server that runs later meets a slower store."""
 import argparse
 import os
 import shutil
@@ -59,8 +63,10 @@ def main():
             chunk = os.urandom(1 << 20)
             for _ in range(size_bytes >> 20):
                 f.write(chunk)
-        subprocess.run(rbd + ["import", data, "rbd/bench"], check=True, capture_output=True)
-        os.unlink(data)
+
+        def fresh_image():
+            subprocess.run(rbd + ["rm", "--no-progress", "rbd/bench"], capture_output=True)
+            subprocess.run(rbd + ["import", "--no-progress", data, "rbd/bench"], check=True, capture_output=True)
         table = os.path.join(workdir, "table.json")
         with open(table, "w") as f:
             f.write('{"rbd": {"pool": "rbd", "image": "bench", "conf": "%s"}}\n' % conf)
@@ -76,6 +82,7 @@ def main():
             order = order[r % len(order):] + order[:r % len(order)]
             for wname, wargs, metric in WORKLOADS:
                 for name, argv in order:
+                    fresh_image()
                     sock = os.path.join(workdir, f"{name}.sock")
                     s = Server(argv(sock), sock, log)
                     try:
@@ -96,9 +103,7 @@ def main():
     def mmm(vs, metric):
         return " / ".join(fmt(x, metric) for x in (min(vs), statistics.median(vs), max(vs)))
 
-    # Per-round ratios too: a memstore OSD slows down as its objects are
-    # overwritten, so later rounds (and the second server of a round) can
-    # be slower for reasons that are not the server's.
+    # Per-round ratios too: the machine is shared and noisy.
     print("| workload | bowstack min / median / max | qemu-nbd min / median / max | ratio of medians | "
           "ratio per round |")
     print("|---|---|---|---|---|")

@@ -26,6 +26,14 @@ Result<std::unique_ptr<RbdCluster>> RbdCluster::connect(const RbdClusterOptions&
   const std::string timeout = std::to_string(opts.connect_timeout);
   r = rados_conf_set(c->cluster_, "client_mount_timeout", timeout.c_str());
   if (r < 0) return rbd_error(r, fmt::format("{}: cannot set client_mount_timeout", name));
+  // librbd starts its cache in write-through mode until the first flush,
+  // for guests that never flush. Our clients' flushes are honoured
+  // (flush() is rbd_aio_flush), and unflushed NBD writes promise nothing,
+  // as on a file leaf, whose writes sit in the page cache until a flush:
+  // write-through would only make every write wait for the OSDs
+  // (measured: random 4k writes 1.2-2.5x faster without it).
+  r = rados_conf_set(c->cluster_, "rbd_cache_writethrough_until_flush", "false");
+  if (r < 0) return rbd_error(r, fmt::format("{}: cannot set rbd_cache_writethrough_until_flush", name));
   r = rados_connect(c->cluster_);
   if (r < 0) {
     return rbd_error(r, fmt::format("{}: cannot connect to the Ceph cluster of '{}' as client.{}", name,
