@@ -2,9 +2,11 @@
 # Socket activation and readiness (docs/daemon.md): systemd-socket-activate
 # passes a listening TCP or Unix socket (LISTEN_FDS/LISTEN_PID); the server
 # serves it instead of the default 127.0.0.1:10809, tells NOTIFY_SOCKET
-# READY=1 once serving and STOPPING=1 on SIGTERM, and stops cleanly.
+# READY=1 once serving and STOPPING=1 on SIGTERM, and stops cleanly. The
+# contrib/ unit files pass systemd-analyze verify, and their ExecStart line
+# serves a table through the socket their ListenStream names.
 . "$(dirname "$0")/lib.sh"
-need systemd-socket-activate nbdinfo nbdcopy truncate cmp timeout
+need systemd-socket-activate systemd-analyze nbdinfo nbdcopy truncate cmp timeout
 
 truncate -s 16M "$WORK/img"
 head -c 2M /dev/urandom >"$WORK/data"
@@ -97,5 +99,34 @@ nbdinfo "nbd+unix:///?socket=$WORK/act.sock" >/dev/null || fail "nbdinfo through
   fail "unexpected endpoints: $(status_field .endpoints)"
 stop_server
 [[ -S $WORK/act.sock ]] || fail "the server removed a socket it did not create"
+
+# The contrib/ unit files: systemd's own checker accepts them (with the
+# binary where the test built it), and the service's ExecStart, with %i and
+# the paths of the units mapped into $WORK, serves under activation on the
+# socket unit's ListenStream.
+mkdir -p "$WORK/units" "$WORK/etc" "$WORK/run"
+sed "s|/usr/local/bin/bowstack|$BOWSTACK|" "$BOWSTACK_SRC/contrib/bowstack@.service" >"$WORK/units/bowstack@.service"
+cp "$BOWSTACK_SRC/contrib/bowstack@.socket" "$WORK/units/"
+(cd "$WORK/units" && systemd-analyze verify bowstack@disk.service bowstack@disk.socket) >"$WORK/verify.log" 2>&1 ||
+  fail "systemd-analyze verify failed: $(cat "$WORK/verify.log")"
+[[ -s $WORK/verify.log ]] && fail "systemd-analyze verify warned: $(cat "$WORK/verify.log")"
+map() { sed -e "s|%i|disk|g" -e "s|/etc/bowstack|$WORK/etc|g" -e "s|/run/bowstack|$WORK/run|g"; }
+exec_start=$(sed -n 's/^ExecStart=//p' "$WORK/units/bowstack@.service" | map)
+listen=$(sed -n 's/^ListenStream=\(\/.*\)/\1/p' "$BOWSTACK_SRC/contrib/bowstack@.socket" | map)
+[[ -n $exec_start && -n $listen ]] || fail "cannot read ExecStart or ListenStream from the unit files"
+echo '{"file": "'"$WORK/img"'"}' >"$WORK/etc/disk.json"
+read -r -a argv <<<"$exec_start"
+systemd-socket-activate -l "$listen" -E ASAN_OPTIONS="$ASAN_OPTIONS" "${argv[@]}" >>"$WORK/server.log" 2>&1 &
+SERVER_PID=$!
+for ((i = 0; i < 200; i++)); do
+  [[ -S $listen ]] && nbdinfo "nbd+unix:///?socket=$listen" >/dev/null 2>&1 && break
+  sleep 0.05
+done
+nbdcopy "nbd+unix:///?socket=$listen" "$WORK/back2" || fail "the unit's ExecStart did not serve the table"
+cmp -s -n 2M "$WORK/data" "$WORK/back2" || fail "data served by the unit's command line differs"
+CTL=$WORK/run/disk.ctl
+"$BOWSTACK" status --control "$CTL" >/dev/null || fail "no control socket where the unit puts it ($CTL)"
+stop_server
+log "contrib unit files: verified, and their command line serves a table"
 
 pass
