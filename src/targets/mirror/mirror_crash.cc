@@ -213,7 +213,6 @@ class MirrorChecker final : public crash::Checker {
   static Result<std::unique_ptr<MirrorChecker>> make(const Recording& rec) {
     if (rec.devices.size() < 2) return Status::Error(EINVAL, "a mirror recording has at least two legs");
     auto c = std::make_unique<MirrorChecker>();
-    c->legs_ = rec.devices.size();
     // The array's starting data: every in-sync leg's (they differ only
     // where variant 1 made them, and either is acceptable there).
     for (size_t i = 0; i < 2; ++i) {
@@ -416,7 +415,6 @@ class MirrorChecker final : public crash::Checker {
     return {};
   }
 
-  size_t legs_ = 0;
   std::vector<std::vector<std::byte>> base_;
   std::vector<Write> writes_;  // in issue order
   std::vector<Flush> flushes_;

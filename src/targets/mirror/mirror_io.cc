@@ -24,6 +24,13 @@ size_t MirrorTarget::primary_locked() const {
   return 0;  // assembly guarantees one; a last leg is never failed
 }
 
+size_t MirrorTarget::other_in_sync_locked(size_t leg) const {
+  for (size_t i = 0; i < legs_.size(); ++i) {
+    if (i != leg && legs_[i]->state == LegState::kInSync) return i;
+  }
+  return legs_.size();
+}
+
 bool MirrorTarget::readable_locked(size_t i, uint64_t offset, uint64_t length) const {
   const Leg& l = *legs_[i];
   if (l.state == LegState::kInSync) return true;

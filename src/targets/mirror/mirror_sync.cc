@@ -152,11 +152,8 @@ Status MirrorTarget::resync_body(JobControl& jc) {
       // another in-sync leg written over it, once, then the region again.
       if (corrected_bit != b) {
         corrected_bit = b;
-        size_t alt = legs_.size();
         lock.lock();
-        for (size_t i = 0; i < legs_.size() && alt == legs_.size(); ++i) {
-          if (i != src && legs_[i]->state == LegState::kInSync) alt = i;
-        }
+        const size_t alt = other_in_sync_locked(src);
         ++legs_[src]->errors;
         lock.unlock();
         if (alt != legs_.size() && correct_read(src, alt, off, len).ok()) {
@@ -243,10 +240,7 @@ Status MirrorTarget::recover_body(JobControl& jc) {
       ++legs_[src]->errors;
       // As in the resync: corrected from another in-sync leg once, then
       // copied again; the source fails only if that does not help.
-      size_t alt = legs_.size();
-      for (size_t i = 0; i < legs_.size() && alt == legs_.size(); ++i) {
-        if (i != src && legs_[i]->state == LegState::kInSync) alt = i;
-      }
+      const size_t alt = other_in_sync_locked(src);
       if (corrected_pos != pos && alt != legs_.size()) {
         corrected_pos = pos;
         lock.unlock();

@@ -170,6 +170,8 @@ class MirrorTarget final : public BlockDevice {
   Status correct_read(size_t bad, size_t good, uint64_t offset, uint64_t length);
   bool readable_locked(size_t i, uint64_t offset, uint64_t length) const;
   size_t primary_locked() const;
+  // An in-sync leg other than `leg`, or legs_.size() when there is none.
+  size_t other_in_sync_locked(size_t leg) const;
 
   // --- sync jobs (mirror_sync.cc) ---
   void lock_regions(std::unique_lock<std::mutex>& lock, uint64_t first, uint64_t end);
