@@ -121,6 +121,15 @@ Status check_entry(const LogEntry& e, uint32_t index, uint32_t block_size, uint6
     return Status::Error(EINVAL, "only entry 0 may save block 0");
   }
   if (e.dest < spb) return Status::Error(EINVAL, "dest is block 0");
+  // The saved copy cannot share sectors with the range it saves: the write
+  // it was saved for would have overwritten it. Nor could a restore be
+  // resumed: its own write would destroy the data a re-run must read again.
+  if (e.source < e.dest + n && e.dest < e.source + n) {
+    return Status::Error(EINVAL,
+                         fmt::format("the saved copy at dest {} overlaps the range it saves at source "
+                                     "{} ({} sectors)",
+                                     e.dest, e.source, n));
+  }
   return Status::Ok();
 }
 

@@ -51,7 +51,9 @@ Result<ProbeResult> probe(BlockDevice& dev);
 // allowed, WOB; version 1.x; header size; block size; count; sector0).
 // `expect_block_size` 0 accepts any valid block size.
 Status check_header(const LogHeader& h, uint64_t device_bytes, uint32_t expect_block_size, bool allow_wob);
-// Checks one entry's alignment and bounds. `index` is its place in its block.
+// Checks one entry's alignment and bounds, and that its saved copy (dest)
+// does not overlap the range it saves (source). `index` is its place in its
+// block.
 Status check_entry(const LogEntry& e, uint32_t index, uint32_t block_size, uint64_t device_bytes);
 
 struct ValidateOptions {

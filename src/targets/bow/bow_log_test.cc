@@ -59,5 +59,36 @@ TEST(BowLogTest, SequenceWithoutItsPredecessorsIsRefused) {
   EXPECT_EQ(chain.status().code(), EINVAL);
 }
 
+// Found by fuzz_bow_log: an entry whose saved copy (dest) shares sectors
+// with the range it saves (source) validated. No writer makes one (the write
+// the copy was saved for would have overwritten it), and restoring it cannot
+// be resumed: its own write destroys what a re-run must read again, so a
+// restore stopped after it refused to continue (checksum mismatch). Refused.
+TEST(BowLogTest, EntryWhoseCopyOverlapsItsSourceIsRefused) {
+  // Entry 1 saves the two blocks at 4 to `dest`.
+  auto image = [](uint64_t dest) {
+    std::vector<std::byte> img = minimal_image(0);
+    LogHeader h = unpack_header(img);
+    h.count = 2;
+    pack_header(h, img);
+    pack_entry(LogEntry{.source = 4, .dest = dest, .size = 2 * kBs, .checksum = 0},
+               std::span(img).subspan(kHeaderSize + kEntrySize, kEntrySize));
+    return img;
+  };
+  for (uint64_t dest : {3u, 4u, 5u}) {
+    SCOPED_TRACE(dest);
+    auto chain = validate(image(dest));
+    ASSERT_FALSE(chain.ok());
+    EXPECT_EQ(chain.status().code(), EINVAL);
+    EXPECT_NE(chain.status().message().find("log block 0 entry 1: the saved copy at dest"), std::string::npos)
+        << chain.status().message();
+  }
+  // Adjacent on either side is fine.
+  for (uint64_t dest : {2u, 6u}) {
+    auto chain = validate(image(dest));
+    EXPECT_TRUE(chain.ok()) << dest << ": " << chain.status().message();
+  }
+}
+
 }  // namespace
 }  // namespace bowstack::bow

@@ -85,19 +85,25 @@ class Restorer {
   // log block is made durable first: a crash could otherwise keep the new
   // block 0 and lose those writes, and a re-run, starting from the new
   // block 0, would never redo them. Where a block-sized write can tear, the
-  // log is first shortened to entry 0 alone (its header and that entry lie
-  // in the first sector), then the new contents go to the other sectors and
-  // the first sector last: every crash leaves a log a re-run finishes.
-  // (Android's restore writes block 0 in one unflushed write; the
-  // crash-state explorer found both failures.)
-  Status replace_block0(const LogHeader& h, std::span<std::byte> bytes, std::span<const std::byte> saved) {
+  // log is first shortened to entry 0 alone, in the first sector, then the
+  // new contents go to the other sectors and the first sector last: every
+  // crash leaves a log a re-run finishes. (Android's restore writes block 0
+  // in one unflushed write; the crash-state explorer found both failures.)
+  // The shortened log has the standard header size, entry 0 right after it:
+  // with a larger header_size entry 0 could lie beyond the first sector,
+  // where the new contents overwrite it before the header changes.
+  Status replace_block0(const LogHeader& h, const LogEntry& e0, std::span<std::byte> bytes,
+                        std::span<const std::byte> saved) {
     const size_t unit = atomic_unit();
     if (saved.size() <= unit) {
       if (Status s = flush(); !s.ok()) return s;
       if (Status s = write(0, saved); !s.ok()) return s;
       return flush();
     }
-    if (Status s = shorten_log(h, 1, bytes); !s.ok()) return s;
+    LogHeader compact = h;
+    compact.header_size = kHeaderSize;
+    pack_entry(e0, bytes.subspan(kHeaderSize, kEntrySize));
+    if (Status s = shorten_log(compact, 1, bytes); !s.ok()) return s;
     if (Status s = write(unit, saved.subspan(unit)); !s.ok()) return s;
     if (Status s = flush(); !s.ok()) return s;
     if (Status s = write(0, saved.first(unit)); !s.ok()) return s;
@@ -171,7 +177,7 @@ Status Restorer::run(uint32_t bs, uint64_t total_entries, RestoreReport* report)
         }
       }
       if (i == 0) {
-        if (Status s = replace_block0(h, bytes, saved); !s.ok()) return s;
+        if (Status s = replace_block0(h, e, bytes, saved); !s.ok()) return s;
       } else if (Status s = write(e.source * 512, saved); !s.ok()) {
         return s;
       }

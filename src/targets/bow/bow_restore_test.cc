@@ -155,6 +155,60 @@ TEST(BowRestore, ReRunAfterTornBlock0Writes) {
   EXPECT_GT(checked, 2);
 }
 
+// Found by fuzz_bow_log: where block 0's write can tear (log blocks larger
+// than a sector), restore shortens the log to entry 0, writes block 0's
+// other sectors, then its first. The shortened log kept its header_size,
+// and with a header larger than 488 bytes (the format lets readers honour
+// any up to B - 24) entry 0 lies beyond the first sector: the second write
+// replaced it, and a restore stopped there could not be resumed.
+TEST(BowRestore, StoppedAnywhereWithALargeHeaderSize) {
+  for (uint32_t bs : {1024u, 4096u}) {
+    SCOPED_TRACE(bs);
+    const uint64_t spb = bs / 512;
+    Bytes image(16 * bs);
+    for (size_t i = 0; i < image.size(); ++i)
+      image[i] = std::byte(static_cast<unsigned char>(i * 7 + i / 512));
+    // Entry 0 saves block 0 to block 8; entry 1 block 2 to block 9; entry 2
+    // blocks 3-4 to blocks 10-11. The live block 0 is block 12.
+    const LogEntry entries[] = {
+        {0, 8 * spb, bs, 0}, {2 * spb, 9 * spb, bs, 0}, {3 * spb, 10 * spb, 2 * bs, 0}};
+    LogHeader h;
+    h.block_size = bs;
+    h.header_size = static_cast<uint16_t>(bs - 3 * kEntrySize);  // entry 0 in the last sector
+    h.count = 3;
+    h.sector0 = 12 * spb;
+    pack_header(h, image);
+    for (uint32_t i = 0; i < 3; ++i) {
+      LogEntry e = entries[i];
+      e.checksum = entry_checksum(e.source, bs, std::span(image).subspan(e.dest * 512, e.size));
+      pack_entry(e, std::span(image).subspan(h.header_size + kEntrySize * i, kEntrySize));
+    }
+    Bytes expected = image;
+    for (const LogEntry& e : entries) {
+      std::memcpy(expected.data() + e.source * 512, image.data() + e.dest * 512, e.size);
+    }
+
+    auto full_dev = std::make_shared<MemoryDevice>(image.size());
+    ASSERT_TRUE(full_dev->write(0, image, 0).ok());
+    auto full = restore(*full_dev, RestoreOptions{});
+    ASSERT_TRUE(full.ok()) << full.status().message();
+    ASSERT_TRUE(full_dev->contents() == expected) << "an uninterrupted restore";
+    int stops = 0;
+    for (int64_t k = 0;; ++k) {
+      auto dev = std::make_shared<MemoryDevice>(image.size());
+      ASSERT_TRUE(dev->write(0, image, 0).ok());
+      auto stopped = restore(*dev, RestoreOptions{.stop_after_writes = k});
+      if (stopped.ok()) break;
+      ASSERT_EQ(stopped.status().code(), ECANCELED) << stopped.status().message();
+      auto resumed = restore(*dev, RestoreOptions{});
+      ASSERT_TRUE(resumed.ok()) << "stopped after " << k << " writes: " << resumed.status().message();
+      EXPECT_TRUE(dev->contents() == expected) << "stopped after " << k << " writes, then resumed";
+      ++stops;
+    }
+    EXPECT_EQ(stops, 5);  // entries 2 and 1; the log shortened, block 0's other sectors, its first
+  }
+}
+
 // An interrupted restore (block 0 marked WOB) used to be judged by its
 // header alone: inspect and restore --dry-run called it restorable, then
 // restore wrote the entries after a damaged saved copy and stopped at it,
