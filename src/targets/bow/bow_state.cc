@@ -319,6 +319,16 @@ Status BowTarget::resume_from(const LogChain& chain) {
   if (Status s = lower_device()->read(0, b0.span()); !s.ok()) return s;
   std::memcpy(log_.data(), b0.span().data(), bs_);
   log_header_ = chain.blocks.back().header;
+  // The writer switches block 0 by rewriting its first sector, so entry 0
+  // must lie there. bowstack always writes 28-byte headers; a larger one
+  // means block 0 was changed behind this checkpoint's back.
+  if (log_header_.header_size + kEntrySize > std::min<uint32_t>(512, bs_)) {
+    return Status::Error(EINVAL,
+                         fmt::format("bow: cannot resume: the log's header size {} puts entry 0 outside "
+                                     "its first sector (bowstack writes {}); restore or inspect the "
+                                     "device offline",
+                                     log_header_.header_size, kHeaderSize));
+  }
   auto reopened = ResumeJournal::reopen(env_, path, j->valid_records);
   if (!reopened.ok()) return reopened.status();
   journal_ = std::move(reopened.value());

@@ -17,6 +17,8 @@
 
 #include "core/file_device.h"
 #include "core/memory_device.h"
+#include "targets/bow/bow_format.h"
+#include "targets/bow/bow_log.h"
 #include "targets/bow/bow_restore.h"
 #include "targets/bow/resume_journal.h"
 
@@ -640,6 +642,44 @@ TEST_F(BowResumeTest, JournalThatLostItsTailIsRefused) {
   auto r = restore(*file, RestoreOptions{});
   ASSERT_TRUE(r.ok()) << r.status().message();
   EXPECT_EQ(r->outcome, RestoreReport::Outcome::kRestored);
+}
+
+// The log writer switches block 0 by rewriting its first sector, so a log
+// whose header pushes entry 0 beyond it (valid for readers, never written by
+// bowstack) is refused at resume rather than continued.
+TEST_F(BowResumeTest, LogWithEntryZeroOutsideTheFirstSectorIsNotResumed) {
+  const uint32_t bs = 4096;
+  const uint64_t size = 4u << 20;
+  ASSERT_TRUE(FileDevice::create(image_, size).ok());
+  BowOptions opts{.block_size = bs, .meta_path = image_ + ".bowmeta"};
+  {
+    auto bow = BowTarget::open(FileDevice::open(image_).value(), opts).value();
+    ASSERT_TRUE(bow->trim(size / 2, size / 2, 0).ok());
+    ASSERT_TRUE(bow->checkpoint().ok());
+  }
+  auto file = FileDevice::open(image_).value();
+  Bytes b0(bs);
+  ASSERT_TRUE(file->read(0, b0).ok());
+  LogHeader h = unpack_header(std::span<const std::byte>(b0).first(kHeaderSize));
+  ASSERT_EQ(h.header_size, kHeaderSize);
+  ASSERT_EQ(h.count, 1u);
+  const Bytes entry0(b0.begin() + kHeaderSize, b0.begin() + kHeaderSize + kEntrySize);
+  h.header_size = 512;
+  pack_header(h, std::span<std::byte>(b0).first(kHeaderSize));
+  std::memcpy(b0.data() + 512, entry0.data(), kEntrySize);
+  ASSERT_TRUE(file->write(0, b0, 0).ok());
+  ASSERT_TRUE(read_and_validate(*file).ok()) << "the tampered log should still be valid for readers";
+  Bytes before(size);
+  ASSERT_TRUE(file->read(0, before).ok());
+  file.reset();
+  auto again = BowTarget::open(FileDevice::open(image_).value(), opts);
+  ASSERT_FALSE(again.ok()) << "resumed a log whose entry 0 lies outside the first sector";
+  EXPECT_NE(again.status().message().find("header size 512 puts entry 0 outside its first sector"),
+            std::string::npos)
+      << again.status().message();
+  Bytes after(size);
+  ASSERT_TRUE(FileDevice::open(image_).value()->read(0, after).ok());
+  EXPECT_TRUE(after == before) << "a refused resume wrote to the image";
 }
 
 TEST_F(BowResumeTest, CommitRemovesJournalAndNextServeStartsFresh) {
