@@ -21,7 +21,9 @@ Result<TableTarget> load_table_target(const std::string& file, const TableTarget
 }
 
 Result<std::shared_ptr<BlockDevice>> open_table_leaf(const TableNode& leaf, const LeafOpen& how) {
-  auto dev = open_leaf(leaf, how);
+  LeafOpen tool = how;
+  tool.refuse_locked_image = how.lock;
+  auto dev = open_leaf(leaf, tool);
   if (!dev.ok()) {
     return Status::Error(dev.status().code(), fmt::format("{}: {}", leaf.json_path, dev.status().context()));
   }

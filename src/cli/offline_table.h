@@ -19,9 +19,12 @@ namespace bowstack::cli {
 // the file) start with FILE.
 Result<TableTarget> load_table_target(const std::string& file, const TableTargetQuery& q);
 
-// Opens a leaf of it for a tool (core/leaf.h's locks: refused with EBUSY
-// while a server holds a file, or an RBD image the tool writes).
-// Errors keep their code; their context starts with the leaf's JSON path.
+// Opens a leaf of it for a tool, with core/leaf.h's locks, so that a tool
+// fails with EBUSY while a server holds what it opens: a file's OFD lock
+// (shared to read), an RBD image's exclusive lock to write, and to read,
+// a refusal while a client holds a lock on the image (unless `how.lock`
+// is false: era's metadata snapshot). Errors keep their code; their
+// context starts with the leaf's JSON path.
 Result<std::shared_ptr<BlockDevice>> open_table_leaf(const TableNode& leaf, const LeafOpen& how);
 
 }  // namespace bowstack::cli

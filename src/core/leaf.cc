@@ -15,6 +15,7 @@ Result<std::shared_ptr<BlockDevice>> open_leaf(const TableNode& leaf, const Leaf
     o.snapshot = leaf.rbd.snapshot;
     o.read_only = how.read_only || leaf.read_only;
     o.create_size = how.create_size;
+    o.refuse_if_locked = how.refuse_locked_image;
     auto dev = RbdDevice::open(o);
     if (!dev.ok()) return dev.status();
     return std::shared_ptr<BlockDevice>(std::move(dev.value()));

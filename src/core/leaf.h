@@ -19,6 +19,11 @@ struct LeafOpen {
   // that expects a live writer (era's metadata snapshot). An RBD image
   // opened read-only takes no lock whatever this says.
   bool lock = true;
+  // Read-only, an RBD image (not a snapshot) is refused with EBUSY while a
+  // client holds a lock on it (RbdOptions::refuse_if_locked): what a file's
+  // read lock does for offline tools. Servers leave it off (docs/rbd.md:
+  // readers of an image being written see it as it is written).
+  bool refuse_locked_image = false;
 };
 
 // Opens `leaf` (kFile or kRbd) with its lock: a file's OFD lock, an RBD
