@@ -122,7 +122,7 @@ Result<std::shared_ptr<BuiltNode>> Builder::rbd(const TableNode& n, uint64_t sid
       return it->second;
     }
   }
-  auto dev = open_leaf(n, n.read_only, side_size);
+  auto dev = open_leaf(n, LeafOpen{.read_only = n.read_only, .create_size = side_size});
   if (!dev.ok()) return at_node(n, dev.status());
   auto b = std::make_shared<BuiltNode>();
   b->spec = n;

@@ -119,6 +119,8 @@ Status RbdDevice::connect() {
   if (Status s = open_image(read_only); !s.ok()) return s;
   if (!read_only) {
     if (Status s = take_lock(); !s.ok()) return s;
+  } else if (opts_.refuse_if_locked && !opts_.snapshot) {
+    if (Status s = check_unlocked(); !s.ok()) return s;
   }
   uint64_t size = 0;
   int r = rbd_get_size(image_, &size);
@@ -207,6 +209,36 @@ Status RbdDevice::take_lock() {
   if (r < 0) return rbd_error(r, fmt::format("{}: cannot take an advisory lock on the image", name_));
   lock_ = Lock::kAdvisory;
   return Status::Ok();
+}
+
+Status RbdDevice::check_unlocked() {
+  // The exclusive lock and advisory locks are both lockers of the image's
+  // header object. librbd says ERANGE, with the lengths it needs, when a
+  // buffer is too short (its tag's always is at first).
+  int exclusive = 0;
+  std::string tag, clients, cookies, addrs;
+  ssize_t n = -ERANGE;
+  for (int attempt = 0; attempt < 3 && n == -ERANGE; ++attempt) {
+    size_t tag_len = tag.size(), clients_len = clients.size(), cookies_len = cookies.size(),
+           addrs_len = addrs.size();
+    n = rbd_list_lockers(image_, &exclusive, tag.data(), &tag_len, clients.data(), &clients_len,
+                         cookies.data(), &cookies_len, addrs.data(), &addrs_len);
+    tag.resize(tag_len);
+    clients.resize(clients_len);
+    cookies.resize(cookies_len);
+    addrs.resize(addrs_len);
+  }
+  if (n == 0) return Status::Ok();
+  if (n < 0) return rbd_error(static_cast<int>(n), fmt::format("{}: cannot list the image's locks", name_));
+  // Each buffer holds one NUL-terminated string per locker.
+  std::string holder = clients.c_str();
+  if (!addrs.empty() && addrs[0] != '\0') holder += fmt::format(" at {}", addrs.c_str());
+  return Status::Error(EBUSY,
+                       fmt::format("{}: the image is in use: {} holds a lock on it, so a server may be "
+                                   "writing it; stop that first (a crashed holder's lock is broken "
+                                   "once the cluster notices it is gone, about 30 s, or by `rbd lock "
+                                   "rm`)",
+                                   name_, holder));
 }
 
 RbdDevice::~RbdDevice() {

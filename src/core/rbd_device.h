@@ -50,6 +50,11 @@ struct RbdOptions {
   // and one of size 0 is grown to it (a side store's first use). Never
   // with a snapshot.
   uint64_t create_size = 0;
+  // A read-only open of the image itself (not a snapshot) fails with EBUSY
+  // while a client holds a lock on it (exclusive or advisory): a server may
+  // be writing it. For offline tools, which must not read an image that is
+  // changing under them; serving read-only does not ask this.
+  bool refuse_if_locked = false;
 };
 
 class RbdDevice final : public BlockDevice {
@@ -88,6 +93,8 @@ class RbdDevice final : public BlockDevice {
   // Opens image_ (creating or sizing it first when opts_.create_size asks).
   Status open_image(bool read_only);
   Status take_lock();
+  // EBUSY naming the holder when a client holds a lock on the image.
+  Status check_unlocked();
   // Submits one request through `submit` (which returns librbd's immediate
   // result and hands `c` to librbd on success) against `w`.
   template <typename Submit>

@@ -62,6 +62,21 @@ expect "^(provided_data_sectors|data size:) *$((3 * 32768 + 131072 - (8 + 5 * 17
 out=$("$BOWSTACK" csum verify --layout integrity "$IMG2") || fail "verify 512: $out"
 log "ok: 512-byte blocks: $out"
 
+# --table: a csum node with layout=integrity decides the layout; formatting
+# it again (its data lost) must be asked for, the layout=csum tools refuse it.
+cat >"$WORK/it.json" <<EOF
+{"target": "csum", "params": {"layout": "integrity"}, "devices": {"data": {"file": "$IMG2"}, "metadata": null}}
+EOF
+out=$("$BOWSTACK" csum verify --table "$WORK/it.json") || fail "verify --table of layout=integrity: $out"
+[[ $out == "$("$BOWSTACK" csum verify --layout integrity "$IMG2")" ]] || fail "verify --table differs: $out"
+for verb in format rebuild; do
+  rc=0
+  "$BOWSTACK" csum $verb --table "$WORK/it.json" >"$WORK/t.out" 2>&1 || rc=$?
+  [[ $rc -eq 2 ]] && grep -q "the table's csum node has layout=integrity" "$WORK/t.out" ||
+    fail "csum $verb --table of layout=integrity (rc $rc): $(cat "$WORK/t.out")"
+done
+log "ok: --table follows the csum node's layout=integrity"
+
 # The kernel as the oracle, where it can run (it writes the superblock and
 # journal itself when integritysetup formats).
 KIMG=$WORK/kernel.img

@@ -89,4 +89,33 @@ rc=0
 rc=0
 "$BOWSTACK" csum dump "$WORK/orig.img" --metadata "$WORK/orig.img" >"$WORK/r.out" 2>&1 || rc=$?
 [[ $rc -eq 2 ]] && grep -q "not csum metadata" "$WORK/r.out" || fail "dump of a data image (rc $rc)"
+
+log "--table: the tools find the image and its checksums through a table"
+cat >"$WORK/t.json" <<EOF
+{"target": "csum", "devices": {"data": {"file": "$IMG"}}}
+EOF
+out=$("$BOWSTACK" csum verify --table "$WORK/t.json") || fail "verify --table: $out"
+[[ $out == "$("$BOWSTACK" csum verify "$IMG")" ]] || fail "verify --table and verify IMAGE differ: $out"
+"$BOWSTACK" csum dump --table "$WORK/t.json" | grep -q "^metadata: *$IMG.csum " || fail "dump --table"
+start_server --table "$WORK/t.json"
+rc=0
+"$BOWSTACK" csum verify --table "$WORK/t.json" >"$WORK/v.out" 2>&1 || rc=$?
+[[ $rc -eq 2 ]] && grep -q "is in use by" "$WORK/v.out" || fail "verify --table while served (rc $rc): $(cat "$WORK/v.out")"
+stop_server
+cat >"$WORK/linear.json" <<EOF
+{"target": "csum", "devices": {"data": {"target": "linear", "devices": {"data": {"file": "$IMG"}}}}}
+EOF
+rc=0
+"$BOWSTACK" csum verify --table "$WORK/linear.json" >"$WORK/v.out" 2>&1 || rc=$?
+[[ $rc -eq 2 ]] && grep -q "csum verify --table needs csum directly over a file or an RBD image" "$WORK/v.out" ||
+  fail "csum over linear (rc $rc): $(cat "$WORK/v.out")"
+echo "{\"file\": \"$IMG\"}" >"$WORK/plain.json"
+rc=0
+"$BOWSTACK" csum rebuild --table "$WORK/plain.json" >"$WORK/v.out" 2>&1 || rc=$?
+[[ $rc -eq 2 ]] && grep -q "the table has 0 csum nodes; csum rebuild --table needs exactly one" "$WORK/v.out" ||
+  fail "a table without csum (rc $rc): $(cat "$WORK/v.out")"
+rc=0
+"$BOWSTACK" csum verify >"$WORK/v.out" 2>&1 || rc=$?
+[[ $rc -eq 2 ]] && grep -q "csum verify needs IMAGE or --table FILE" "$WORK/v.out" ||
+  fail "verify without IMAGE (rc $rc): $(cat "$WORK/v.out")"
 pass

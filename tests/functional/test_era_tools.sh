@@ -87,8 +87,35 @@ grep -q '<block block="2"/>' "$WORK/inv" && fail "invalidate lists a block only 
 cmp -s "$WORK/copy" "$IMG" && fail "the copy already equals the device: churn did nothing?"
 "$BOWSTACK" era apply --dry-run --input "$WORK/changes" "$WORK/copy" >/dev/null || fail "apply --dry-run failed"
 cmp -s "$WORK/copy" "$IMG" && fail "apply --dry-run wrote"
+cp "$WORK/copy" "$WORK/copy-before-apply"
 "$BOWSTACK" era apply --input "$WORK/changes" "$WORK/copy" || fail "era apply failed"
 cmp "$WORK/copy" "$IMG" || fail "after apply the copy differs from the device"
+
+# --table: the same tools find the metadata (and export the image) through
+# the table; a tool that reads only the metadata takes era anywhere.
+cat >"$WORK/t.json" <<EOF
+{"target": "era", "params": {"block_size": "64K"}, "devices": {"data": {"file": "$IMG"}}}
+EOF
+"$BOWSTACK" era dump --table "$WORK/t.json" | cmp -s - "$WORK/dump.xml" || fail "era dump --table differs"
+"$BOWSTACK" era invalidate --table "$WORK/t.json" --written-since 2 | cmp -s - "$WORK/inv" ||
+  fail "era invalidate --table differs"
+"$BOWSTACK" era check --table "$WORK/t.json" | grep -q "no damage found" || fail "era check --table"
+"$BOWSTACK" era export --table "$WORK/t.json" --since 2 --output "$WORK/changes2" >/dev/null ||
+  fail "era export --table failed"
+cp "$WORK/copy-before-apply" "$WORK/copy2"
+"$BOWSTACK" era apply --input "$WORK/changes2" "$WORK/copy2" >/dev/null || fail "era apply of the --table export"
+cmp "$WORK/copy2" "$IMG" || fail "after applying the --table export the copy differs from the device"
+cat >"$WORK/linear.json" <<EOF
+{"target": "era", "devices": {"data": {"target": "linear", "devices": {"data": {"file": "$IMG"}}}}}
+EOF
+"$BOWSTACK" era check --table "$WORK/linear.json" >/dev/null || fail "era check --table of era over linear"
+expect_error "era export --table needs era directly over a file or an RBD image" \
+  "$BOWSTACK" era export --table "$WORK/linear.json" --since 2 -o "$WORK/x"
+echo "{\"file\": \"$IMG\"}" >"$WORK/plain.json"
+expect_error "the table has 0 era nodes; era dump --table needs exactly one" \
+  "$BOWSTACK" era dump --table "$WORK/plain.json"
+expect_error "era dump needs METADATA or --table FILE" "$BOWSTACK" era dump
+expect_error "excludes" "$BOWSTACK" era dump "$MD" --table "$WORK/t.json"
 
 # Bad input everywhere.
 expect_error "cannot open metadata '$WORK/none'.*No such file" "$BOWSTACK" era dump "$WORK/none"

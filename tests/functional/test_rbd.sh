@@ -6,7 +6,8 @@
 # tracks the changed blocks, and its incremental export updates a copy;
 # bow over RBD rolls back with restore --table; live reload keeps the image;
 # side stores left out of a table become RBD images beside the data image
-# (era's metadata, bow's resume journal, which survives kill -9 and resumes).
+# (era's metadata, read by the era tools with --table; bow's resume journal,
+# which survives kill -9 and resumes, inspected and restored with --table).
 . "$(dirname "$0")/lib.sh"
 need ceph-mon ceph-osd ceph-mgr rbd nbdcopy nbdsh cmp
 : "${BOWSTACK_SRC:?set BOWSTACK_SRC to the source tree}"
@@ -202,13 +203,48 @@ start_server --table "$WORK/auto-era.json"
 grep -q '"image": *"auto.era"' "$WORK/auto-era.resolved" || fail "the resolved table has no auto.era: $(cat "$WORK/auto-era.resolved")"
 rbd_cli ls rbd | grep -qx auto.era || fail "era's metadata image auto.era was not created: $(rbd_cli ls rbd)"
 nbdsh -u "$(URI)" -c "h.pwrite(b'e' * $KB64, 5 * $KB64); h.flush()" || fail "write over era failed"
+since=$("$BOWSTACK" era checkpoint --control "$CTL" | awk '{print $3}')
+[[ $since =~ ^[0-9]+$ ]] || fail "era checkpoint gave '$since'"
+nbdsh -u "$(URI)" -c "h.pwrite(b'f' * 4096, 9 * $KB64 + 4096); h.pwrite(b'g' * $KB64, 10 * $KB64); h.flush()" ||
+  fail "writes after the checkpoint failed"
 stop_server
-rbd_cli export rbd/auto.era "$WORK/auto.era" >/dev/null 2>&1 || fail "rbd export of auto.era failed"
-"$BOWSTACK" era check "$WORK/auto.era" >/dev/null || fail "era metadata on RBD is not clean"
-"$BOWSTACK" era invalidate "$WORK/auto.era" --written-since 1 >"$WORK/auto-inv" || fail "era invalidate failed"
-printf '<blocks>\n  <block block="5"/>\n</blocks>\n' >"$WORK/auto-inv-expected"
-diff "$WORK/auto-inv-expected" "$WORK/auto-inv" >&2 || fail "era metadata on RBD did not track block 5 in era 1"
-log "era over rbd: metadata image auto.era created beside the data image"
+# The offline tools find the metadata image (and the data image) through
+# the table, with the server stopped.
+timeout 60 "$BOWSTACK" era check --table "$WORK/auto-era.json" >"$WORK/auto-check" 2>&1 ||
+  fail "era check --table: $(cat "$WORK/auto-check")"
+grep -q "^rbd:rbd/auto.era: era metadata .* 256 blocks of 64.0 KiB, current era $since," "$WORK/auto-check" &&
+  grep -q "^no damage found" "$WORK/auto-check" || fail "era check --table said: $(cat "$WORK/auto-check")"
+timeout 60 "$BOWSTACK" era invalidate --table "$WORK/auto-era.json" --written-since 1 >"$WORK/auto-inv" ||
+  fail "era invalidate --table failed"
+printf '<blocks>\n  <block block="5"/>\n  <range begin="9" end="11"/>\n</blocks>\n' >"$WORK/auto-inv-expected"
+diff "$WORK/auto-inv-expected" "$WORK/auto-inv" >&2 || fail "era metadata on RBD did not track blocks 5, 9 and 10"
+timeout 60 "$BOWSTACK" era invalidate --table "$WORK/auto-era.json" --written-since "$since" >"$WORK/auto-inv2" ||
+  fail "era invalidate --table failed"
+printf '<blocks>\n  <range begin="9" end="11"/>\n</blocks>\n' >"$WORK/auto-inv2-expected"
+diff "$WORK/auto-inv2-expected" "$WORK/auto-inv2" >&2 || fail "era metadata on RBD: not blocks 9 and 10 since era $since"
+timeout 60 "$BOWSTACK" era dump --table "$WORK/auto-era.json" --logical >"$WORK/auto-dump" ||
+  fail "era dump --table failed"
+grep -q '<era_array>' "$WORK/auto-dump" && grep -q "<era block=\"10\" era=\"$since\"/>" "$WORK/auto-dump" ||
+  fail "era dump --table --logical: $(head -c 2000 "$WORK/auto-dump")"
+# An incremental export read through the table (metadata and data images)
+# brings a blank copy up to the image: it was blank before era 1.
+truncate -s 16M "$WORK/auto-copy"
+timeout 60 "$BOWSTACK" era export --table "$WORK/auto-era.json" --since 1 --output "$WORK/auto-changes" >/dev/null ||
+  fail "era export --table failed"
+"$BOWSTACK" era apply --input "$WORK/auto-changes" "$WORK/auto-copy" >/dev/null || fail "era apply failed"
+rbd_cli export rbd/auto "$WORK/auto-now" >/dev/null 2>&1 || fail "rbd export of auto failed"
+cmp "$WORK/auto-copy" "$WORK/auto-now" || fail "era export --table: the copy differs from the RBD image"
+# era restore --table writes metadata from XML into an image it creates
+# beside another data image; it dumps back the same.
+rbd_cli create --size 16M rbd/auto2 || fail "rbd create failed"
+sed 's/"auto"/"auto2"/' "$WORK/auto-era.json" >"$WORK/auto2-era.json"
+timeout 60 "$BOWSTACK" era dump --table "$WORK/auto-era.json" >"$WORK/auto.xml" || fail "era dump --table failed"
+timeout 60 "$BOWSTACK" era restore --input "$WORK/auto.xml" --table "$WORK/auto2-era.json" >/dev/null ||
+  fail "era restore --table failed"
+rbd_cli ls rbd | grep -qx auto2.era || fail "era restore --table did not create auto2.era: $(rbd_cli ls rbd)"
+timeout 60 "$BOWSTACK" era dump --table "$WORK/auto2-era.json" | cmp -s - "$WORK/auto.xml" ||
+  fail "the metadata restored into auto2.era dumps differently"
+log "era over rbd: metadata image auto.era created beside the data image; check, invalidate, dump, export, restore --table"
 
 # bow: the resume journal is rbd/bdisk.bowmeta while a checkpoint is on;
 # kill -9, a restart resumes the checkpoint from it, restore --table rolls
@@ -254,6 +290,9 @@ for _ in range(100):
     h.pwrite(os.urandom(4096), rnd.randrange(2048) * 4096)
 h.flush()" || fail "overwrites after the resume failed"
 stop_server
+timeout 60 "$BOWSTACK" inspect --table "$WORK/auto-bow.json" >"$WORK/inspect.out" 2>&1 ||
+  fail "inspect --table failed: $(cat "$WORK/inspect.out")"
+grep -q "^rbd:rbd/bdisk: checkpoint log" "$WORK/inspect.out" || fail "inspect --table said: $(cat "$WORK/inspect.out")"
 "$BOWSTACK" restore --table "$WORK/auto-bow.json" >"$WORK/restore2.out" 2>&1 ||
   fail "restore --table failed: $(cat "$WORK/restore2.out")"
 rbd_cli export rbd/bdisk "$WORK/bdisk-restored" >/dev/null 2>&1 || fail "rbd export after restore failed"

@@ -13,14 +13,12 @@ VerbRunner add_bow_verbs(CLI::App& app) {
   struct Options {
     ClientOptions client;
     RestoreCliOptions restore;
-    std::string inspect_image;
-    bool inspect_json = false;
+    InspectCliOptions inspect;
   };
   auto o = std::make_shared<Options>();
   ClientOptions& client = o->client;
   RestoreCliOptions& restore = o->restore;
-  std::string& inspect_image = o->inspect_image;
-  bool& inspect_json = o->inspect_json;
+  InspectCliOptions& inspect = o->inspect;
   CLI::App* checkpoint_cmd =
       app.add_subcommand("checkpoint", "bow: take the checkpoint (TRIM -> CHECKPOINT) on a running server");
   add_client_options(checkpoint_cmd, &client);
@@ -54,16 +52,22 @@ VerbRunner add_bow_verbs(CLI::App& app) {
       "  bowstack restore --roll-forward disk.img    # log damaged: keep the changes instead\n"
       "  bowstack restore --table t.json             # e.g. bow over an RBD image");
   CLI::App* inspect_cmd = app.add_subcommand("inspect", "bow: print an image's checkpoint log chain");
-  inspect_cmd->add_option("IMAGE", inspect_image, "image file or block device")->required();
-  inspect_cmd->add_flag("--json", inspect_json, "print JSON");
+  auto* inspect_image = inspect_cmd->add_option("IMAGE", inspect.image, "image file or block device");
+  inspect_cmd
+      ->add_option("--table", inspect.table,
+                   "the table the image was served with: inspects its bow node's data leaf (a file or an RBD "
+                   "image) with the journal the table names")
+      ->excludes(inspect_image);
+  inspect_cmd->add_flag("--json", inspect.json, "print JSON");
   inspect_cmd->footer(
-      "Examples:\n  bowstack inspect disk.img\n  bowstack inspect --json disk.img | jq .entries");
+      "Examples:\n  bowstack inspect disk.img\n  bowstack inspect --json disk.img | jq .entries\n"
+      "  bowstack inspect --table t.json             # e.g. bow over an RBD image");
 
   return [=]() -> int {
     if (*checkpoint_cmd) return run_message(o->client, "checkpoint", "bow");
     if (*commit_cmd) return run_message(o->client, "commit", "bow");
     if (*restore_cmd) return run_restore(o->restore);
-    if (*inspect_cmd) return run_inspect(o->inspect_image, o->inspect_json);
+    if (*inspect_cmd) return run_inspect(o->inspect);
     return -1;
   };
 }

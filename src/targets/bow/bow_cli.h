@@ -16,7 +16,12 @@ struct RestoreCliOptions {
 };
 // Offline bow rollback (exit 0 also when there is no checkpoint).
 int run_restore(const RestoreCliOptions& opts);
+struct InspectCliOptions {
+  std::string image;
+  std::string table;  // --table FILE: the data image and journal of the table's bow node
+  bool json = false;
+};
 // Prints an image's bow checkpoint log.
-int run_inspect(const std::string& image, bool json);
+int run_inspect(const InspectCliOptions& opts);
 
 }  // namespace bowstack::cli

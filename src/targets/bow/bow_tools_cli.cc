@@ -5,18 +5,16 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "cli/offline_table.h"
 #include "cli/report.h"
 #include "cli/verbs.h"
 #include "core/file_device.h"
-#include "core/leaf.h"
 #include "core/parse.h"
 #include "core/rbd_env.h"
-#include "core/table.h"
 #include "targets/bow/bow_cli.h"
 #include "targets/bow/bow_log.h"
 #include "targets/bow/bow_restore.h"
 #include "targets/bow/resume_journal.h"
-#include "targets/builtin.h"
 
 namespace bowstack::cli {
 
@@ -64,56 +62,24 @@ struct RestoreTarget {
   bow::JournalRef journal;
 };
 
-// The bow node of a table: the one node of target bow, directly over a leaf.
-Result<RestoreTarget> restore_target_of_table(const std::string& file, bool read_only) {
-  TargetRegistry registry;
-  register_builtin_targets(&registry);
-  auto text = read_table_text(file);
-  if (!text.ok()) return text.status();
-  auto table = parse_table_text(*text, registry);
-  if (!table.ok()) return Status::Error(table.status().code(), file + ": " + table.status().context());
-  std::vector<const TableNode*> bows;
-  std::vector<const TableNode*> todo{&table.value()};
-  while (!todo.empty()) {
-    const TableNode* n = todo.back();
-    todo.pop_back();
-    if (n->kind != TableNode::Kind::kTarget) continue;
-    if (n->target == "bow") bows.push_back(n);
-    for (const auto& slot : n->slots) {
-      for (const auto& c : slot.nodes) todo.push_back(&c);
-    }
+// The bow node of a table (cli/offline_table.h): its data leaf, opened
+// (`read_only` for a dry run or inspect), and the journal the table names.
+Result<RestoreTarget> restore_target_of_table(const std::string& file, bool read_only,
+                                              std::string_view tool) {
+  auto t = load_table_target(file, TableTargetQuery{.target = "bow", .need_data_leaf = true, .tool = tool});
+  if (!t.ok()) return t.status();
+  auto dev = open_table_leaf(*t->data, LeafOpen{.read_only = read_only});
+  if (!dev.ok()) return dev.status();
+  RestoreTarget r{.dev = std::move(dev.value()), .name = t->data->leaf_name()};
+  if (t->side) {
+    r.journal = bow::JournalRef{.env = t->side->kind == TableNode::Kind::kRbd ? rbd_env() : Env::posix(),
+                                .path = t->side->side_path()};
   }
-  if (bows.size() != 1) {
-    return Status::Error(
-        EINVAL,
-        fmt::format("{}: the table has {} bow nodes; restore --table needs exactly one", file, bows.size()));
-  }
-  const TableNode& bow = *bows[0];
-  const TableSlot* data = bow.slot("data");
-  if (!data || data->nodes.size() != 1 || !data->nodes[0].is_leaf()) {
-    return Status::Error(EINVAL,
-                         fmt::format("{}: {}: restore --table needs bow directly over a file or an RBD "
-                                     "image",
-                                     file, bow.json_path));
-  }
-  const TableNode& leaf = data->nodes[0];
-  RestoreTarget t;
-  auto dev = open_leaf(leaf, read_only);
-  if (!dev.ok())
-    return Status::Error(dev.status().code(), fmt::format("{}: {}", leaf.json_path, why(dev.status())));
-  t.dev = std::move(dev.value());
-  t.name = leaf.leaf_name();
-  const TableSlot* meta = bow.slot("metadata");
-  if (meta && !meta->nodes.empty()) {
-    const TableNode& m = meta->nodes[0];
-    t.journal = bow::JournalRef{.env = m.kind == TableNode::Kind::kRbd ? rbd_env() : Env::posix(),
-                                .path = m.side_path()};
-  }
-  return t;
+  return r;
 }
 
 Result<RestoreTarget> restore_target(const RestoreCliOptions& opts) {
-  if (!opts.table.empty()) return restore_target_of_table(opts.table, opts.dry_run);
+  if (!opts.table.empty()) return restore_target_of_table(opts.table, opts.dry_run, "restore");
   if (opts.image.empty()) return Status::Error(EINVAL, "restore needs IMAGE or --table FILE");
   // Locked: exclusive to roll back, shared for a dry run; a served image is refused.
   auto dev = FileDevice::open(opts.image, FileDeviceOptions{.read_only = opts.dry_run, .lock = true});
@@ -191,18 +157,28 @@ int run_restore(const RestoreCliOptions& opts) {
   return 1;
 }
 
-int run_inspect(const std::string& image, bool json) {
+int run_inspect(const InspectCliOptions& opts) {
+  if (opts.table.empty() && opts.image.empty()) return fail("inspect needs IMAGE or --table FILE");
   // A live bow rewrites block 0 and its log while serving: reading them
   // then could show a log that never existed. Refuse, and say where the
   // live state is.
-  auto dev = FileDevice::open(image, FileDeviceOptions{.read_only = true, .lock = true});
-  if (!dev.ok() && dev.status().code() == EBUSY) {
-    return fail(dev.status().context() + " (a running server shows its checkpoint with 'bowstack status')");
+  auto target = opts.table.empty() ? restore_target(RestoreCliOptions{.image = opts.image, .dry_run = true})
+                                   : restore_target_of_table(opts.table, true, "inspect");
+  if (!target.ok() && target.status().code() == EBUSY) {
+    return fail(target.status().context() +
+                " (a running server shows its checkpoint with 'bowstack status')");
   }
-  if (!dev.ok()) return fail(dev.status().message());
+  if (!target.ok()) {
+    const Status& s = target.status();
+    return fail(s.code() == EINVAL ? s.context() : s.message());
+  }
+  const std::string& image = target->name;
+  const bool json = opts.json;
+  // How to run restore on the same thing.
+  const std::string restore_args = opts.table.empty() ? image : "--table " + opts.table;
   // restore's own check decides, so that inspect never calls restorable
   // what restore would refuse, or the other way round.
-  auto checked = bow::check_restore(*dev.value(), journal_of(image));
+  auto checked = bow::check_restore(*target->dev, target->journal);
   if (!checked.ok()) return fail(fmt::format("{}: {}", image, checked.status().message()));
   const bow::RestoreCheck& c = checked.value();
   const bool wob = c.state == bow::ProbeResult::kInterruptedRestore;
@@ -263,7 +239,7 @@ int run_inspect(const std::string& image, bool json) {
         "%s: an interrupted restore (magic WOB), block size %u, %zu log blocks, %llu entries left, "
         "checksums verified; run 'bowstack restore %s' to finish it\n",
         image.c_str(), chain.block_size, chain.blocks.size(), static_cast<unsigned long long>(c.entries()),
-        image.c_str());
+        restore_args.c_str());
   } else {
     std::printf("%s: checkpoint log, block size %u, live block 0 at sector %llu\n", image.c_str(),
                 chain.block_size, static_cast<unsigned long long>(chain.sector0));

@@ -12,10 +12,10 @@
 #include "cli/report.h"
 #include "cli/verb_registry.h"
 #include "control/control_server.h"
-#include "core/file_device.h"
 #include "targets/csum/csum_report.h"
 #include "targets/csum/csum_target.h"
 #include "targets/csum/csum_verify.h"
+#include "targets/csum/csum_volume_cli.h"
 
 namespace bowstack::cli {
 namespace {
@@ -30,14 +30,18 @@ int unusable(const std::string& what) {
 }
 
 int run_csum_verify(const CsumCliOptions& o) {
-  const std::string meta = o.metadata.empty() ? csum_default_metadata(o.image) : o.metadata;
+  auto places = csum_places(o, "csum verify");
+  if (!places.ok()) return unusable(places.status().context());
+  const CsumPlaces& p = places.value();
+  const std::string image = p.data_name(), meta = p.md_name();
   // Shared locks: refused while a server holds either file (it may be
   // changing both), fine beside other readers.
-  auto data = FileDevice::open(o.image, FileDeviceOptions{.read_only = true, .lock = true});
-  if (!data.ok()) return unusable(why(data.status()));
-  auto md = FileDevice::open(meta, FileDeviceOptions{.read_only = true, .lock = true});
-  if (!md.ok()) return unusable(fmt::format("checksums: {}", why(md.status())));
-  auto progress = progress_line("verifying", o.image, o.json);
+  auto data = open_csum_leaf(p, p.data, LeafOpen{.read_only = true});
+  if (!data.ok()) return unusable(data.status().context());
+  if (p.layout == "integrity") return run_integrity_verify_on(data.value(), image, o.json);
+  auto md = open_csum_leaf(p, *p.md, LeafOpen{.read_only = true});
+  if (!md.ok()) return unusable(fmt::format("checksums: {}", md.status().context()));
+  auto progress = progress_line("verifying", image, o.json);
   auto r = verify_volume(data.value(), md.value(), progress);
   if (!r.ok()) {
     const Status& s = r.status();
@@ -48,7 +52,7 @@ int run_csum_verify(const CsumCliOptions& o) {
   const VerifyReport& v = r.value();
   if (o.json) {
     nlohmann::json j;
-    j["image"] = o.image;
+    j["image"] = image;
     j["metadata"] = meta;
     j["block_size"] = v.sb.layout.block_size;
     j["blocks"] = v.blocks;
@@ -69,7 +73,7 @@ int run_csum_verify(const CsumCliOptions& o) {
               : " (not closed cleanly: either checksum of a block is accepted)";
     }
     std::printf("%s: %llu blocks of %u bytes verified, %zu mismatches, %zu unverifiable ranges%s\n",
-                o.image.c_str(), static_cast<unsigned long long>(v.blocks), v.sb.layout.block_size,
+                image.c_str(), static_cast<unsigned long long>(v.blocks), v.sb.layout.block_size,
                 v.mismatches.size(), v.unverifiable.size(), unclean.c_str());
   }
   return v.clean() ? 0 : 1;
@@ -90,12 +94,29 @@ bool scrub_in_progress(const ClientOptions& client) {
 // --layout on a verb; integrity needs no --metadata (its tags are in IMAGE).
 void add_layout_option(CLI::App* verb, CsumCliOptions* o) {
   verb->add_option("--layout", o->layout,
-                   "csum (checksums in a metadata file) or integrity (dm-integrity's format)")
+                   "csum (checksums in a metadata file) or integrity (dm-integrity's format); with --table, "
+                   "the csum node's")
       ->check(CLI::IsMember({"csum", "integrity"}))
-      ->capture_default_str();
+      ->capture_default_str()
+      ->each([o](const std::string&) { o->layout_given = true; });
+}
+
+// IMAGE and --metadata, or --table FILE: the table's one csum node, its
+// data image and checksums files or RBD images (csum_volume_cli.h).
+void add_volume_options(CLI::App* verb, CsumCliOptions* o, const char* metadata_help,
+                        const char* image_help = "the data image") {
+  CLI::Option* image = verb->add_option("IMAGE", o->image, image_help);
+  CLI::Option* metadata = verb->add_option("--metadata", o->metadata, metadata_help);
+  verb->add_option("--table", o->table,
+                   "the table the image is served with: its csum node's data image and checksums (files or "
+                   "RBD images)")
+      ->excludes(image)
+      ->excludes(metadata);
 }
 
 int run_integrity(const CsumCliOptions& o, bool format) {
+  if (o.image.empty())
+    return unusable(fmt::format("csum {} needs IMAGE or --table FILE", format ? "format" : "verify"));
   if (!o.metadata.empty())
     return unusable("--metadata does not apply to --layout integrity: its tags are in IMAGE");
   if (!format) return run_integrity_verify(o.image, o.json);
@@ -112,18 +133,17 @@ VerbRunner add_csum_verbs(CLI::App& app) {
   cmd->require_subcommand(1);
   CLI::App* verify = cmd->add_subcommand(
       "verify", "check every block of IMAGE against its checksum (exit 0 clean, 1 mismatches, 2 unusable)");
-  verify->add_option("IMAGE", o->image, "the data image")->required();
-  verify->add_option("--metadata", o->metadata, "the checksums (default: IMAGE.csum, as serve finds them)");
+  add_volume_options(verify, o.get(), "the checksums (default: IMAGE.csum, as serve finds them)");
   verify->add_flag("--json", o->json, "print the report as JSON");
   add_layout_option(verify, o.get());
   verify->footer(
-      "Example:\n  bowstack csum verify disk.img\n  bowstack csum verify --json disk.img\n"
-      "  bowstack csum verify --layout integrity disk.img");
+      "Examples:\n  bowstack csum verify disk.img\n  bowstack csum verify --json disk.img\n"
+      "  bowstack csum verify --layout integrity disk.img\n"
+      "  bowstack csum verify --table t.json            # e.g. csum over an RBD image");
 
   CLI::App* format = cmd->add_subcommand(
       "format", "make checksums for the data IMAGE holds now, accepting it as correct (server stopped)");
-  format->add_option("IMAGE", o->image, "the data image")->required();
-  format->add_option("--metadata", o->metadata, "where the checksums go (default: IMAGE.csum)");
+  add_volume_options(format, o.get(), "where the checksums go (default: IMAGE.csum)");
   format->add_option("--block-size", o->block_size, "bytes per checksummed block: 512, 1024, 2048 or 4096")
       ->check(CLI::IsMember({512, 1024, 2048, 4096}));
   format->add_flag("--force", o->force, "replace metadata that is already there (csum or not)");
@@ -136,35 +156,38 @@ VerbRunner add_csum_verbs(CLI::App& app) {
                      "layout integrity: dm-integrity journal sections (default: the kernel's for the size)");
   format->footer(
       "layout csum keeps the data and accepts it; layout integrity makes IMAGE a new dm-integrity volume "
-      "(its data is lost).\nExamples:\n  bowstack csum format disk.img && bowstack serve disk.img --target "
-      "csum\n  truncate -s 1G new.img && bowstack csum format --layout integrity new.img");
+      "(its data is lost). With --table the table says where (an RBD image's checksums are created to "
+      "fit);\nthe options still come from this command line.\nExamples:\n  bowstack csum format disk.img && "
+      "bowstack serve disk.img --target csum\n  truncate -s 1G new.img && bowstack csum format --layout "
+      "integrity new.img\n  bowstack csum format --table t.json && bowstack serve --table t.json");
 
   CLI::App* rebuild = cmd->add_subcommand(
       "rebuild", "recompute every checksum from the current data, accepting it (server stopped)");
-  rebuild->add_option("IMAGE", o->image, "the data image")->required();
-  rebuild->add_option("--metadata", o->metadata, "the checksums (default: IMAGE.csum)");
+  add_volume_options(rebuild, o.get(), "the checksums (default: IMAGE.csum)");
   rebuild->add_flag("--json", o->json, "print the report as JSON");
   rebuild->footer(
       "Every block's current data becomes correct, mismatching or not: run 'csum verify' first to see what "
-      "this accepts.\nExample:\n  bowstack csum rebuild disk.img");
+      "this accepts.\nExamples:\n  bowstack csum rebuild disk.img\n  bowstack csum rebuild --table t.json");
 
   CLI::App* rewrite = cmd->add_subcommand(
       "rewrite",
       "accept one block's current data as correct (offline with IMAGE, else on the running server)");
-  rewrite->add_option("IMAGE", o->image, "the data image (server stopped); omit to ask the running server");
-  rewrite->add_option("--metadata", o->metadata, "the checksums (default: IMAGE.csum)");
+  add_volume_options(rewrite, o.get(), "the checksums (default: IMAGE.csum)",
+                     "the data image (server stopped); omit (and --table) to ask the running server");
   rewrite->add_option("--block", o->block, "the block number (as 'csum verify' names it)")->required();
   add_client_options(rewrite, &o->client);
   rewrite->footer(
-      "Examples:\n  bowstack csum rewrite --block 300 disk.img\n  bowstack csum rewrite --block 300");
+      "Examples:\n  bowstack csum rewrite --block 300 disk.img\n  bowstack csum rewrite --block 300 --table "
+      "t.json\n  bowstack csum rewrite --block 300            # the running server");
 
   CLI::App* dump = cmd->add_subcommand("dump", "print what the checksum metadata says (writes nothing)");
-  dump->add_option("IMAGE", o->image, "the data image")->required();
-  dump->add_option("--metadata", o->metadata, "the checksums (default: IMAGE.csum)");
+  add_volume_options(dump, o.get(), "the checksums (default: IMAGE.csum)");
   dump->add_option("--block", o->block, "show this block's checksums and whether its data matches")
       ->each([o](const std::string&) { o->block_given = true; });
   dump->add_flag("--json", o->json, "print JSON");
-  dump->footer("Examples:\n  bowstack csum dump disk.img\n  bowstack csum dump --block 300 disk.img");
+  dump->footer(
+      "Examples:\n  bowstack csum dump disk.img\n  bowstack csum dump --block 300 disk.img\n"
+      "  bowstack csum dump --table t.json");
 
   CLI::App* mismatches = cmd->add_subcommand(
       "mismatches", "running server: the blocks reads and scrub found bad (exit 1 if any)");
@@ -181,8 +204,10 @@ VerbRunner add_csum_verbs(CLI::App& app) {
   scrub->footer("Examples:\n  bowstack csum scrub\n  bowstack csum scrub --rate 200M\n  bowstack status");
   return [=]() -> int {
     if (!*cmd) return -1;
-    if (*verify) return o->layout == "integrity" ? run_integrity(*o, false) : run_csum_verify(*o);
-    if (*format) return o->layout == "integrity" ? run_integrity(*o, true) : run_csum_format(*o);
+    // With --table, the table's csum node decides the layout (csum_volume_cli.h).
+    const bool integrity = o->table.empty() && o->layout == "integrity";
+    if (*verify) return integrity ? run_integrity(*o, false) : run_csum_verify(*o);
+    if (*format) return integrity ? run_integrity(*o, true) : run_csum_format(*o);
     if (*rebuild) return run_csum_rebuild(*o);
     if (*rewrite) return run_csum_rewrite(*o);
     if (*dump) return run_csum_dump(*o);

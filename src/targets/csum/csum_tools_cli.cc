@@ -1,5 +1,6 @@
-// `bowstack csum format|rebuild|rewrite|dump|mismatches`: open the files,
-// call csum_tools.h (or the running server), print. Exit status: 0 done /
+// `bowstack csum format|rebuild|rewrite|dump|mismatches`: open the volume
+// (csum_volume_cli.h: IMAGE, or --table), call csum_tools.h (or the running
+// server), print. Exit status: 0 done /
 // clean, 1 findings (mismatches, damage), 2 the volume cannot be used.
 #include <fmt/format.h>
 
@@ -15,6 +16,7 @@
 #include "targets/csum/csum_report.h"
 #include "targets/csum/csum_target.h"
 #include "targets/csum/csum_tools.h"
+#include "targets/csum/csum_volume_cli.h"
 
 namespace bowstack::cli {
 
@@ -27,38 +29,44 @@ int unusable(const std::string& what) {
   return 2;
 }
 
-std::string metadata_of(const CsumCliOptions& o) {
-  return o.metadata.empty() ? csum_default_metadata(o.image) : o.metadata;
+ToolProgress progress_bar(const CsumCliOptions& o, const CsumPlaces& p, const char* verb) {
+  return progress_line(verb, p.data_name(), o.json);
 }
 
-ToolProgress progress_bar(const CsumCliOptions& o, const char* verb) {
-  return progress_line(verb, o.image, o.json);
-}
-
-// Both files opened for writing with exclusive locks: refused while a
-// server (or another tool) has either.
-struct Opened {
-  std::shared_ptr<FileDevice> data, md;
+// A volume's devices, as the verb needs them opened.
+struct Volume {
+  std::shared_ptr<BlockDevice> data, md;
 };
-std::optional<Opened> open_for_writing(const CsumCliOptions& o, int* rc) {
-  auto data = FileDevice::open(o.image, FileDeviceOptions{.lock = true});
-  if (!data.ok()) {
-    *rc = unusable(why(data.status()));
-    return std::nullopt;
-  }
-  auto md = FileDevice::open(metadata_of(o), FileDeviceOptions{.lock = true});
-  if (!md.ok()) {
-    *rc = unusable(fmt::format("checksums: {}", why(md.status())));
-    return std::nullopt;
-  }
-  return Opened{data.value(), md.value()};
+
+// Both opened for writing with exclusive locks: refused while a server (or
+// another tool) has either. An RBD image for the checksums is created, or
+// grown from size 0, to `md_create_size` when that is non-zero (format).
+Result<Volume> open_for_writing(const CsumPlaces& p, uint64_t md_create_size = 0) {
+  auto data = open_csum_leaf(p, p.data, LeafOpen{});
+  if (!data.ok()) return data.status();
+  auto md = open_csum_leaf(p, *p.md, LeafOpen{.create_size = md_create_size});
+  if (!md.ok()) return Status::Error(md.status().code(), "checksums: " + md.status().context());
+  return Volume{data.value(), md.value()};
 }
 
-int metadata_error(const CsumCliOptions& o, const Status& s) {
-  if (s.code() == EMEDIUMTYPE) {
-    return unusable(fmt::format("'{}' is not csum metadata: {}", metadata_of(o), s.context()));
+// The places of a verb that works on layout=csum only (not integrity, whose
+// tools are format and verify).
+Result<CsumPlaces> csum_only_places(const CsumCliOptions& o, const char* tool) {
+  auto p = csum_places(o, tool);
+  if (p.ok() && p->layout != "csum") {
+    return Status::Error(EINVAL,
+                         fmt::format("{}: the table's csum node has layout={}; {} works on layout=csum "
+                                     "volumes (verify and format know layout=integrity)",
+                                     o.table, p->layout, tool));
   }
-  return unusable(fmt::format("'{}': {}", metadata_of(o), why(s)));
+  return p;
+}
+
+int metadata_error(const CsumPlaces& p, const Status& s) {
+  if (s.code() == EMEDIUMTYPE) {
+    return unusable(fmt::format("'{}' is not csum metadata: {}", p.md_name(), s.context()));
+  }
+  return unusable(fmt::format("'{}': {}", p.md_name(), why(s)));
 }
 
 const char* state_name(PairState s) {
@@ -72,6 +80,24 @@ const char* state_name(PairState s) {
   }
 }
 
+// `csum format --table` on a csum node with layout=integrity: a new
+// dm-integrity volume in the table's data image. Its data is lost, so the
+// command line must say --layout integrity itself.
+int format_integrity_of_table(const CsumCliOptions& o, const CsumPlaces& p) {
+  if (!o.layout_given) {
+    return unusable(
+        fmt::format("{}: the table's csum node has layout=integrity: formatting makes '{}' a new "
+                    "dm-integrity volume and its data is lost; give --layout integrity to do that",
+                    o.table, p.data_name()));
+  }
+  // An exclusive lock: refused while a server or a verify has the image open.
+  auto data = open_csum_leaf(p, p.data, LeafOpen{});
+  if (!data.ok()) return unusable(data.status().context());
+  return run_integrity_format_on(
+      *data.value(), p.data_name(),
+      IntegrityFormatOptions{.block_size = o.block_size, .journal_sections = o.journal_sections});
+}
+
 }  // namespace
 
 std::string csum_default_metadata(const std::string& image) {
@@ -82,7 +108,11 @@ std::string csum_default_metadata(const std::string& image) {
 }
 
 int run_csum_format(const CsumCliOptions& o) {
-  const std::string meta = metadata_of(o);
+  auto places = csum_places(o, "csum format");
+  if (!places.ok()) return unusable(places.status().context());
+  const CsumPlaces& pl = places.value();
+  if (pl.layout == "integrity") return format_integrity_of_table(o, pl);
+  const std::string meta = pl.md_name();
   FormatParams p;
   p.block_size = o.block_size;
   if (!o.journal_size.empty()) {
@@ -94,40 +124,40 @@ int run_csum_format(const CsumCliOptions& o) {
     p.mode = Mode::kJournal;
   }
   {
-    auto data = FileDevice::open(o.image, FileDeviceOptions{.read_only = true});
-    if (!data.ok()) return unusable(why(data.status()));
+    auto data = open_csum_leaf(pl, pl.data, LeafOpen{.read_only = true});
+    if (!data.ok()) return unusable(data.status().context());
     p.data_size = (*data)->geometry().size;
   }
   auto need = CsumMetadata::bytes_needed(p);
   if (!need.ok()) return unusable(why(need.status()));
-  // The sidecar is created sparse, or grown; a block device must be big
-  // enough already (format says so).
-  std::error_code ec;
-  if (!std::filesystem::exists(meta, ec)) {
-    if (Status s = FileDevice::create(meta, *need); !s.ok()) return unusable(why(s));
-  } else if (std::filesystem::is_regular_file(meta, ec) && std::filesystem::file_size(meta, ec) < *need) {
-    std::filesystem::resize_file(meta, *need, ec);
-    if (ec) return unusable(fmt::format("growing '{}': {}", meta, ec.message()));
+  // A sidecar file is created sparse, or grown; a block device must be big
+  // enough already (format says so). An RBD image is created, or grown from
+  // size 0, when it is opened.
+  if (pl.md->kind == TableNode::Kind::kFile) {
+    std::error_code ec;
+    const std::string& path = pl.md->path;
+    if (!std::filesystem::exists(path, ec)) {
+      if (Status s = FileDevice::create(path, *need); !s.ok()) return unusable(why(s));
+    } else if (std::filesystem::is_regular_file(path, ec) && std::filesystem::file_size(path, ec) < *need) {
+      std::filesystem::resize_file(path, *need, ec);
+      if (ec) return unusable(fmt::format("growing '{}': {}", path, ec.message()));
+    }
   }
-  int rc = 0;
-  auto f = open_for_writing(o, &rc);
-  if (!f) return rc;
-  auto r = format_over_data(*f->data, *f->md, p, o.force, progress_bar(o, "formatting"));
+  auto f = open_for_writing(pl, *need);
+  if (!f.ok()) return unusable(f.status().context());
+  auto r = format_over_data(*f->data, *f->md, p, o.force, progress_bar(o, pl, "formatting"));
   if (!r.ok()) return unusable(fmt::format("'{}': {}", meta, why(r.status())));
   if (o.json) {
-    nlohmann::json j = {{"image", o.image},
-                        {"metadata", meta},
-                        {"uuid", uuid_string(r->sb.uuid)},
-                        {"block_size", r->sb.layout.block_size},
-                        {"blocks", r->sb.layout.nr_blocks},
-                        {"data_blocks", r->data_blocks},
+    nlohmann::json j = {{"image", pl.data_name()},          {"metadata", meta},
+                        {"uuid", uuid_string(r->sb.uuid)},  {"block_size", r->sb.layout.block_size},
+                        {"blocks", r->sb.layout.nr_blocks}, {"data_blocks", r->data_blocks},
                         {"zero_blocks", r->zero_blocks}};
     std::printf("%s\n", j.dump(2).c_str());
   } else {
     std::printf(
         "%s: formatted %s: %llu blocks of %u bytes; the current data of %llu blocks was accepted as "
         "correct, %llu blocks are zeroes\n",
-        o.image.c_str(), meta.c_str(), static_cast<unsigned long long>(r->sb.layout.nr_blocks),
+        pl.data_name().c_str(), meta.c_str(), static_cast<unsigned long long>(r->sb.layout.nr_blocks),
         r->sb.layout.block_size, static_cast<unsigned long long>(r->data_blocks),
         static_cast<unsigned long long>(r->zero_blocks));
   }
@@ -135,14 +165,17 @@ int run_csum_format(const CsumCliOptions& o) {
 }
 
 int run_csum_rebuild(const CsumCliOptions& o) {
-  int rc = 0;
-  auto f = open_for_writing(o, &rc);
-  if (!f) return rc;
-  auto r = rebuild_volume(*f->data, f->md, progress_bar(o, "rebuilding"));
-  if (!r.ok()) return metadata_error(o, r.status());
+  auto places = csum_only_places(o, "csum rebuild");
+  if (!places.ok()) return unusable(places.status().context());
+  const CsumPlaces& p = places.value();
+  auto f = open_for_writing(p);
+  if (!f.ok()) return unusable(f.status().context());
+  auto r = rebuild_volume(*f->data, f->md, progress_bar(o, p, "rebuilding"));
+  if (!r.ok()) return metadata_error(p, r.status());
+  const std::string image = p.data_name();
   if (o.json) {
-    nlohmann::json j = {{"image", o.image},
-                        {"metadata", metadata_of(o)},
+    nlohmann::json j = {{"image", image},
+                        {"metadata", p.md_name()},
                         {"blocks", r->blocks},
                         {"changed", r->changed},
                         {"damaged_sectors", r->damaged_sectors},
@@ -151,19 +184,19 @@ int run_csum_rebuild(const CsumCliOptions& o) {
   } else {
     if (r->replayed != 0) {
       std::printf("%s: %llu journal records applied first (the volume stopped uncleanly in mode journal)\n",
-                  o.image.c_str(), static_cast<unsigned long long>(r->replayed));
+                  image.c_str(), static_cast<unsigned long long>(r->replayed));
     }
     std::printf(
         "%s: every checksum recomputed from the current data (%llu blocks); %llu blocks did not match "
         "before and are now accepted, %llu damaged checksum sectors rewritten\n",
-        o.image.c_str(), static_cast<unsigned long long>(r->blocks),
+        image.c_str(), static_cast<unsigned long long>(r->blocks),
         static_cast<unsigned long long>(r->changed), static_cast<unsigned long long>(r->damaged_sectors));
   }
   return 0;
 }
 
 int run_csum_rewrite(const CsumCliOptions& o) {
-  if (o.image.empty()) {
+  if (o.image.empty() && o.table.empty()) {
     // The running server does it through its write path.
     nlohmann::json request = {
         {"cmd", "message"}, {"text", fmt::format("rewrite {}", o.block)}, {"target", "csum"}};
@@ -173,15 +206,17 @@ int run_csum_rewrite(const CsumCliOptions& o) {
     std::printf("%s\n", reply->value("reply", std::string()).c_str());
     return 0;
   }
-  int rc = 0;
-  auto f = open_for_writing(o, &rc);
-  if (!f) return rc;
+  auto places = csum_only_places(o, "csum rewrite");
+  if (!places.ok()) return unusable(places.status().context());
+  const CsumPlaces& p = places.value();
+  auto f = open_for_writing(p);
+  if (!f.ok()) return unusable(f.status().context());
   auto r = rewrite_block_offline(*f->data, f->md, o.block);
   if (!r.ok()) {
     if (r.status().code() == EINVAL || r.status().code() == EUCLEAN || r.status().code() == EBUSY) {
       return fail(why(r.status()));
     }
-    return metadata_error(o, r.status());
+    return metadata_error(p, r.status());
   }
   std::printf("block %llu: %s; checksum %08x stored\n", static_cast<unsigned long long>(o.block),
               r->matched ? "already matched its data" : "its current data is now accepted as correct",
@@ -190,13 +225,16 @@ int run_csum_rewrite(const CsumCliOptions& o) {
 }
 
 int run_csum_dump(const CsumCliOptions& o) {
-  auto md = FileDevice::open(metadata_of(o), FileDeviceOptions{.read_only = true, .lock = true});
-  if (!md.ok()) return unusable(fmt::format("checksums: {}", why(md.status())));
+  auto places = csum_only_places(o, "csum dump");
+  if (!places.ok()) return unusable(places.status().context());
+  const CsumPlaces& p = places.value();
+  auto md = open_csum_leaf(p, *p.md, LeafOpen{.read_only = true});
+  if (!md.ok()) return unusable(fmt::format("checksums: {}", md.status().context()));
   if (o.block_given) {
-    auto data = FileDevice::open(o.image, FileDeviceOptions{.read_only = true, .lock = true});
-    if (!data.ok()) return unusable(why(data.status()));
+    auto data = open_csum_leaf(p, p.data, LeafOpen{.read_only = true});
+    if (!data.ok()) return unusable(data.status().context());
     auto r = inspect_block(*data.value(), md.value(), o.block);
-    if (!r.ok()) return r.status().code() == EINVAL ? fail(why(r.status())) : metadata_error(o, r.status());
+    if (!r.ok()) return r.status().code() == EINVAL ? fail(why(r.status())) : metadata_error(p, r.status());
     if (o.json) {
       nlohmann::json j = {{"block", r->block}, {"offset", r->block * r->block_size}};
       j["state"] = r->pair_error.empty() ? state_name(r->pair.state) : "damaged";
@@ -217,14 +255,14 @@ int run_csum_dump(const CsumCliOptions& o) {
     return r->matches ? 0 : 1;
   }
   auto r = dump_volume(md.value());
-  if (!r.ok()) return metadata_error(o, r.status());
+  if (!r.ok()) return metadata_error(p, r.status());
   const Superblock& sb = r->sb;
   const Layout& l = sb.layout;
   static const char* kScrub[] = {"never", "running", "paused", "done", "stopped"};
   const char* scrub = sb.scrub_state < 5 ? kScrub[sb.scrub_state] : "?";
   if (o.json) {
     nlohmann::json j;
-    j["metadata"] = metadata_of(o);
+    j["metadata"] = p.md_name();
     j["version"] = sb.version;
     j["uuid"] = uuid_string(sb.uuid);
     j["generation"] = sb.generation;
@@ -255,7 +293,7 @@ int run_csum_dump(const CsumCliOptions& o) {
     }
     std::printf("%s\n", j.dump(2).c_str());
   } else {
-    std::printf("metadata:     %s (csum v%u, uuid %s, generation %llu)\n", metadata_of(o).c_str(), sb.version,
+    std::printf("metadata:     %s (csum v%u, uuid %s, generation %llu)\n", p.md_name().c_str(), sb.version,
                 uuid_string(sb.uuid).c_str(), static_cast<unsigned long long>(sb.generation));
     std::printf("data:         %llu bytes, %llu blocks of %u bytes\n",
                 static_cast<unsigned long long>(l.data_size), static_cast<unsigned long long>(l.nr_blocks),

@@ -18,13 +18,17 @@ int run_integrity_format(const IntegrityFormatOptions& o) {
   // An exclusive lock: refused while a server or a verify has the image open.
   auto dev = FileDevice::open(o.image, FileDeviceOptions{.lock = true});
   if (!dev.ok()) return fail(why(dev.status()));
-  auto sb = format_integrity(
-      *dev.value(), FormatParams{.block_size = o.block_size, .journal_sections = o.journal_sections});
-  if (!sb.ok()) return fail(fmt::format("'{}': {}", o.image, why(sb.status())));
+  return run_integrity_format_on(*dev.value(), o.image, o);
+}
+
+int run_integrity_format_on(BlockDevice& dev, const std::string& image, const IntegrityFormatOptions& o) {
+  auto sb =
+      format_integrity(dev, FormatParams{.block_size = o.block_size, .journal_sections = o.journal_sections});
+  if (!sb.ok()) return fail(fmt::format("'{}': {}", image, why(sb.status())));
   std::printf(
       "%s: dm-integrity volume (superblock version %u, crc32c tags), %u-byte blocks, %llu bytes of data, "
       "%u journal sections\n",
-      o.image.c_str(), static_cast<unsigned>(sb->version), sb->block_size(),
+      image.c_str(), static_cast<unsigned>(sb->version), sb->block_size(),
       static_cast<unsigned long long>(sb->provided_data_sectors * kSector), sb->journal_sections);
   return 0;
 }
@@ -35,8 +39,12 @@ int run_integrity_verify(const std::string& image, bool json) {
     std::fprintf(stderr, "bowstack: %s\n", why(dev.status()).c_str());
     return 2;
   }
+  return run_integrity_verify_on(dev.value(), image, json);
+}
+
+int run_integrity_verify_on(std::shared_ptr<BlockDevice> dev, const std::string& image, bool json) {
   auto progress = progress_line("verifying", image, json);
-  auto r = verify_integrity(dev.value(), progress);
+  auto r = verify_integrity(std::move(dev), progress);
   if (!r.ok()) {
     const Status& s = r.status();
     const std::string what = s.code() == EMEDIUMTYPE

@@ -4,7 +4,10 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
+
+#include "core/block_device.h"
 
 namespace bowstack::cli {
 
@@ -19,5 +22,9 @@ int run_integrity_format(const IntegrityFormatOptions& o);
 // Exit status as `csum verify`: 0 every block verified, 1 mismatches or
 // unverifiable blocks, 2 the volume cannot be verified at all.
 int run_integrity_verify(const std::string& image, bool json);
+// The same on a device the caller opened (a table's data leaf, `--table`;
+// formatting needs it written, under its lock), named `name` in messages.
+int run_integrity_format_on(BlockDevice& dev, const std::string& name, const IntegrityFormatOptions& o);
+int run_integrity_verify_on(std::shared_ptr<BlockDevice> dev, const std::string& name, bool json);
 
 }  // namespace bowstack::cli

@@ -12,6 +12,7 @@ namespace bowstack::cli {
 struct EraCliOptions {
   std::string metadata;
   std::string image;
+  std::string table;      // --table FILE instead of METADATA (and IMAGE): the table's era node
   std::string input;      // restore: XML; apply: export file
   std::string output;     // dump/invalidate: "-" or empty for stdout; export: the file
   int64_t since = 0;      // invalidate --written-since, export --since
