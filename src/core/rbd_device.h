@@ -77,6 +77,11 @@ class RbdDevice final : public BlockDevice {
   Status write_batch(std::span<const WriteRef> writes, uint32_t flags) override;
   Status trim(uint64_t offset, uint64_t length, uint32_t flags) override;
   Status write_zeroes(uint64_t offset, uint64_t length, uint32_t flags) override;
+  // Allocated objects are data; ranges in no object (never written, or
+  // discarded whole) are holes that read as zeroes (rbd_diff_iterate2 with
+  // whole-object granularity: quick with the object-map feature, and an
+  // object only partly written counts as data throughout).
+  Status block_status(uint64_t offset, uint64_t length, std::vector<Extent>* out) override;
   void describe(nlohmann::json* out) const override;
   std::string status_line() const override;
 

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # csum and mirror over RBD images of a real one-node Ceph cluster
 # (scripts/ceph-cluster.sh; issue 20):
-#  A. csum over an RBD image, its checksums the default image beside it
-#     (disk.csum, created by `csum format --table`): what is written over NBD verifies
+#  A. csum over a new RBD image, its checksums the default image beside it
+#     (disk.csum, created when the server starts: the image's block status
+#     shows it was never written); the export of the plain image reports
+#     its unwritten objects as holes; what is written over NBD verifies
 #     offline with `csum verify --table`; a byte flipped in the data image
 #     behind csum's back (through a plain server of the image) reads as EIO
 #     over csum while its neighbours read back; `csum verify --table`
@@ -39,12 +41,16 @@ cat >"$WORK/plain.json" <<EOF
 {"rbd": {"image": "disk", "conf": "$CONF"}}
 EOF
 head -c 16M /dev/urandom >"$WORK/src"
-# The RBD leaf reports no holes, so csum cannot tell a new image from one
-# that holds data: `csum format --table` accepts the blank image and
-# creates the checksums image (docs/rbd.md).
-tool csum format --table "$WORK/csum.json"
-[[ $rc -eq 0 ]] && grep -q "^rbd:rbd/disk: formatted rbd:rbd/disk.csum: 4096 blocks of 4096 bytes" "$WORK/tool.out" ||
-  fail "csum format --table (status $rc): $(cat "$WORK/tool.out")"
+# A new image is all holes to NBD clients (rbd_diff_iterate2), which is
+# how csum tells it from one holding data without checksums.
+start_server --table "$WORK/plain.json"
+nbdinfo --map "$(URI)" >"$WORK/map" || fail "nbdinfo --map failed"
+grep -Eq "^ +0 +16777216 +3 +hole,zero" "$WORK/map" || fail "a new image is not one hole: $(cat "$WORK/map")"
+nbdsh -u "$(URI)" -c "h.pwrite(bytes(4096), 8 << 20); h.flush()" || fail "write to the plain image failed"
+nbdinfo --map "$(URI)" >"$WORK/map" || fail "nbdinfo --map failed"
+grep -Eq "^ +8388608 +4194304 +0 +data" "$WORK/map" || fail "the written object is not data: $(cat "$WORK/map")"
+nbdsh -u "$(URI)" -c "h.trim(16 << 20, 0); h.flush()" || fail "trim of the plain image failed"
+stop_server
 start_server --table "$WORK/csum.json"
 [[ $(status_field .layers.0.kind) == csum && $(status_field .layers.1.kind) == rbd ]] ||
   fail "the stack is not csum over rbd"
