@@ -36,6 +36,9 @@ class Builder {
   Env* env() const { return opts_.env ? opts_.env : Env::posix(); }
 
  private:
+  // The leaf's node kept from the tree being replaced (a reload), or null
+  // when there is none; an error when the table changes its read_only.
+  Result<std::shared_ptr<BuiltNode>> borrowed(const TableNode& n);
   Result<std::shared_ptr<BuiltNode>> target(const TableNode& n);
 
   const TargetRegistry& registry_;
@@ -108,20 +111,21 @@ Result<std::shared_ptr<BuiltNode>> Builder::node(const TableNode& n) {
   return target(n);
 }
 
-Result<std::shared_ptr<BuiltNode>> Builder::rbd(const TableNode& n, uint64_t side_size) {
-  if (pool_) {
-    auto it = pool_->files.find(n.leaf_key());
-    if (it != pool_->files.end()) {
-      if (it->second->spec.read_only != n.read_only) {
-        return Status::Error(
-            EINVAL,
-            fmt::format("{}: '{}' is open {}; a reload cannot change that (restart the "
-                        "server)",
-                        n.json_path, n.leaf_name(), it->second->spec.read_only ? "read-only" : "read-write"));
-      }
-      return it->second;
-    }
+Result<std::shared_ptr<BuiltNode>> Builder::borrowed(const TableNode& n) {
+  if (!pool_) return std::shared_ptr<BuiltNode>();
+  auto it = pool_->files.find(n.leaf_key());
+  if (it == pool_->files.end()) return std::shared_ptr<BuiltNode>();
+  if (it->second->spec.read_only != n.read_only) {
+    return Status::Error(EINVAL, fmt::format("{}: '{}' is open {}; a reload cannot change that (restart the "
+                                             "server)",
+                                             n.json_path, n.leaf_name(),
+                                             it->second->spec.read_only ? "read-only" : "read-write"));
   }
+  return it->second;
+}
+
+Result<std::shared_ptr<BuiltNode>> Builder::rbd(const TableNode& n, uint64_t side_size) {
+  if (auto kept = borrowed(n); !kept.ok() || kept.value()) return kept;
   auto dev = open_leaf(n, LeafOpen{.read_only = n.read_only, .create_size = side_size});
   if (!dev.ok()) return at_node(n, dev.status());
   auto b = std::make_shared<BuiltNode>();
@@ -131,20 +135,7 @@ Result<std::shared_ptr<BuiltNode>> Builder::rbd(const TableNode& n, uint64_t sid
 }
 
 Result<std::shared_ptr<BuiltNode>> Builder::file(const TableNode& n, bool side, uint64_t side_size) {
-  const std::string key = canonical_path(n.path);
-  if (pool_) {
-    auto it = pool_->files.find(key);
-    if (it != pool_->files.end()) {
-      if (it->second->spec.read_only != n.read_only) {
-        return Status::Error(
-            EINVAL,
-            fmt::format("{}: '{}' is open {}; a reload cannot change that (restart the "
-                        "server)",
-                        n.json_path, n.path, it->second->spec.read_only ? "read-only" : "read-write"));
-      }
-      return it->second;
-    }
-  }
+  if (auto kept = borrowed(n); !kept.ok() || kept.value()) return kept;
   struct stat st {};
   const bool exists = ::stat(n.path.c_str(), &st) == 0;
   if (!exists && errno != ENOENT) {

@@ -9,14 +9,8 @@
 # (era's metadata, read by the era tools with --table; bow's resume journal,
 # which survives kill -9 and resumes, inspected and restored with --table).
 . "$(dirname "$0")/lib.sh"
-need ceph-mon ceph-osd ceph-mgr rbd nbdcopy nbdsh cmp
-: "${BOWSTACK_SRC:?set BOWSTACK_SRC to the source tree}"
-
-CLUSTER=$WORK/ceph
-"$BOWSTACK_SRC/scripts/ceph-cluster.sh" start "$CLUSTER" || fail "the Ceph cluster did not start"
-add_cleanup '"$BOWSTACK_SRC/scripts/ceph-cluster.sh" stop "$CLUSTER"'
-CONF=$CLUSTER/ceph.conf
-rbd_cli() { timeout 60 rbd -c "$CONF" "$@"; }
+need nbdcopy nbdsh cmp
+. "$(dirname "$0")/lib_rbd.sh"
 
 rbd_cli create --size 64M rbd/disk || fail "rbd create failed"
 cat >"$WORK/table.json" <<EOF

@@ -17,14 +17,8 @@
 #     as a clean raid1 member.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib_mirror.sh"
-need ceph-mon ceph-osd ceph-mgr rbd nbdcopy nbdsh cmp
-: "${BOWSTACK_SRC:?set BOWSTACK_SRC to the source tree}"
-
-CLUSTER=$WORK/ceph
-"$BOWSTACK_SRC/scripts/ceph-cluster.sh" start "$CLUSTER" || fail "the Ceph cluster did not start"
-add_cleanup '"$BOWSTACK_SRC/scripts/ceph-cluster.sh" stop "$CLUSTER"'
-CONF=$CLUSTER/ceph.conf
-rbd_cli() { timeout 60 rbd -c "$CONF" "$@"; }
+need nbdcopy nbdsh cmp
+. "$(dirname "$0")/lib_rbd.sh"
 # tool ARGS...: a bounded offline tool run; output in $WORK/tool.out, the
 # exit status in $rc.
 tool() {
