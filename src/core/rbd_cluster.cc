@@ -59,4 +59,22 @@ Status RbdCluster::create_image(const std::string& image, uint64_t size, const s
   return Status::Ok();
 }
 
+Status RbdCluster::open_image(const std::string& image, const char* snap, bool read_only,
+                              std::optional<uint64_t> create, const std::string& name, rbd_image_t* out) {
+  int r = read_only ? rbd_open_read_only(ioctx_, image.c_str(), out, snap)
+                    : rbd_open(ioctx_, image.c_str(), out, nullptr);
+  if (r == -ENOENT && create && !read_only && !snap) {
+    Status s = create_image(image, *create, name);
+    if (!s.ok() && s.code() != EEXIST) return s;
+    r = rbd_open(ioctx_, image.c_str(), out, nullptr);
+  }
+  if (r < 0) {
+    *out = nullptr;
+    return rbd_error(
+        r, fmt::format("{}: cannot open the image{}", name,
+                       r == -ENOENT ? (snap ? " (no such image or snapshot)" : " (no such image)") : ""));
+  }
+  return Status::Ok();
+}
+
 }  // namespace bowstack

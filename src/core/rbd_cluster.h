@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "core/status.h"
@@ -41,6 +42,14 @@ class RbdCluster {
   // Creates image `image` of `size` bytes with the cluster's default
   // features and object size. EEXIST when it exists.
   Status create_image(const std::string& image, uint64_t size, const std::string& name);
+
+  // Opens image `image` (at snapshot `snap`, read-only, when given) into
+  // *out. With `create`, an image that does not exist is created with that
+  // many bytes first (one created by another client meanwhile is opened;
+  // who writes it is the lock's business). Never with a snapshot or
+  // read-only. Errors start with `name`; a missing image is ENOENT.
+  Status open_image(const std::string& image, const char* snap, bool read_only,
+                    std::optional<uint64_t> create, const std::string& name, rbd_image_t* out);
 
  private:
   RbdCluster() = default;

@@ -116,7 +116,11 @@ Status RbdDevice::connect() {
       name_);
   if (!cluster.ok()) return cluster.status();
   cluster_ = std::move(cluster.value());
-  if (Status s = open_image(read_only); !s.ok()) return s;
+  const char* snap = opts_.snapshot ? opts_.snapshot->c_str() : nullptr;
+  const std::optional<uint64_t> create =
+      opts_.create_size > 0 ? std::optional<uint64_t>(opts_.create_size) : std::nullopt;
+  if (Status s = cluster_->open_image(opts_.image, snap, read_only, create, name_, &image_); !s.ok())
+    return s;
   if (!read_only) {
     if (Status s = take_lock(); !s.ok()) return s;
   } else if (opts_.refuse_if_locked && !opts_.snapshot) {
@@ -146,26 +150,6 @@ Status RbdDevice::connect() {
   caps_.write_zeroes = !read_only;
   caps_.block_status = true;
   caps_.multi_conn = true;  // one image handle: a flush covers every caller's writes
-  return Status::Ok();
-}
-
-Status RbdDevice::open_image(bool read_only) {
-  const char* snap = opts_.snapshot ? opts_.snapshot->c_str() : nullptr;
-  const bool create = opts_.create_size > 0 && !read_only && !snap;
-  int r = read_only ? rbd_open_read_only(cluster_->ioctx(), opts_.image.c_str(), &image_, snap)
-                    : rbd_open(cluster_->ioctx(), opts_.image.c_str(), &image_, nullptr);
-  if (r == -ENOENT && create) {
-    Status s = cluster_->create_image(opts_.image, opts_.create_size, name_);
-    // Another server may have created it meanwhile; its lock decides below.
-    if (!s.ok() && s.code() != EEXIST) return s;
-    r = rbd_open(cluster_->ioctx(), opts_.image.c_str(), &image_, nullptr);
-  }
-  if (r < 0) {
-    image_ = nullptr;
-    return rbd_error(
-        r, fmt::format("{}: cannot open the image{}", name_,
-                       r == -ENOENT ? (snap ? " (no such image or snapshot)" : " (no such image)") : ""));
-  }
   return Status::Ok();
 }
 

@@ -95,8 +95,6 @@ class RbdDevice final : public BlockDevice {
   enum class Lock { kNone, kExclusive, kAdvisory };
   RbdDevice(RbdOptions opts, std::string name);
   Status connect();
-  // Opens image_ (creating or sizing it first when opts_.create_size asks).
-  Status open_image(bool read_only);
   Status take_lock();
   // EBUSY naming the holder when a client holds a lock on the image.
   Status check_unlocked();

@@ -108,18 +108,13 @@ class RbdEnv final : public Env {
     if (!p.ok()) return p.status();
     auto cluster = RbdCluster::connect(p->cluster, p->name);
     if (!cluster.ok()) return cluster.status();
-    rados_ioctx_t io = cluster.value()->ioctx();
-    const char* image = p->image.c_str();
     rbd_image_t img = nullptr;
-    int r = mode == OpenMode::kRead ? rbd_open_read_only(io, image, &img, nullptr)
-                                    : rbd_open(io, image, &img, nullptr);
-    if (r == -ENOENT && mode == OpenMode::kCreateTruncate) {
-      Status s = cluster.value()->create_image(p->image, 0, p->name);
-      if (!s.ok() && s.code() != EEXIST) return s;
-      r = rbd_open(io, image, &img, nullptr);
-    }
-    if (r < 0)
-      return rbd_error(r, p->name + ": cannot open the image" + (r == -ENOENT ? " (no such image)" : ""));
+    const bool create = mode == OpenMode::kCreateTruncate;
+    if (Status s =
+            cluster.value()->open_image(p->image, nullptr, mode == OpenMode::kRead,
+                                        create ? std::optional<uint64_t>(0) : std::nullopt, p->name, &img);
+        !s.ok())
+      return s;
     auto f = std::make_unique<RbdFile>(std::move(cluster.value()), img, p->name);
     if (mode == OpenMode::kCreateTruncate) {
       if (Status s = f->truncate(0); !s.ok()) return s;
