@@ -11,6 +11,16 @@
 . "$(dirname "$0")/lib.sh"
 need nbdcopy nbdsh cmp
 . "$(dirname "$0")/lib_rbd.sh"
+# overwrite_blocks SEED COUNT: COUNT random 4 KiB writes over the export's
+# first 8 MiB (blocks chosen by SEED), then a flush.
+overwrite_blocks() {
+  nbdsh -u "$(URI)" -c "
+import os, random
+rnd = random.Random($1)
+for _ in range($2):
+    h.pwrite(os.urandom(4096), rnd.randrange(2048) * 4096)
+h.flush()"
+}
 
 rbd_cli create --size 64M rbd/disk || fail "rbd create failed"
 cat >"$WORK/table.json" <<EOF
@@ -127,12 +137,7 @@ h.pwrite(open('$WORK/bow-a', 'rb').read(), 0)
 h.trim(8 << 20, 8 << 20)  # free space for bow's saved copies
 h.flush()" || fail "writes before the checkpoint failed"
 "$BOWSTACK" checkpoint --control "$CTL" >/dev/null || fail "bow checkpoint failed"
-nbdsh -u "$(URI)" -c "
-import os, random
-rnd = random.Random(5)
-for _ in range(200):
-    h.pwrite(os.urandom(4096), rnd.randrange(2048) * 4096)
-h.flush()" || fail "overwrites after the checkpoint failed"
+overwrite_blocks 5 200 || fail "overwrites after the checkpoint failed"
 stop_server
 rbd_cli export rbd/bow-disk "$WORK/bow-changed" >/dev/null 2>&1 || fail "rbd export failed"
 cmp -s -n $((8 << 20)) "$WORK/bow-a" "$WORK/bow-changed" && fail "the overwrites did not reach the image"
@@ -254,12 +259,7 @@ h.trim(8 << 20, 8 << 20)
 h.flush()" || fail "writes before the checkpoint failed"
 "$BOWSTACK" checkpoint --control "$CTL" >/dev/null || fail "bow checkpoint failed"
 rbd_cli ls rbd | grep -qx bdisk.bowmeta || fail "no resume journal image bdisk.bowmeta: $(rbd_cli ls rbd)"
-nbdsh -u "$(URI)" -c "
-import os, random
-rnd = random.Random(6)
-for _ in range(100):
-    h.pwrite(os.urandom(4096), rnd.randrange(2048) * 4096)
-h.flush()" || fail "overwrites after the checkpoint failed"
+overwrite_blocks 6 100 || fail "overwrites after the checkpoint failed"
 kill -9 "$SERVER_PID"
 wait "$SERVER_PID" 2>/dev/null || true
 SERVER_PID=
@@ -277,12 +277,7 @@ break_locks bdisk
 break_locks bdisk.bowmeta
 start_server --table "$WORK/auto-bow.json"
 [[ $(status_field .layers.0.state) == CHECKPOINT ]] || fail "the checkpoint was not resumed: $(status_field .layers.0)"
-nbdsh -u "$(URI)" -c "
-import os, random
-rnd = random.Random(7)
-for _ in range(100):
-    h.pwrite(os.urandom(4096), rnd.randrange(2048) * 4096)
-h.flush()" || fail "overwrites after the resume failed"
+overwrite_blocks 7 100 || fail "overwrites after the resume failed"
 stop_server
 timeout 60 "$BOWSTACK" inspect --table "$WORK/auto-bow.json" >"$WORK/inspect.out" 2>&1 ||
   fail "inspect --table failed: $(cat "$WORK/inspect.out")"
