@@ -121,6 +121,20 @@ def main():
             time.sleep(step)
         raise SystemExit(f"timed out waiting for {what}")
 
+    def settle(t, what):
+        """Serves table `t` until no region awaits a resync and no job runs,
+        fsyncs leg 1 (dd's time includes its fsync: so does this one; the
+        server flushes the legs only when it marks them clean), then stops.
+        Returns the time the fsync ended (the stop is not timed)."""
+        s = serve_table(t)
+        wait(lambda m: m["resync_pending_regions"] == 0 and m["sync_action"] == "idle", what)
+        fd = os.open(legs[1], os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+        done = time.monotonic()
+        s.stop()
+        return done
+
     def timed(uri, rw, bs, qd, size):
         args = [f"--rw={rw}", f"--bs={bs}", f"--iodepth={qd}", f"--size={size}",
                 f"--runtime={a.runtime}", "--time_based"]
@@ -205,15 +219,7 @@ def main():
                 log.flush()
                 before = open(os.path.join(work, "servers.log"), "rb").read().count(b"not clean")
                 t0 = time.monotonic()
-                s = serve_table(t)
-                wait(lambda m: m["resync_pending_regions"] == 0 and m["sync_action"] == "idle", "resync")
-                # dd's time includes its fsync: so does this one (the
-                # server flushes the legs only when it marks them clean).
-                fd = os.open(legs[1], os.O_RDONLY)
-                os.fsync(fd)
-                os.close(fd)
-                t1 = time.monotonic()
-                s.stop()
+                t1 = settle(t, "resync")
                 text = open(os.path.join(work, "servers.log"), "rb").read().decode(errors="replace")
                 found = re.findall(r"not clean; (\d+) of (\d+) regions", text)
                 if text.count("not clean") <= before or not found:
@@ -221,13 +227,7 @@ def main():
                 # The same start, wait and fsync on the now clean legs: the
                 # start-up cost, taken off the resync's time.
                 c0 = time.monotonic()
-                s = serve_table(t)
-                wait(lambda m: m["resync_pending_regions"] == 0 and m["sync_action"] == "idle", "start")
-                fd = os.open(legs[1], os.O_RDONLY)
-                os.fsync(fd)
-                os.close(fd)
-                c1 = time.monotonic()
-                s.stop()
+                c1 = settle(t, "start")
                 region = mirror_region(a.region_size)
                 n = int(found[-1][0]) * region
                 res["resync"].append(n / max(1e-3, (t1 - t0) - (c1 - c0)))
