@@ -11,11 +11,13 @@
 #include "core/memory_device.h"
 #include "targets/bow/bow_restore.h"
 #include "targets/bow/bow_target.h"
+#include "targets/bow/bow_test_util.h"
 
 namespace bowstack::bow {
 namespace {
 
-using Bytes = std::vector<std::byte>;
+using test_util::Bytes;
+using test_util::random_bytes;
 constexpr uint32_t kBs = 4096;
 
 // A memory device that behaves like a sparse file on a nearly full
@@ -85,18 +87,12 @@ class SparseBudgetDevice final : public StackedDevice {
   std::atomic<uint64_t> reserves_{0};
 };
 
-Bytes fill(std::mt19937_64& rng, size_t n) {
-  Bytes b(n);
-  for (auto& x : b) x = std::byte(static_cast<unsigned char>(rng()));
-  return b;
-}
-
 TEST(BowEnospc, FullBackingStoreFailsOnlyWritesThatNeedBackupSpace) {
   std::mt19937_64 rng(42);
   constexpr uint64_t kBlocks = 2048;  // 8 MiB
   constexpr uint64_t kUsed = 1024;    // [0, 4 MiB) holds data; the rest is free and sparse
   auto mem = std::make_shared<MemoryDevice>(kBlocks * kBs);
-  const Bytes original = fill(rng, kUsed * kBs);
+  const Bytes original = random_bytes(rng, kUsed * kBs);
   ASSERT_TRUE(mem->write(0, original, 0).ok());
   auto dev = std::make_shared<SparseBudgetDevice>(mem, kBlocks);
   dev->allocated(kUsed * kBs);
@@ -112,7 +108,7 @@ TEST(BowEnospc, FullBackingStoreFailsOnlyWritesThatNeedBackupSpace) {
   Bytes model = original;
   uint64_t ok_writes = 0, enospc = 0, next = 1;
   for (; next < kUsed && enospc < 5; ++next) {
-    const Bytes data = fill(rng, kBs);
+    const Bytes data = random_bytes(rng, kBs);
     Status s = bow.write(next * kBs, data, 0);
     if (s.ok()) {
       std::memcpy(model.data() + next * kBs, data.data(), kBs);
@@ -133,7 +129,7 @@ TEST(BowEnospc, FullBackingStoreFailsOnlyWritesThatNeedBackupSpace) {
   Bytes got(kUsed * kBs);
   ASSERT_TRUE(bow.read(0, got).ok());
   EXPECT_TRUE(got == model);
-  const Bytes again = fill(rng, kBs);
+  const Bytes again = random_bytes(rng, kBs);
   ASSERT_TRUE(bow.write(1 * kBs, again, 0).ok());
   std::memcpy(model.data() + kBs, again.data(), kBs);
   ASSERT_TRUE(bow.flush().ok());
@@ -141,7 +137,7 @@ TEST(BowEnospc, FullBackingStoreFailsOnlyWritesThatNeedBackupSpace) {
   // Space returns: first overwrites work again.
   dev->set_budget(kBlocks);
   for (uint64_t b = next; b < next + 20; ++b) {
-    const Bytes data = fill(rng, kBs);
+    const Bytes data = random_bytes(rng, kBs);
     ASSERT_TRUE(bow.write(b * kBs, data, 0).ok()) << b;
     std::memcpy(model.data() + b * kBs, data.data(), kBs);
   }
@@ -167,7 +163,7 @@ TEST(BowEnospc, CommitWithoutSpaceRefusesAndKeepsTheCheckpoint) {
   std::mt19937_64 rng(7);
   constexpr uint64_t kBlocks = 1024;
   auto mem = std::make_shared<MemoryDevice>(kBlocks * kBs, 512);  // 512-byte sectors: tearable block 0
-  const Bytes original = fill(rng, 256 * kBs);
+  const Bytes original = random_bytes(rng, 256 * kBs);
   ASSERT_TRUE(mem->write(0, original, 0).ok());
   auto dev = std::make_shared<SparseBudgetDevice>(mem, kBlocks);
   dev->allocated(256 * kBs);
@@ -176,7 +172,7 @@ TEST(BowEnospc, CommitWithoutSpaceRefusesAndKeepsTheCheckpoint) {
   BowTarget& bow = **t;
   ASSERT_TRUE(bow.trim(256 * kBs, (kBlocks - 256) * kBs, 0).ok());
   ASSERT_TRUE(bow.checkpoint().ok());
-  for (uint64_t b = 1; b < 40; ++b) ASSERT_TRUE(bow.write(b * kBs, fill(rng, kBs), 0).ok());
+  for (uint64_t b = 1; b < 40; ++b) ASSERT_TRUE(bow.write(b * kBs, random_bytes(rng, kBs), 0).ok());
   ASSERT_TRUE(bow.flush().ok());
   dev->set_budget(dev->held());
   Status c = bow.commit();
