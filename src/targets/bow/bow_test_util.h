@@ -5,15 +5,12 @@
 #include <random>
 #include <vector>
 
+#include "core/test_bytes.h"
+
 namespace bowstack::bow::test_util {
 
 using Bytes = std::vector<std::byte>;
 
-// `n` bytes from `rng`, for data whose exact value does not matter.
-inline Bytes random_bytes(std::mt19937_64& rng, size_t n) {
-  Bytes b(n);
-  for (auto& x : b) x = std::byte(static_cast<unsigned char>(rng()));
-  return b;
-}
+using bowstack::testdata::random_bytes;
 
 }  // namespace bowstack::bow::test_util

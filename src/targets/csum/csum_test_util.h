@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/file_device.h"
+#include "core/test_bytes.h"
 #include "targets/csum/csum_target.h"
 
 namespace bowstack::csum {
@@ -20,11 +21,7 @@ using Bytes = std::vector<std::byte>;
 constexpr uint32_t kBs = 4096;
 constexpr uint64_t kSize = 8 << 20;  // 2048 blocks
 
-inline Bytes fill(std::mt19937_64& rng, size_t n) {
-  Bytes b(n);
-  for (auto& x : b) x = std::byte(static_cast<unsigned char>(rng()));
-  return b;
-}
+inline Bytes fill(std::mt19937_64& rng, size_t n) { return bowstack::testdata::random_bytes(rng, n); }
 
 class CsumTest : public ::testing::Test {
  protected:

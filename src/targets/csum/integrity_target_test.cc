@@ -19,6 +19,7 @@
 #include "core/file_device.h"
 #include "core/memory_device.h"
 #include "core/table.h"
+#include "core/test_bytes.h"
 #include "targets/csum/csum_target.h"
 #include "targets/csum/integrity_volume.h"
 
@@ -34,11 +35,7 @@ using Bytes = std::vector<std::byte>;
 constexpr uint32_t kBs = 4096;
 constexpr uint64_t kSize = 8 << 20;
 
-Bytes random_bytes(std::mt19937_64& rng, size_t n) {
-  Bytes b(n);
-  for (auto& x : b) x = std::byte(static_cast<unsigned char>(rng()));
-  return b;
-}
+using bowstack::testdata::random_bytes;
 
 // Areas of 4096 sectors (512 blocks), so 8 MiB has several and requests
 // can cross a tag run.
