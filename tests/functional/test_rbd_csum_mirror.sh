@@ -11,7 +11,8 @@
 #     refuses while the server holds the images; after the stop it and
 #     `csum dump --table --block` name the block, and `csum rewrite --table`
 #     accepts it again.
-#  B. mirror with a file leg and an RBD leg: after writes over NBD and a
+#  B. mirror with a file leg and an RBD leg, written at once
+#     (parallel_writes=on): after writes over NBD and a
 #     clean stop, the RBD leg's data area (from `rbd export`) equals the file
 #     leg's and what was written, and mdadm --examine reads the exported leg
 #     as a clean raid1 member.
@@ -107,7 +108,7 @@ log "B: mirror with a file leg and an RBD leg"
 SIZE=$((63 << 20))  # 64 MiB legs: data from 1 MiB (md's offset), 63 MiB exported
 rbd_cli create --size 64M rbd/leg || fail "rbd create failed"
 cat >"$WORK/mirror.json" <<EOF
-{"target": "mirror", "params": {"region_size": "64K"},
+{"target": "mirror", "params": {"region_size": "64K", "parallel_writes": "on"},
  "devices": {"legs": [{"file": "$WORK/leg0.img", "create": "64M"}, {"rbd": {"image": "leg", "conf": "$CONF"}}]}}
 EOF
 head -c $SIZE /dev/urandom >"$WORK/msrc"

@@ -109,6 +109,9 @@ bad '\$\.devices\.metadata: cannot be null' "{\"target\":\"era\",\"devices\":{\"
 bad "\\\$\\.devices\\.data: '$WORK/nope.img' does not exist" \
   "{\"target\":\"linear\",\"devices\":{\"data\":{\"file\":\"$WORK/nope.img\"}}}"
 bad '\$: linear: offset 1073741824 is beyond the end' "{\"target\":\"linear\",\"params\":{\"offset\":\"1G\"},\"devices\":{\"data\":{$F}}}"
+bad "mirror: parallel_writes must be auto, on or off, not 'sometimes'" \
+  "{\"target\":\"mirror\",\"params\":{\"parallel_writes\":\"sometimes\"},\"devices\":{\"legs\":[{$F}]}}"
+bad 'max_read_errors' "{\"target\":\"mirror\",\"params\":{\"max_read_errors\":\"many\"},\"devices\":{\"legs\":[{$F}]}}"
 out=$("$BOWSTACK" serve "$IMG" --table "$WORK/bad.json" --control "$WORK/b.ctl" 2>&1) && fail "IMAGE with --table accepted"
 echo "$out" | grep -q "give either --table or IMAGE" || fail "IMAGE with --table: $out"
 out=$("$BOWSTACK" serve --table "$WORK/none.json" --control "$WORK/b.ctl" 2>&1) && fail "a missing table file was accepted"

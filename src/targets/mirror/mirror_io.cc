@@ -107,9 +107,30 @@ Status MirrorTarget::read(uint64_t offset, std::span<std::byte> buf) {
     spdlog::warn("mirror: {}: read of {} bytes at {} failed ({}); trying another leg", l.name, buf.size(),
                  offset, why(s));
     tried[i] = true;
-    bad.push_back(i);
     last = s;
+    std::unique_lock lock(mu_);
+    if (!read_error_limit_locked(i)) {
+      bad.push_back(i);
+    } else if (!fail_leg_locked(lock, i, s)) {
+      bad.push_back(i);  // the last in-sync leg: corrected, never failed
+    }
   }
+}
+
+bool MirrorTarget::read_error_limit_locked(size_t i) {
+  Leg& l = *legs_[i];
+  const auto now = std::chrono::steady_clock::now();
+  if (l.read_errors > 0) {
+    const auto hours = std::chrono::duration_cast<std::chrono::hours>(now - l.last_read_error).count();
+    l.read_errors = hours >= 32 ? 0 : l.read_errors >> hours;
+  }
+  l.last_read_error = now;
+  ++l.read_errors;
+  if (opts_.max_read_errors == 0 || l.read_errors <= opts_.max_read_errors) return false;
+  spdlog::error(
+      "mirror: {}: {} read errors within the decay window, more than max_read_errors={}; failing it", l.name,
+      l.read_errors, opts_.max_read_errors);
+  return true;
 }
 
 Status MirrorTarget::correct_read(size_t bad, size_t good, uint64_t offset, uint64_t length) {
@@ -217,21 +238,59 @@ Status MirrorTarget::write_all(uint64_t offset, uint64_t length, Op&& op) {
   }
   auto t = begin_write(offset, length);
   if (!t.ok()) return t.status();
-  std::vector<std::pair<size_t, Status>> failed;
-  for (size_t i : t->legs) {
-    Leg& l = *legs_[i];
-    if (Status s = op(l, l.offset + offset); !s.ok()) failed.emplace_back(i, std::move(s));
-  }
+  std::vector<Status> done = on_legs(t->legs, offset, op);
   Status result = Status::Ok();
-  if (!failed.empty()) {
-    std::unique_lock lock(mu_);
-    for (auto& [i, s] : failed) {
-      ++legs_[i]->errors;
-      if (!fail_leg_locked(lock, i, s)) result = s;
-    }
+  std::unique_lock lock(mu_);
+  for (size_t k = 0; k < done.size(); ++k) {
+    if (done[k].ok()) continue;
+    const size_t i = t->legs[k];
+    ++legs_[i]->errors;
+    if (!fail_leg_locked(lock, i, done[k])) result = done[k];
   }
+  lock.unlock();
   end_write(*t);
   return result;
+}
+
+bool MirrorTarget::write_in_parallel(const std::vector<size_t>& legs) const {
+  if (legs.size() < 2 || opts_.parallel_writes == ParallelWrites::kOff) return false;
+  if (opts_.parallel_writes == ParallelWrites::kOn) return true;
+  size_t slow = 0;
+  for (size_t i : legs) {
+    if (legs_[i]->write_ns.load(std::memory_order_relaxed) >= kSlowLegNs) ++slow;
+  }
+  return slow >= 2;
+}
+
+template <typename Op>
+std::vector<Status> MirrorTarget::on_legs(const std::vector<size_t>& legs, uint64_t offset, Op&& op) {
+  std::vector<Status> out(legs.size());
+  auto one = [&](size_t k) {
+    Leg& l = *legs_[legs[k]];
+    const auto t0 = std::chrono::steady_clock::now();
+    out[k] = op(l, l.offset + offset);
+    // A moving average over about 8 writes; a lost update between racing
+    // writers only delays the switch by a write.
+    const auto ns = static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
+    const uint64_t avg = l.write_ns.load(std::memory_order_relaxed);
+    l.write_ns.store(avg - avg / 8 + ns / 8, std::memory_order_relaxed);
+  };
+  if (!write_in_parallel(legs)) {
+    for (size_t k = 0; k < legs.size(); ++k) one(k);
+    return out;
+  }
+  // `one` and `out` live until the latch opens: every task has run by then.
+  Latch latch(legs.size() - 1);
+  for (size_t k = 1; k < legs.size(); ++k) {
+    write_pool_->submit([&, k] {
+      one(k);
+      latch.done();
+    });
+  }
+  one(0);
+  latch.wait();
+  return out;
 }
 
 Status MirrorTarget::write(uint64_t offset, std::span<const std::byte> buf, uint32_t flags) {

@@ -39,6 +39,11 @@ void MirrorTarget::describe(nlohmann::json* out) const {
                                                                     : "balance";
   j["sync_min"] = opts_.sync_min;
   j["sync_max"] = opts_.sync_max;
+  j["parallel_writes"] = opts_.parallel_writes == ParallelWrites::kOn    ? "on"
+                         : opts_.parallel_writes == ParallelWrites::kOff ? "off"
+                                                                         : "auto";
+  j["max_read_errors"] = opts_.max_read_errors;
+  j["write_threads"] = write_pool_ ? write_pool_->threads() : 0;
   if (!meta_failure_.ok()) j["metadata_error"] = why(meta_failure_);
   if (!flush_failure_.ok()) j["flush_error"] = why(flush_failure_);
   nlohmann::json legs = nlohmann::json::array();
@@ -59,6 +64,8 @@ void MirrorTarget::describe(nlohmann::json* out) const {
     one["reads"] = l.reads.load();
     one["errors"] = l.errors.load();
     one["corrected_reads"] = l.corrected;
+    one["recent_read_errors"] = l.read_errors;
+    one["write_latency_us"] = l.write_ns.load(std::memory_order_relaxed) / 1000;
     legs.push_back(std::move(one));
   }
   j["legs"] = std::move(legs);

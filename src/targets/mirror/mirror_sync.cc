@@ -361,7 +361,16 @@ Status MirrorTarget::scrub_body(JobControl& jc, bool repair) {
         Leg& l = *legs_[legs[k]];
         const std::byte* want = copies[ref].data();
         if (!good[k]) {
-          // A read error is corrected in check and repair alike (md does).
+          // A read error is corrected in check and repair alike (md does),
+          // unless the leg has had too many: then it is failed.
+          {
+            std::unique_lock l2(mu_);
+            ++l.errors;
+            if (read_error_limit_locked(legs[k]) &&
+                fail_leg_locked(l2, legs[k], Status::Error(EIO, "too many read errors"))) {
+              continue;
+            }
+          }
           Status w = l.dev->write(l.offset + off + done, copies[ref].span().subspan(0, n), 0);
           std::unique_lock l2(mu_);
           if (w.ok()) {

@@ -82,6 +82,13 @@ Result<ReadPolicy> parse_policy(const std::string& s) {
   return Status::Error(EINVAL, "mirror: read_policy must be balance, round-robin or first, not '" + s + "'");
 }
 
+Result<ParallelWrites> parse_parallel(const std::string& s) {
+  if (s.empty() || s == "auto") return ParallelWrites::kAuto;
+  if (s == "on") return ParallelWrites::kOn;
+  if (s == "off") return ParallelWrites::kOff;
+  return Status::Error(EINVAL, "mirror: parallel_writes must be auto, on or off, not '" + s + "'");
+}
+
 // "1", "0+2", "1:3": table indexes of write-mostly legs.
 Result<std::vector<bool>> parse_leg_list(const std::string& s, size_t legs) {
   std::vector<bool> out(legs, false);
@@ -118,6 +125,13 @@ TargetInfo MirrorTarget::info() {
        {"write_mostly",
         "legs that reads avoid while another can serve: table indexes joined by '+' (\"1\", \"1+2\")",
         ParamType::kString},
+       {"parallel_writes",
+        "auto (default: write the legs at once when two or more take over 100 us a write, as RBD or disk "
+        "legs do), on, or off (one leg after the other on the client's thread)",
+        ParamType::kString},
+       {"max_read_errors",
+        "read errors a leg may have corrected before it is failed, halved every hour (md's "
+        "max_corr_read_errors; default 20, 0: never)"},
        {"name", "array name for a new array, stored as bowstack:NAME (default mirror)", ParamType::kString}},
       {{"legs", SlotKind::kDeviceList, true, "", "", "1 to 8 devices, each a whole md leg"}},
       [](TargetContext& ctx, const TargetArgs& args) -> Result<std::shared_ptr<BlockDevice>> {
@@ -139,6 +153,13 @@ TargetInfo MirrorTarget::info() {
         auto wm = parse_leg_list(args.get_string("write_mostly"), legs.size());
         if (!wm.ok()) return wm.status();
         o.write_mostly = *wm;
+        auto pw = parse_parallel(args.get_string("parallel_writes"));
+        if (!pw.ok()) return pw.status();
+        o.parallel_writes = *pw;
+        auto mre = args.get_size("max_read_errors", o.max_read_errors);
+        if (!mre.ok()) return mre.status();
+        if (*mre > UINT32_MAX) return Status::Error(EINVAL, "mirror: max_read_errors is at most 4294967295");
+        o.max_read_errors = static_cast<uint32_t>(*mre);
         o.name = args.get_string("name", "mirror");
         o.jobs = ctx.jobs();
         return create(std::move(legs), std::move(o));
@@ -271,6 +292,9 @@ Status MirrorTarget::start(Assembly a) {
   }
   resync_left_ = a.resync.size();
   workers_ = std::make_unique<LegWorkers>(*jobs_, legs_.size());
+  // Enough threads that a client queue of this depth stays in flight on
+  // every other leg; started only when a write needs them.
+  write_pool_ = std::make_unique<WritePool>(*jobs_, "write", std::min<size_t>(32, 16 * (legs_.size() - 1)));
   array_sb_ = a.legs[primary_locked()].sb;
   array_sb_.events = a.events;
   std::unique_lock lock(mu_);
@@ -330,6 +354,7 @@ MirrorTarget::~MirrorTarget() {
   for (Job* j : jobs) j->stop();
   if (intent_job_ != nullptr) intent_job_->stop();
   if (workers_) workers_->stop();
+  if (write_pool_) write_pool_->stop();
 }
 
 Status MirrorTarget::detach() {

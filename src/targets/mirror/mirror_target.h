@@ -54,10 +54,15 @@
 #include "core/target_registry.h"
 #include "targets/mirror/leg_workers.h"
 #include "targets/mirror/mirror_assemble.h"
+#include "targets/mirror/write_pool.h"
 
 namespace bowstack::mirror {
 
 enum class ReadPolicy { kBalance, kRoundRobin, kFirst };
+// How a write reaches the legs: one after the other on the client's thread,
+// or the other legs on the write pool at once. kAuto does the latter when
+// at least two legs of the write take longer than kSlowLegNs a write.
+enum class ParallelWrites { kAuto, kOn, kOff };
 
 struct MirrorOptions {
   uint32_t region_size = 0;  // 0: default (new arrays) or the array's
@@ -65,6 +70,11 @@ struct MirrorOptions {
   uint64_t sync_min = 16u << 20;  // bytes/s a sync job keeps under client I/O
   uint64_t sync_max = 0;          // bytes/s when idle; 0 unlimited
   std::vector<bool> write_mostly;
+  ParallelWrites parallel_writes = ParallelWrites::kAuto;
+  // Read errors a leg may have corrected before it is failed (md's
+  // max_corr_read_errors); the count halves for every hour without one.
+  // 0: never fail a leg for read errors.
+  uint32_t max_read_errors = 20;
   std::string name = "mirror";
   std::shared_ptr<JobRunner> jobs;
 };
@@ -106,6 +116,9 @@ class MirrorTarget final : public BlockDevice {
     bool verifies = false;      // reads are checked below (csum): a good read is the truth
     bool new_metadata = false;  // start writes the whole bitmap area and bad-block log
     uint64_t corrected = 0;     // read errors fixed by rewriting (cnt_corrected_read)
+    uint32_t read_errors = 0;   // recent read errors, decayed (md's rdev->read_errors)
+    std::chrono::steady_clock::time_point last_read_error;
+    std::atomic<uint64_t> write_ns{0};  // moving average of one write's time, for kAuto
     std::atomic<uint32_t> inflight{0};
     std::atomic<uint64_t> reads{0};
     std::atomic<uint64_t> errors{0};
@@ -155,6 +168,10 @@ class MirrorTarget final : public BlockDevice {
   // --- data path (mirror_io.cc) ---
   // Overlapping writes are ordered in units of this many bytes.
   static constexpr uint64_t kWriteUnit = 4096;
+  // A leg write slower than this pays for a hand-off to another thread
+  // (some 10-50 us on a busy machine) many times over: page-cache legs take
+  // a few us, RBD and O_DIRECT disk legs hundreds.
+  static constexpr uint64_t kSlowLegNs = 100'000;
   // Bytes of bits a sequential write stream sets ahead of itself.
   static constexpr uint64_t kIntentAhead = 8u << 20;
   struct WriteTicket {
@@ -168,6 +185,15 @@ class MirrorTarget final : public BlockDevice {
   Status write_all(uint64_t offset, uint64_t length, Op&& op);
   size_t pick_leg_locked(uint64_t offset, uint64_t length, const std::vector<bool>& tried);
   Status correct_read(size_t bad, size_t good, uint64_t offset, uint64_t length);
+  // Counts a read error of leg i (md's check_decay_read_errors); true when
+  // it passed max_read_errors, and the leg should then be failed rather
+  // than corrected. REQUIRES: mu_ held.
+  bool read_error_limit_locked(size_t i);
+  // Runs op(leg, leg's byte for `offset`) on each leg of `legs`: on the
+  // caller, or the others on the write pool at once; returns each Status.
+  template <typename Op>
+  std::vector<Status> on_legs(const std::vector<size_t>& legs, uint64_t offset, Op&& op);
+  bool write_in_parallel(const std::vector<size_t>& legs) const;
   bool readable_locked(size_t i, uint64_t offset, uint64_t length) const;
   size_t primary_locked() const;
   // An in-sync leg other than `leg`, or legs_.size() when there is none.
@@ -228,6 +254,7 @@ class MirrorTarget final : public BlockDevice {
   std::string last_scrub_note_;                                    // guarded by mu_
   bool resync_running_ = false, recover_running_ = false;          // guarded by mu_
   std::unique_ptr<LegWorkers> workers_;                            // from start() on
+  std::unique_ptr<WritePool> write_pool_;                          // from start() on
   Job* intent_job_ = nullptr;
   std::vector<Job*> sync_jobs_;  // guarded by mu_
   bool started_ = false;         // start() succeeded; set before any other thread may look
