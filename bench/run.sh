@@ -9,6 +9,7 @@
 #   reload: how long a live reload holds I/O under an fio load (bench/reload_bench.py)
 #   csum: csum (mode dual) vs passthrough, reads and writes (bench/csum_bench.py)
 #   rbd: an rbd leaf vs qemu-nbd's rbd driver on a one-node cluster (bench/rbd_bench.py)
+#        (--mirror: a mirror of two RBD images, legs written at once or in turn, vs one image)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/scripts/deps.sh"
