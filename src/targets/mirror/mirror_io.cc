@@ -283,10 +283,7 @@ std::vector<Status> MirrorTarget::on_legs(const std::vector<size_t>& legs, uint6
   // `one` and `out` live until the latch opens: every task has run by then.
   Latch latch(legs.size() - 1);
   for (size_t k = 1; k < legs.size(); ++k) {
-    write_pool_->submit([&, k] {
-      one(k);
-      latch.done();
-    });
+    write_pool_->submit([&, k] { one(k); }, [&] { latch.done(); });
   }
   one(0);
   latch.wait();

@@ -7,14 +7,15 @@ namespace bowstack::mirror {
 WritePool::WritePool(JobRunner& jobs, std::string prefix, size_t max_threads)
     : jobs_(jobs), prefix_(std::move(prefix)), max_threads_(max_threads) {}
 
-void WritePool::submit(std::function<void()> task) {
+void WritePool::submit(std::function<void()> work, std::function<void()> then) {
   std::unique_lock lock(mu_);
   if (stopping_ || max_threads_ == 0) {
     lock.unlock();
-    task();
+    work();
+    then();
     return;
   }
-  queue_.push_back(std::move(task));
+  queue_.push_back(Task{std::move(work), std::move(then)});
   if (idle_ >= queue_.size()) {
     cv_.notify_one();
     return;
@@ -46,9 +47,12 @@ Status WritePool::body() {
     queue_.pop_front();
     --idle_;
     lock.unlock();
-    task();
+    task.work();
     lock.lock();
     ++idle_;
+    lock.unlock();
+    task.then();
+    lock.lock();
   }
 }
 

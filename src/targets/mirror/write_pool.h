@@ -33,7 +33,10 @@ class WritePool {
   WritePool(const WritePool&) = delete;
   WritePool& operator=(const WritePool&) = delete;
 
-  void submit(std::function<void()> task);
+  // Runs `work`, then `then` once the thread counts as idle again, so that
+  // a caller woken by `then` and submitting at once finds it idle rather
+  // than starting another thread.
+  void submit(std::function<void()> work, std::function<void()> then);
   // Stops the threads once they have run what was submitted.
   void stop();
   size_t threads() const;
@@ -46,10 +49,13 @@ class WritePool {
   const size_t max_threads_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<std::function<void()>> queue_;  // guarded by mu_
-  std::vector<Job*> threads_;                // guarded by mu_
-  size_t idle_ = 0;                          // guarded by mu_: threads waiting for a task
-  bool stopping_ = false;                    // guarded by mu_
+  struct Task {
+    std::function<void()> work, then;
+  };
+  std::deque<Task> queue_;     // guarded by mu_
+  std::vector<Job*> threads_;  // guarded by mu_
+  size_t idle_ = 0;            // guarded by mu_: threads waiting for a task
+  bool stopping_ = false;      // guarded by mu_
 };
 
 // Counts tasks down; wait() returns when every one has called done().
