@@ -165,6 +165,7 @@ Status MirrorTarget::commit_locked(std::unique_lock<std::mutex>& lock) {
     }
     if (!result.ok()) break;
     durable_gen_ = std::max(durable_gen_, gen);
+    if (!pages.empty() && pages.front() == 0) cleared_on_disk_ = std::max(cleared_on_disk_, cleared);
     if (write_sb) active_on_disk_ = active;
     if (!sb_change_) break;
   }
@@ -238,8 +239,21 @@ Status MirrorTarget::flush_legs(bool record_epoch) {
   return result;
 }
 
-void MirrorTarget::clear_idle_bits_locked(bool ignore_idle) {
-  if (degraded_locked()) return;  // bits record what a missing leg lacks
+bool MirrorTarget::clear_idle_bits_locked(bool ignore_idle) {
+  if (degraded_locked()) return true;  // bits record what a missing leg lacks
+  if (cleared_on_disk_ < min_cleared_) {
+    // A leg outside this array (dropped by the table, or left behind
+    // before this start) must never find its events >= an events_cleared
+    // whose bits are gone: that would re-add it on a bitmap that lost what
+    // it lacks. So events_cleared goes above them, durably, before the
+    // first bit is cleared (a torn commit could otherwise keep the cleared
+    // bits and lose the new events_cleared).
+    if (events_cleared_ < min_cleared_) {
+      events_cleared_ = array_sb_.events;
+      dirty_pages_[0] = true;
+    }
+    return false;
+  }
   bool cleared = false;
   for (auto it = active_.begin(); it != active_.end();) {
     const uint64_t b = it->first;
@@ -266,6 +280,7 @@ void MirrorTarget::clear_idle_bits_locked(bool ignore_idle) {
     events_cleared_ = array_sb_.events;
     dirty_pages_[0] = true;
   }
+  return true;
 }
 
 Status MirrorTarget::mark_clean(std::unique_lock<std::mutex>& lock) {

@@ -298,6 +298,13 @@ Status MirrorTarget::start(Assembly a) {
   array_sb_ = a.legs[primary_locked()].sb;
   array_sb_.events = a.events;
   std::unique_lock lock(mu_);
+  // Legs outside this array have at most the assembled events.
+  min_cleared_ = a.events + 1;
+  // With no leg missing, every bit records what is not yet known equal on
+  // all legs, and no leg outside may be re-added on them: events_cleared
+  // goes to this start's events at once (the commit below makes it
+  // events + 1), so bits can be cleared with no commit of its own first.
+  if (!degraded_locked()) events_cleared_ = std::max(events_cleared_, min_cleared_);
   want_active_ = resync_left_ > 0;
   sb_change_ = true;
   last_write_ = std::chrono::steady_clock::now();
@@ -332,7 +339,11 @@ Status MirrorTarget::close() {
   Status flushed = flush_settling_marks();
   std::unique_lock lock(mu_);
   if (!meta_failure_.ok()) return meta_failure_;
-  if (flushed.ok()) clear_idle_bits_locked(true);
+  if (flushed.ok() && !clear_idle_bits_locked(true)) {
+    // events_cleared first, then the bits (clear_idle_bits_locked).
+    if (Status s = commit_locked(lock); !s.ok()) return s;
+    clear_idle_bits_locked(true);
+  }
   want_active_ = resync_left_ > 0 || !flushed.ok();
   sb_change_ = true;
   return commit_locked(lock);

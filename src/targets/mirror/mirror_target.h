@@ -153,7 +153,10 @@ class MirrorTarget final : public BlockDevice {
   bool fail_leg_locked(std::unique_lock<std::mutex>& lock, size_t i, const Status& why);
   // The `intent` service job: clears idle bits, marks the array clean.
   Status intent_body(JobControl& jc);
-  void clear_idle_bits_locked(bool all_flushed);
+  // False when it cleared nothing because events_cleared must first be
+  // made durable above every leg outside this array (a commit does that;
+  // then call it again).
+  bool clear_idle_bits_locked(bool all_flushed);
   Status mark_clean(std::unique_lock<std::mutex>& lock);
   bool degraded_locked() const;
   size_t in_sync_count_locked() const;
@@ -262,6 +265,12 @@ class MirrorTarget final : public BlockDevice {
   std::atomic<bool> closed_{false};
   std::atomic<uint64_t> rr_{0};
   std::atomic<int64_t> last_client_io_ns_{0};
+  // Guarded by mu_: the events_cleared a commit made durable.
+  uint64_t cleared_on_disk_ = 0;
+  // Guarded by mu_: above the events of every leg outside this array (the
+  // assembled events + 1); bits are cleared only once events_cleared is
+  // durably at least this.
+  uint64_t min_cleared_ = 0;
 };
 
 }  // namespace bowstack::mirror
