@@ -6,6 +6,8 @@
 #include <bit>
 #include <set>
 
+#include "targets/mirror/mirror_readd.h"
+
 namespace bowstack::mirror {
 
 using md::Superblock;
@@ -132,7 +134,6 @@ Result<Assembly> assemble(std::span<const LegProbe> legs, const AssembleParams& 
   for (const auto& l : legs) {
     if (l.sb && l.bitmap && l.sb->events + 1 >= top.events) {
       chunk = l.bitmap->chunksize;
-      a.events_cleared = std::max(a.events_cleared, l.bitmap->events_cleared);
       break;
     }
   }
@@ -167,6 +168,35 @@ Result<Assembly> assemble(std::span<const LegProbe> legs, const AssembleParams& 
     }
   }
 
+  // What the in-sync legs' bitmaps record: their bits ORed, and whether
+  // every one of them is current (else nothing is known of what a missing
+  // leg lacks, nor, after a crash, where the in-sync legs differ).
+  BitmapView view;
+  view.current = true;
+  bool any_in_sync = false;
+  std::vector<std::byte> dirty_area(md::bitmap_area_bytes(a.bits), std::byte{0});
+  for (size_t i = 0; i < legs.size(); ++i) {
+    const LegProbe& l = legs[i];
+    if (!trusted[i] || l.sb->recovering()) continue;
+    any_in_sync = true;
+    if (!l.bitmap || md::bitmap_out_of_date(*l.sb, *l.bitmap) || l.bitmap->chunksize != chunk ||
+        l.bitmap_area.size() < dirty_area.size()) {
+      view.current = false;
+      continue;
+    }
+    view.events_cleared = std::max(view.events_cleared, l.bitmap->events_cleared);
+    for (size_t b = md::kBitmapSbBytes; b < dirty_area.size(); ++b) dirty_area[b] |= l.bitmap_area[b];
+  }
+  if (view.current && any_in_sync) {
+    a.events_cleared = view.events_cleared;
+    for (uint64_t b = 0; b < a.bits; ++b) {
+      if (md::test_bit(dirty_area, b)) a.dirty_bits.push_back(b);
+    }
+  } else {
+    view.current = false;
+    a.events_cleared = top.events + 1;
+  }
+
   // Roles and dev_numbers for the new membership.
   const uint32_t max_dev = std::max<uint32_t>(md::kDefaultMaxDev, raid_disks);
   std::vector<uint16_t> roles(max_dev, md::kRoleSpare);
@@ -188,8 +218,13 @@ Result<Assembly> assemble(std::span<const LegProbe> legs, const AssembleParams& 
   }
   for (size_t i = 0; i < legs.size(); ++i) {
     if (role_of[i] == UINT32_MAX) {
-      uint32_t r = 0;
-      while (roles_used.count(r)) ++r;
+      // A leg coming back gets its old role when it is free (md's
+      // saved_raid_disk), else the first free one.
+      uint32_t r = legs[i].sb ? legs[i].sb->role() : md::kRoleSpare;
+      if (r >= raid_disks || roles_used.count(r)) {
+        r = 0;
+        while (roles_used.count(r)) ++r;
+      }
       role_of[i] = r;
       roles_used.insert(r);
     }
@@ -210,9 +245,8 @@ Result<Assembly> assemble(std::span<const LegProbe> legs, const AssembleParams& 
     roles[dev_of[i]] = static_cast<uint16_t>(role_of[i]);
   }
 
-  bool any_in_sync = false;
-  bool all_bitmaps_current = true;
-  std::vector<std::byte> resync_area;
+  const std::string guided_how = fmt::format(
+      "recovered only where the bitmap has bits set ({} of {} regions)", a.dirty_bits.size(), a.bits);
   for (size_t i = 0; i < legs.size(); ++i) {
     const LegProbe& l = legs[i];
     PlannedLeg pl;
@@ -221,18 +255,17 @@ Result<Assembly> assemble(std::span<const LegProbe> legs, const AssembleParams& 
       if (l.sb->recovering()) {
         pl.state = LegState::kRecovering;
         pl.mark_sectors = std::min(l.sb->recovery_offset, top.size);
-        pl.why = fmt::format("was being rebuilt, {} of {} bytes copied", pl.mark_sectors * md::kSector,
-                             top.size * md::kSector);
+        // A guided copy that a stop or crash cut goes on as one while the
+        // bits still say what the leg lacks.
+        pl.guided = (l.sb->feature_map & md::kFeatureRecoveryBitmap) != 0 && view.current;
+        pl.why = fmt::format("was being rebuilt, {} of {} bytes copied; {}", pl.mark_sectors * md::kSector,
+                             top.size * md::kSector,
+                             pl.guided ? guided_how
+                             : (l.sb->feature_map & md::kFeatureRecoveryBitmap) != 0
+                                 ? "the bitmap is out of date: every region past that is copied"
+                                 : "every region past that is copied");
       } else {
         pl.state = LegState::kInSync;
-        any_in_sync = true;
-        if (!l.bitmap || md::bitmap_out_of_date(*l.sb, *l.bitmap) || l.bitmap->chunksize != chunk ||
-            l.bitmap_area.size() < md::bitmap_area_bytes(a.bits)) {
-          all_bitmaps_current = false;
-        } else if (a.dirty) {
-          if (resync_area.empty()) resync_area.assign(md::bitmap_area_bytes(a.bits), std::byte{0});
-          for (size_t b = md::kBitmapSbBytes; b < resync_area.size(); ++b) resync_area[b] |= l.bitmap_area[b];
-        }
       }
       // A bitmap that cannot be used is written anew.
       pl.new_metadata = !l.bitmap || l.bitmap->chunksize != chunk;
@@ -244,13 +277,19 @@ Result<Assembly> assemble(std::span<const LegProbe> legs, const AssembleParams& 
       pl.sb.ctime = top.ctime;
       pl.state = LegState::kStale;
       pl.new_metadata = true;
-      pl.why =
+      const std::string what =
           !l.sb ? "blank: joins the array"
           : l.sb->events + 1 < top.events
               ? fmt::format("stale: events {}, the array's {}", l.sb->events, top.events)
           : l.sb->dev_number >= top.dev_roles.size() || top.dev_roles[l.sb->dev_number] == md::kRoleFaulty
               ? "marked faulty by the other legs"
               : "not an active member of the array";
+      const std::string refused =
+          l.sb ? readd_refusal(*l.sb, top, view, dev_of[i] == l.sb->dev_number) : std::string();
+      pl.guided = l.sb && refused.empty();
+      pl.why = pl.guided ? fmt::format("{}; re-added: {}", what, guided_how)
+               : l.sb    ? fmt::format("{}; rebuilt from sector 0: {}", what, refused)
+                         : what;
     }
     pl.sb.dev_number = dev_of[i];
     pl.sb.dev_roles = roles;
@@ -273,12 +312,10 @@ Result<Assembly> assemble(std::span<const LegProbe> legs, const AssembleParams& 
                                      "); refusing to guess which data is right");
   }
   if (a.dirty) {
-    if (!all_bitmaps_current || resync_area.empty()) {
+    if (!view.current) {
       for (uint64_t b = 0; b < a.bits; ++b) a.resync.push_back(b);
     } else {
-      for (uint64_t b = 0; b < a.bits; ++b) {
-        if (md::test_bit(resync_area, b)) a.resync.push_back(b);
-      }
+      a.resync = a.dirty_bits;
     }
   }
   return a;

@@ -10,8 +10,10 @@
 //    been cut by a crash), the freshest role table gives its dev_number an
 //    active role, and no fresher leg claims the same dev_number. A trusted
 //    leg that was being rebuilt goes on from its recovery_offset. Every
-//    other present leg (blank, stale, marked faulty or removed) is rebuilt
-//    from sector 0;
+//    other present leg (blank, stale, marked faulty or removed) is rebuilt:
+//    only where the in-sync legs' bitmap has bits set when md's re-add rule
+//    allows it (mirror_readd.h), else from sector 0;
+//  * the in-sync legs' bits are kept: they record what a missing leg lacks;
 //  * a dirty array (resync_offset not MaxSector) is resynced where the
 //    bitmaps of its in-sync legs have bits set, or everywhere when a bitmap
 //    is missing or out of date;
@@ -70,12 +72,19 @@ struct PlannedLeg {
   LegState state = LegState::kInSync;
   uint64_t mark_sectors = 0;  // kRecovering: array sectors already copied
   bool new_metadata = false;  // the whole bitmap area and bad-block log must be written
-  std::string why;            // for the log: why the leg is not in sync
+  // kStale or kRecovering: recovered only in the regions of
+  // Assembly::dirty_bits (md's bitmap-guided re-add); else every region from
+  // its mark is copied.
+  bool guided = false;
+  std::string why;  // for the log: why the leg is not in sync, and how it is rebuilt
 };
 
 struct Assembly {
   bool created = false;  // a new array
   uint64_t events = 0;   // the freshest leg's events (0 for a new array)
+  // What the bitmap written at start says; raised to events + 1 when the
+  // in-sync legs' bitmaps are missing or out of date (the bits a missing
+  // leg would need are lost: no leg outside this start may be re-added).
   uint64_t events_cleared = 0;
   uint64_t size_sectors = 0;  // the array's size
   uint32_t chunk = 0;         // region size, bytes per bit
@@ -83,6 +92,10 @@ struct Assembly {
   bool dirty = false;  // stopped uncleanly: regions in `resync` differ
   // Bits whose regions must be resynced (in-sync legs may differ there).
   std::vector<uint64_t> resync;
+  // Bits set in the in-sync legs' current bitmaps (ORed): kept set, since
+  // they record what a missing leg lacks, and the regions a guided leg is
+  // copied.
+  std::vector<uint64_t> dirty_bits;
   std::vector<PlannedLeg> legs;  // in table order
 };
 

@@ -116,8 +116,11 @@ Status MirrorTarget::commit_locked(std::unique_lock<std::mutex>& lock) {
         sb.feature_map &= ~(md::kFeatureRecoveryOffset | md::kFeatureRecoveryBitmap);
         sb.recovery_offset = 0;
       } else {
+        // Bit 128 tells that the copy is guided by the bitmap: after a
+        // stop or crash it goes on as one (mirror_readd.h).
         sb.feature_map |= md::kFeatureRecoveryOffset;
         sb.feature_map &= ~md::kFeatureRecoveryBitmap;
+        if (l.guided) sb.feature_map |= md::kFeatureRecoveryBitmap;
         sb.recovery_offset = l.durable_mark / md::kSector;
       }
       if (write_sb) l.sb = sb;

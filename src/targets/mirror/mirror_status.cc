@@ -59,6 +59,12 @@ void MirrorTarget::describe(nlohmann::json* out) const {
     one["device_uuid"] = md::mdadm_uuid_string(l.sb.device_uuid);
     one["events"] = l.sb.events;
     one["sync_mark"] = l.state == LegState::kInSync ? size_ : l.state == LegState::kFaulty ? 0 : l.mark;
+    if (l.state == LegState::kStale || l.state == LegState::kRecovering) {
+      // A guided rebuild copies only the regions whose bits were set when
+      // the leg came back (md's re-add); a full one every region.
+      one["rebuild"] = l.guided ? "bitmap" : "full";
+      one["rebuild_regions"] = l.rebuild_regions;
+    }
     one["write_mostly"] = l.write_mostly;
     one["verified_reads"] = l.verifies;
     one["reads"] = l.reads.load();

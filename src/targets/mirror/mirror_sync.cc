@@ -204,7 +204,7 @@ Status MirrorTarget::recover_body(JobControl& jc) {
     }
     if (pos != UINT64_MAX) {
       pos -= pos % chunk_;
-      jc.set_total(size_ - pos);
+      jc.set_total(recover_total_locked(pos));
     }
   }
   while (pos < size_ && !jc.stopping()) {
@@ -214,9 +214,7 @@ Status MirrorTarget::recover_body(JobControl& jc) {
     std::unique_lock lock(mu_);
     std::vector<size_t> dst;
     for (size_t i = 0; i < legs_.size(); ++i) {
-      const Leg& l = *legs_[i];
-      if ((l.state == LegState::kStale || l.state == LegState::kRecovering) && l.mark <= pos)
-        dst.push_back(i);
+      if (needs_copy_locked(i, pos, len)) dst.push_back(i);
     }
     if (dst.empty()) {
       // Every leg left is ahead of pos (or none is left).
@@ -224,10 +222,8 @@ Status MirrorTarget::recover_body(JobControl& jc) {
       for (const auto& l : legs_) {
         if (l->state == LegState::kStale || l->state == LegState::kRecovering) next = std::min(next, l->mark);
       }
-      if (next == UINT64_MAX) break;
-      lock.unlock();
-      jc.done(next - next % chunk_ - pos);
-      pos = next - next % chunk_;
+      if (next >= size_) break;
+      pos = next - next % chunk_;  // what was skipped is not copied: not progress
       continue;
     }
     lock_regions(lock, b, b + 1);
@@ -274,14 +270,7 @@ Status MirrorTarget::recover_body(JobControl& jc) {
       lock.unlock();
       const bool flushed = flush_settling_marks().ok();
       lock.lock();
-      for (size_t i = 0; i < legs_.size() && flushed; ++i) {
-        Leg& l = *legs_[i];
-        if (l.state == LegState::kRecovering && l.durable_mark >= size_) {
-          l.state = LegState::kInSync;
-          l.mark = l.durable_mark = 0;
-          spdlog::info("mirror: {} is in sync", l.name);
-        }
-      }
+      if (flushed) promote_recovered_locked();
       sb_change_ = true;
       (void)commit_locked(lock);
     }
@@ -290,8 +279,11 @@ Status MirrorTarget::recover_body(JobControl& jc) {
     pace(job, &rate);
     jc.done(len);
   }
-  (void)flush_settling_marks();  // what the last mark covers, before it
+  // What the last mark covers, before it; a guided leg's mark may have
+  // reached the end with no copy (it lacked nothing past it).
+  const bool flushed = flush_settling_marks().ok();
   std::unique_lock lock(mu_);
+  if (flushed) promote_recovered_locked();
   sb_change_ = true;
   (void)commit_locked(lock);
   recover_running_ = false;

@@ -266,6 +266,7 @@ Status MirrorTarget::start(Assembly a) {
     leg->verifies = lc.verified_reads;
     leg->fua = lc.fua;
     leg->new_metadata = pl.new_metadata;
+    leg->guided = pl.guided;
     leg->corrected = pl.sb.cnt_corrected_read;
     if (leg->offset % g.logical_block_size != 0) {
       return Status::Error(EINVAL, fmt::format("mirror: leg {}'s data starts at byte {}, not aligned to its "
@@ -285,12 +286,25 @@ Status MirrorTarget::start(Assembly a) {
   geometry_ = g;
   caps_ = c;
 
+  // The in-sync legs' bits stay set: they record what a missing leg lacks
+  // (cleared as usual once no leg is missing), and they are what a guided
+  // leg lacks: writes reach it from now on.
+  lacking_.assign(bits_, false);
+  for (uint64_t b : a.dirty_bits) {
+    md::set_bit(area_, b, true);
+    active_[b];
+    lacking_[b] = true;
+  }
   for (uint64_t b : a.resync) {
     resync_[b] = true;
     md::set_bit(area_, b, true);
     active_[b];
   }
   resync_left_ = a.resync.size();
+  for (auto& l : legs_) {
+    if (l->state != LegState::kStale && l->state != LegState::kRecovering) continue;
+    for (uint64_t b = l->mark / chunk_; b < bits_; ++b) l->rebuild_regions += !l->guided || lacking_[b];
+  }
   workers_ = std::make_unique<LegWorkers>(*jobs_, legs_.size());
   // Enough threads that a client queue of this depth stays in flight on
   // every other leg; started only when a write needs them.

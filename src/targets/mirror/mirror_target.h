@@ -122,6 +122,12 @@ class MirrorTarget final : public BlockDevice {
     std::atomic<uint32_t> inflight{0};
     std::atomic<uint64_t> reads{0};
     std::atomic<uint64_t> errors{0};
+    // Stale or recovering: copied only in the regions of lacking_ (md's
+    // bitmap-guided re-add; feature bit 128 on its superblock). Its mark
+    // then also moves over the regions it holds.
+    bool guided = false;
+    // Regions it lacked at start, for the status.
+    uint64_t rebuild_regions = 0;
   };
   // Per bit that is set in memory or has writes in flight.
   struct BitInfo {
@@ -214,6 +220,17 @@ class MirrorTarget final : public BlockDevice {
   Status scrub_body(JobControl& jc, bool repair);
   Status copy_range(JobControl* jc, size_t src, const std::vector<size_t>& dst, uint64_t offset,
                     uint64_t length);
+  // --- which regions the recovery copies (mirror_rebuild.cc) ---
+  // Whether rebuilt leg i must get the region at `pos` (`len` bytes)
+  // copied. A guided leg that holds it has its mark moved up to the next
+  // region it lacks instead. REQUIRES: mu_ held; the leg's mark is not
+  // below `pos` (the recovery never leaves a leg behind it).
+  bool needs_copy_locked(size_t i, uint64_t pos, uint64_t len);
+  // Bytes the recovery copies from `pos` on. REQUIRES: mu_ held.
+  uint64_t recover_total_locked(uint64_t pos) const;
+  // Legs whose copy a flush made durable to the end are in sync now.
+  // REQUIRES: mu_ held.
+  void promote_recovered_locked();
   // Sets the job's rate from sync_min/sync_max; *rate is what it has.
   void pace(Job* job, uint64_t* rate);
   Result<std::string> start_scrub(bool repair);
@@ -269,8 +286,10 @@ class MirrorTarget final : public BlockDevice {
   uint64_t cleared_on_disk_ = 0;
   // Guarded by mu_: above the events of every leg outside this array (the
   // assembled events + 1); bits are cleared only once events_cleared is
-  // durably at least this.
+  // durably at least this (mirror_readd.h).
   uint64_t min_cleared_ = 0;
+  // Guarded by mu_: the regions a guided leg lacks (bits set at assembly).
+  std::vector<bool> lacking_;
 };
 
 }  // namespace bowstack::mirror
