@@ -3,12 +3,15 @@
 // Workload: the legs are recorded devices (one stream each, so their
 // flushes are independent as on separate disks). One client thread writes
 // (512-byte aligned, 1 sector to 3 regions, some FUA), zeroes, trims and
-// flushes while the mirror's own jobs run. Variants by seed % 3:
+// flushes while the mirror's own jobs run. Variants by seed % 4:
 //  0: a new array on two blank legs;
 //  1: two legs left by a crash (array active, a region with its bit set
 //     differs between them): the resync runs under the client's writes;
 //  2: a clean two-leg array and a blank third leg: the recovery runs under
-//     the client's writes.
+//     the client's writes;
+//  3: a two-leg array whose leg 1 was failed and missed writes into ten
+//     regions, stopped cleanly: leg 1 is re-added, and its guided recovery
+//     (only those regions) runs under the client's writes.
 // And by seed / 3 % 2: a clean stop at the end, or none. The client pauses
 // twice for longer than the mirror's idle time, so that it marks the array
 // clean and active again while the jobs run.
@@ -56,7 +59,7 @@ constexpr uint64_t kArraySize = kLegSize - kDataOffset;
 constexpr uint32_t kRegion = 64u << 10;
 constexpr uint64_t kSectors = kArraySize / md::kSector;
 
-int variant_for(uint64_t seed) { return static_cast<int>(seed % 3); }
+int variant_for(uint64_t seed) { return static_cast<int>(seed % 4); }
 bool clean_stop_for(uint64_t seed) { return (seed / 3) % 2 == 0; }
 
 // `sync_rate` 0: resync and recovery at full speed (checks); the recording
@@ -137,11 +140,20 @@ Result<std::vector<std::vector<std::byte>>> starting_legs(uint64_t seed) {
       std::copy(older.begin(), older.end(),
                 out[1].begin() + static_cast<std::ptrdiff_t>(kDataOffset + 5 * kRegion + 4096));
     }
+    if (variant == 3) {
+      // Leg 1 fails; writes into ten regions reach leg 0 only, and the
+      // clean stop keeps their bits (a leg is missing).
+      if (auto r = (*m)->message("fail 1"); !r.ok()) return r.status();
+      std::vector<std::byte> w(8192, std::byte{0x3c});
+      for (uint64_t k = 0; k < 10; ++k) {
+        if (Status s = (*m)->write((k * 5 + 2) * kRegion + 512, w, 0); !s.ok()) return s;
+      }
+    }
   }
-  if (variant == 2) {
+  if (variant == 2 || variant == 3) {
     for (auto& l : legs) out.push_back(l->contents());
-    out.emplace_back(kLegSize);
   }
+  if (variant == 2) out.emplace_back(kLegSize);
   return out;
 }
 
@@ -214,8 +226,10 @@ class MirrorChecker final : public crash::Checker {
     if (rec.devices.size() < 2) return Status::Error(EINVAL, "a mirror recording has at least two legs");
     auto c = std::make_unique<MirrorChecker>();
     // The array's starting data: every in-sync leg's (they differ only
-    // where variant 1 made them, and either is acceptable there).
-    for (size_t i = 0; i < 2; ++i) {
+    // where variant 1 made them, and either is acceptable there). In
+    // variant 3 leg 1 lacks writes: only leg 0's is the array's.
+    const size_t truths = variant_for(rec.seed) == 3 ? 1 : 2;
+    for (size_t i = 0; i < truths; ++i) {
       const auto& base = rec.devices[i].base;
       c->base_.emplace_back(base.begin() + kDataOffset, base.begin() + kDataOffset + kArraySize);
     }
