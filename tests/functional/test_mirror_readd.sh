@@ -11,6 +11,8 @@
 #     reads are right meanwhile, the legs end equal.
 #  D. A leg dropped by the table and added back is rebuilt in full, and the
 #     log says why (events below events_cleared).
+#  E. `message re-add 1` (md's hot re-add) while the server runs: the
+#     faulty leg gets its 2 missed regions copied, no restart or reload.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib_mirror.sh"
 need nbdcopy /usr/bin/nbdsh
@@ -138,4 +140,19 @@ wait_mirror "$all_in_sync" 60 "leg 1 to be rebuilt"
 same_data "after the full rebuild"
 stop_server
 legs_equal "$A" "$B" || fail "legs differ after the full rebuild"
+
+log "E: a faulty leg re-added by message while the server runs"
+start_server --table "$WORK/t.json"
+out=$(msg "re-add 1" 2>&1) && fail "re-add of an in-sync leg accepted: $out"
+grep -q "only a faulty leg can be re-added" <<<"$out" || fail "re-add of an in-sync leg: $out"
+msg "fail 1" >/dev/null || fail "fail 1"
+write_regions 0x22 $((7 << 20)) $((50 << 20))
+out=$(msg "re-add 1") || fail "re-add 1: $out"
+[[ $out == "$B re-added: bitmap recovery of 2 of "* ]] || fail "re-add 1 answered '$out'"
+wait_mirror "$all_in_sync" 60 "leg 1 to be re-added by message"
+[[ $(recover_total) == $((2 * REGION)) ]] || fail "the recovery copied $(recover_total) bytes, not 2 regions"
+same_data "after the re-add by message"
+stop_server
+legs_equal "$A" "$B" || fail "legs differ after the re-add by message"
+examine_ok "$B" 1 clean AA
 pass

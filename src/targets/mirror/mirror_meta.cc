@@ -200,6 +200,7 @@ bool MirrorTarget::fail_leg_locked(std::unique_lock<std::mutex>& lock, size_t i,
     }
     spdlog::error("mirror: {} failed ({}); it is faulty now, I/O goes on with the other legs", l.name,
                   why(why_failed));
+    l.failed_guidable = l.state == LegState::kInSync || l.guided;
     l.state = LegState::kFaulty;
     array_sb_.dev_roles[l.sb.dev_number] = md::kRoleFaulty;
     sb_change_ = true;

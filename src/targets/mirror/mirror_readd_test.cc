@@ -24,6 +24,19 @@ void count_data_writes(TestLeg& leg, std::atomic<uint64_t>* bytes) {
   };
 }
 
+// A mirror whose recovery copies one region a second, so that the status
+// is seen before the copy ends; full_speed() lets it finish.
+Result<std::shared_ptr<BlockDevice>> slow_mirror(const std::vector<std::shared_ptr<TestLeg>>& legs) {
+  MirrorOptions o;
+  o.sync_min = o.sync_max = kRegion;
+  return make_mirror(legs, o);
+}
+
+void full_speed(BlockDevice& m) {
+  ASSERT_TRUE(m.message("sync_min=0").ok());
+  ASSERT_TRUE(m.message("sync_max=0").ok());
+}
+
 bool legs_equal(TestLeg& a, TestLeg& b) {
   return leg_bytes(a, kDataOffset, kArrayBytes) == leg_bytes(b, kDataOffset, kArrayBytes);
 }
@@ -99,10 +112,14 @@ TEST(MirrorReadd, FailedLegIsReaddedByAReloadOfTheSameLegs) {
   ASSERT_TRUE((*m)->detach().ok());
   std::atomic<uint64_t> copied{0};
   count_data_writes(*b, &copied);
-  auto n = make_mirror({a, b});
+  MirrorOptions o;
+  o.sync_min = o.sync_max = kRegion;  // slow, so that the status is seen before the copy ends
+  auto n = make_mirror({a, b}, o);
   ASSERT_TRUE(n.ok()) << n.status().message();
   m->reset();
   EXPECT_EQ(status_of(**n)["legs"][1]["rebuild"], "bitmap");
+  ASSERT_TRUE((*n)->message("sync_min=0").ok());
+  ASSERT_TRUE((*n)->message("sync_max=0").ok());
   ASSERT_TRUE(wait_for(**n, all_in_sync));
   EXPECT_EQ(copied.load(), std::size(kMissed) * kRegion);
   EXPECT_TRUE(legs_equal(*a, *b));
@@ -126,10 +143,11 @@ TEST(MirrorReadd, LegBelowEventsClearedIsRebuiltInFull) {
             md::decode_bitmap_superblock(leg_bytes(*a, 8192, 4096))->events_cleared);
   std::atomic<uint64_t> copied{0};
   count_data_writes(*c, &copied);
-  auto m = make_mirror({a, b, c});
+  auto m = slow_mirror({a, b, c});
   ASSERT_TRUE(m.ok()) << m.status().message();
   EXPECT_EQ(status_of(**m)["legs"][2]["rebuild"], "full");
   EXPECT_EQ(status_of(**m)["legs"][2]["rebuild_regions"], kArrayBytes / kRegion);
+  full_speed(**m);
   ASSERT_TRUE(wait_for(**m, all_in_sync));
   EXPECT_EQ(copied.load(), kArrayBytes);
   EXPECT_TRUE(legs_equal(*a, *c));
@@ -151,9 +169,10 @@ TEST(MirrorReadd, LegFailedDuringAFullRebuildIsRebuiltInFullAgain) {
     ASSERT_TRUE(wait_for(**m, [](const nlohmann::json& j) { return j["legs"][2]["sync_mark"] > 0; }));
     ASSERT_TRUE((*m)->message("fail 2").ok());
   }
-  auto m = make_mirror({a, b, c});
+  auto m = slow_mirror({a, b, c});
   ASSERT_TRUE(m.ok()) << m.status().message();
   EXPECT_EQ(status_of(**m)["legs"][2]["rebuild"], "full");
+  full_speed(**m);
   ASSERT_TRUE(wait_for(**m, all_in_sync));
   EXPECT_TRUE(legs_equal(*a, *c));
 }
@@ -174,9 +193,10 @@ TEST(MirrorReadd, LegFailingAgainDuringAGuidedCopyIsReaddedAgain) {
   }
   std::atomic<uint64_t> copied{0};
   count_data_writes(*b, &copied);
-  auto m = make_mirror({a, b});
+  auto m = slow_mirror({a, b});
   ASSERT_TRUE(m.ok()) << m.status().message();
   EXPECT_EQ(status_of(**m)["legs"][1]["rebuild"], "bitmap");
+  full_speed(**m);
   ASSERT_TRUE(wait_for(**m, all_in_sync));
   EXPECT_EQ(copied.load(), std::size(kMissed) * kRegion);
   EXPECT_TRUE(legs_equal(*a, *b));
@@ -259,6 +279,69 @@ TEST(MirrorReadd, RuleFollowsMd) {
   md::Superblock spare = member(7);
   spare.dev_roles[1] = md::kRoleSpare;
   EXPECT_NE(readd_refusal(spare, top, current, true).find("active role"), std::string::npos);
+}
+
+// md's hot re-add (`mdadm --re-add`): a leg failed while the array runs
+// comes back by message, with no restart, and gets only what it missed.
+TEST(MirrorReadd, FaultyLegIsReaddedByMessage) {
+  auto a = blank_leg(), b = blank_leg();
+  {
+    auto m = make_mirror({a, b});
+    ASSERT_TRUE(m.ok());
+    ASSERT_TRUE((*m)->write(0, pattern(8u << 20, 1), 0).ok());
+  }  // a clean stop with no leg missing clears every bit
+  std::atomic<uint64_t> copied{0};
+  count_data_writes(*b, &copied);
+  auto m = make_mirror({a, b});
+  ASSERT_TRUE(m.ok()) << m.status().message();
+  EXPECT_EQ((*m)->message("re-add 1").status().code(), EINVAL);  // in sync: nothing to re-add
+  ASSERT_TRUE((*m)->message("fail 1").ok());
+  for (uint64_t off : kMissed) ASSERT_TRUE((*m)->write(off + 4096, pattern(4096, 7), 0).ok());
+  EXPECT_FALSE(legs_equal(*a, *b));
+  copied = 0;
+  auto r = (*m)->message("re-add 1");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_NE(r->find("bitmap recovery of 4 of"), std::string::npos) << *r;
+  // Its superblock says so before the message returns: a crash now resumes
+  // the guided copy (or re-adds it again at assembly).
+  const md::Superblock sb = leg_superblock(*b);
+  EXPECT_EQ(sb.role(), 1);
+  EXPECT_EQ(leg_superblock(*a).dev_roles[1], 1);
+  EXPECT_TRUE(sb.recovering() || leg_superblock(*a).events > sb.events);
+  ASSERT_TRUE(wait_for(**m, all_in_sync));
+  EXPECT_EQ(copied.load(), std::size(kMissed) * kRegion);
+  EXPECT_TRUE(legs_equal(*a, *b));
+  m->reset();
+  EXPECT_FALSE(leg_superblock(*b).recovering());
+  EXPECT_EQ(leg_superblock(*b).events, leg_superblock(*a).events);
+}
+
+TEST(MirrorReadd, LegFailedInAFullRebuildIsReaddedWithAFullOne) {
+  auto a = blank_leg(), b = blank_leg(), c = blank_leg();
+  {
+    auto m = make_mirror({a});
+    ASSERT_TRUE(m.ok());
+    ASSERT_TRUE((*m)->write(0, pattern(4u << 20, 2), 0).ok());
+  }
+  MirrorOptions o;
+  o.sync_min = o.sync_max = kRegion;  // one region a second: still running below
+  auto m = make_mirror({a, b, c}, o);
+  ASSERT_TRUE(m.ok()) << m.status().message();
+  EXPECT_EQ(status_of(**m)["legs"][2]["rebuild"], "full");
+  ASSERT_TRUE((*m)->message("fail 2").ok());
+  // Refused while the recovery runs: it may have passed regions leg 2 needs.
+  EXPECT_EQ((*m)->message("re-add 2").status().code(), EBUSY);
+  ASSERT_TRUE((*m)->message("sync_min=0").ok());
+  ASSERT_TRUE((*m)->message("sync_max=0").ok());
+  ASSERT_TRUE(wait_for(**m, [](const nlohmann::json& j) {
+    return j.value("sync_action", "") == "idle" && j["legs"][1]["state"] == "in_sync";
+  }));
+  auto r = (*m)->message("re-add 2");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_NE(r->find("full recovery"), std::string::npos) << *r;
+  ASSERT_TRUE(wait_for(**m, all_in_sync));
+  EXPECT_TRUE(legs_equal(*a, *c));
+  EXPECT_TRUE(legs_equal(*a, *b));
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 // of them from its mark for a full rebuild, only those it lacks for a
 // guided one (md's bitmap-guided re-add, mirror_readd.h), and when a leg
 // is in sync.
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include "targets/mirror/mirror_target.h"
@@ -56,6 +57,61 @@ void MirrorTarget::promote_recovered_locked() {
     l.rebuild_regions = 0;
     spdlog::info("mirror: {} is in sync", l.name);
   }
+}
+
+Result<std::string> MirrorTarget::readd_leg_locked(std::unique_lock<std::mutex>& lock, size_t i) {
+  Leg& l = *legs_[i];
+  if (l.state != LegState::kFaulty) {
+    return Status::Error(EINVAL, fmt::format("mirror: {} is {}; only a faulty leg can be re-added", l.name,
+                                             leg_state_name(l.state)));
+  }
+  if (resync_running_ || recover_running_ || action_ != SyncAction::kIdle) {
+    // A running copy has passed regions this leg would need.
+    return Status::Error(EBUSY, fmt::format("mirror: a {} is running; re-add {} after it ends",
+                                            resync_running_                 ? "resync"
+                                            : recover_running_              ? "recovery"
+                                            : action_ == SyncAction::kCheck ? "check"
+                                                                            : "repair",
+                                            l.name));
+  }
+  if (!meta_failure_.ok()) return meta_failure_;
+  const uint16_t role = l.sb.role();
+  if (role >= md::kRoleMax) {
+    return Status::Error(EINVAL, fmt::format("mirror: {} never held an active role in this array", l.name));
+  }
+  const bool guided = l.failed_guidable;
+  l.state = LegState::kStale;
+  l.mark = l.durable_mark = 0;
+  l.guided = guided;
+  l.new_metadata = true;  // its bitmap area is as old as its failure
+  l.read_errors = 0;
+  l.rebuild_regions = 0;
+  for (uint64_t b = 0; b < bits_; ++b) {
+    // Every bit set now: set before any write it missed (bits are not
+    // cleared while it is missing), whether that write is done or in
+    // flight; writes from now on reach it.
+    if (guided && md::test_bit(area_, b)) lacking_[b] = true;
+    l.rebuild_regions += !guided || lacking_[b];
+  }
+  array_sb_.dev_roles[l.sb.dev_number] = role;
+  sb_change_ = true;
+  while (sb_change_ && meta_failure_.ok()) {
+    if (committing_) {
+      cv_.wait(lock);
+      continue;
+    }
+    (void)commit_locked(lock);
+  }
+  if (!meta_failure_.ok()) return meta_failure_;
+  if (l.state == LegState::kFaulty) {
+    return Status::Error(EIO,
+                         fmt::format("mirror: {} failed again while its superblock was written", l.name));
+  }
+  spdlog::info("mirror: {} re-added with a {} recovery ({} of {} regions to copy)", l.name,
+               guided ? "bitmap-guided" : "full", l.rebuild_regions, bits_);
+  start_sync_jobs_locked();
+  return fmt::format("{} re-added: {} recovery of {} of {} regions", l.name, guided ? "bitmap" : "full",
+                     l.rebuild_regions, bits_);
 }
 
 }  // namespace bowstack::mirror

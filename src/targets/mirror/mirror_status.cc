@@ -114,8 +114,9 @@ Result<std::string> MirrorTarget::message(std::string_view text) {
       return fmt::format("{}{}", key, *v);
     }
   }
-  if (text.starts_with("fail ")) {
-    const std::string_view which = text.substr(5);
+  if (text.starts_with("fail ") || text.starts_with("re-add ")) {
+    const bool readd = text.starts_with("re-add ");
+    const std::string_view which = text.substr(text.find(' ') + 1);
     std::unique_lock lock(mu_);
     size_t found = legs_.size();
     for (size_t i = 0; i < legs_.size(); ++i) {
@@ -125,6 +126,7 @@ Result<std::string> MirrorTarget::message(std::string_view text) {
       return Status::Error(EINVAL, fmt::format("mirror: no leg '{}' (legs are 0..{} or their paths)", which,
                                                legs_.size() - 1));
     }
+    if (readd) return readd_leg_locked(lock, found);
     if (legs_[found]->state == LegState::kFaulty)
       return fmt::format("{} is already faulty", legs_[found]->name);
     if (!fail_leg_locked(lock, found, Status::Error(EIO, "failed by request"))) {

@@ -128,6 +128,10 @@ class MirrorTarget final : public BlockDevice {
     bool guided = false;
     // Regions it lacked at start, for the status.
     uint64_t rebuild_regions = 0;
+    // Faulty: it failed while in sync or in a guided copy, so the bits set
+    // since (never cleared while it is missing) are all it lacks, and a
+    // re-add by message may be guided by them.
+    bool failed_guidable = false;
   };
   // Per bit that is set in memory or has writes in flight.
   struct BitInfo {
@@ -231,6 +235,10 @@ class MirrorTarget final : public BlockDevice {
   // Legs whose copy a flush made durable to the end are in sync now.
   // REQUIRES: mu_ held.
   void promote_recovered_locked();
+  // `message re-add LEG`: a faulty leg back into the array, as md's hot
+  // re-add; its role back, its superblock written (durable before this
+  // returns), a guided or full recovery started. REQUIRES: lock holds mu_.
+  Result<std::string> readd_leg_locked(std::unique_lock<std::mutex>& lock, size_t i);
   // Sets the job's rate from sync_min/sync_max; *rate is what it has.
   void pace(Job* job, uint64_t* rate);
   Result<std::string> start_scrub(bool repair);
