@@ -206,6 +206,11 @@ bool MirrorTarget::fail_leg_locked(std::unique_lock<std::mutex>& lock, size_t i,
     sb_change_ = true;
   }
   // Durable before the caller acknowledges anything that leg missed.
+  commit_sb_change_locked(lock);
+  return true;
+}
+
+void MirrorTarget::commit_sb_change_locked(std::unique_lock<std::mutex>& lock) {
   while (sb_change_ && meta_failure_.ok()) {
     if (committing_) {
       cv_.wait(lock);
@@ -213,7 +218,6 @@ bool MirrorTarget::fail_leg_locked(std::unique_lock<std::mutex>& lock, size_t i,
     }
     (void)commit_locked(lock);
   }
-  return true;
 }
 
 Status MirrorTarget::flush_legs(bool record_epoch) {

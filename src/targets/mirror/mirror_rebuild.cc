@@ -95,13 +95,7 @@ Result<std::string> MirrorTarget::readd_leg_locked(std::unique_lock<std::mutex>&
   }
   array_sb_.dev_roles[l.sb.dev_number] = role;
   sb_change_ = true;
-  while (sb_change_ && meta_failure_.ok()) {
-    if (committing_) {
-      cv_.wait(lock);
-      continue;
-    }
-    (void)commit_locked(lock);
-  }
+  commit_sb_change_locked(lock);
   if (!meta_failure_.ok()) return meta_failure_;
   if (l.state == LegState::kFaulty) {
     return Status::Error(EIO,

@@ -161,6 +161,10 @@ class MirrorTarget final : public BlockDevice {
   // Marks a leg faulty and makes that durable; false when it is the last
   // in-sync leg (then nothing changes). REQUIRES: lock holds mu_.
   bool fail_leg_locked(std::unique_lock<std::mutex>& lock, size_t i, const Status& why);
+  // Commits until the superblock change asked for (sb_change_) is durable
+  // on every working leg, or metadata failed for good (meta_failure_).
+  // REQUIRES: lock holds mu_.
+  void commit_sb_change_locked(std::unique_lock<std::mutex>& lock);
   // The `intent` service job: clears idle bits, marks the array clean.
   Status intent_body(JobControl& jc);
   // False when it cleared nothing because events_cleared must first be
