@@ -103,31 +103,44 @@ TEST(MirrorIo, ParallelWriteErrorFailsTheLegAndTheClientSeesNothing) {
             1);
 }
 
+// A two-leg mirror read in table order (policy first) with `data` written
+// at 0, whose leg `bad` then fails every read of that block, again after
+// each correction (a failing disk).
+std::shared_ptr<BlockDevice> mirror_with_bad_block(const std::shared_ptr<TestLeg>& a,
+                                                   const std::shared_ptr<TestLeg>& b, TestLeg& bad,
+                                                   uint32_t max_read_errors,
+                                                   const std::vector<std::byte>& data) {
+  MirrorOptions o;
+  o.read_policy = ReadPolicy::kFirst;
+  o.max_read_errors = max_read_errors;
+  auto m = make_mirror({a, b}, o);
+  EXPECT_TRUE(m.ok());
+  if (!m.ok()) return nullptr;
+  EXPECT_TRUE((*m)->write(0, data, 0).ok());
+  bad.fail_read_lo = kDataOffset;
+  bad.fail_read_hi = kDataOffset + data.size();
+  return *m;
+}
+
 // Leg 0 reads badly at one place, again after every correction (a failing
 // disk): the corrections are counted until the limit fails the leg.
 TEST(MirrorIo, TooManyReadErrorsFailTheLeg) {
   auto a = blank_leg(), b = blank_leg();
-  MirrorOptions o;
-  o.read_policy = ReadPolicy::kFirst;
-  o.max_read_errors = 3;
-  auto m = make_mirror({a, b}, o);
-  ASSERT_TRUE(m.ok());
   const auto data = pattern(4096, 7);
-  ASSERT_TRUE((*m)->write(0, data, 0).ok());
-  a->fail_read_lo = kDataOffset;
-  a->fail_read_hi = kDataOffset + 4096;
+  auto m = mirror_with_bad_block(a, b, *a, 3, data);
+  ASSERT_TRUE(m);
   std::vector<std::byte> back(4096);
   for (int i = 1; i <= 3; ++i) {
-    ASSERT_TRUE((*m)->read(0, back).ok());
+    ASSERT_TRUE(m->read(0, back).ok());
     EXPECT_EQ(back, data);
-    auto j = status_of(**m);
+    auto j = status_of(*m);
     EXPECT_EQ(j["legs"][0]["state"], "in_sync");
     EXPECT_EQ(j["legs"][0]["corrected_reads"], i);
     EXPECT_EQ(j["legs"][0]["recent_read_errors"], i);
   }
-  ASSERT_TRUE((*m)->read(0, back).ok());
+  ASSERT_TRUE(m->read(0, back).ok());
   EXPECT_EQ(back, data);
-  auto j = status_of(**m);
+  auto j = status_of(*m);
   EXPECT_EQ(j["legs"][0]["state"], "faulty");
   EXPECT_EQ(j["legs"][0]["corrected_reads"], 3);
   EXPECT_EQ(leg_superblock(*b).dev_roles[0], md::kRoleFaulty);
@@ -135,33 +148,21 @@ TEST(MirrorIo, TooManyReadErrorsFailTheLeg) {
 
 TEST(MirrorIo, ReadErrorsOnTheLastInSyncLegAreCorrectedNotFailed) {
   auto a = blank_leg(), b = blank_leg();
-  MirrorOptions o;
-  o.read_policy = ReadPolicy::kFirst;
-  o.max_read_errors = 1;
-  auto m = make_mirror({a, b}, o);
-  ASSERT_TRUE(m.ok());
-  ASSERT_TRUE((*m)->write(0, pattern(4096, 8), 0).ok());
-  ASSERT_TRUE((*m)->message("fail 0").ok());
-  b->fail_read_lo = kDataOffset;
-  b->fail_read_hi = kDataOffset + 4096;
+  auto m = mirror_with_bad_block(a, b, *b, 1, pattern(4096, 8));
+  ASSERT_TRUE(m);
+  ASSERT_TRUE(m->message("fail 0").ok());
   std::vector<std::byte> back(4096);
-  for (int i = 0; i < 3; ++i) EXPECT_EQ((*m)->read(0, back).code(), EIO);
-  EXPECT_EQ(status_of(**m)["legs"][1]["state"], "in_sync");
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(m->read(0, back).code(), EIO);
+  EXPECT_EQ(status_of(*m)["legs"][1]["state"], "in_sync");
 }
 
 TEST(MirrorIo, ZeroMaxReadErrorsNeverFailsALeg) {
   auto a = blank_leg(), b = blank_leg();
-  MirrorOptions o;
-  o.read_policy = ReadPolicy::kFirst;
-  o.max_read_errors = 0;
-  auto m = make_mirror({a, b}, o);
-  ASSERT_TRUE(m.ok());
-  ASSERT_TRUE((*m)->write(0, pattern(4096, 9), 0).ok());
-  a->fail_read_lo = kDataOffset;
-  a->fail_read_hi = kDataOffset + 4096;
+  auto m = mirror_with_bad_block(a, b, *a, 0, pattern(4096, 9));
+  ASSERT_TRUE(m);
   std::vector<std::byte> back(4096);
-  for (int i = 0; i < 30; ++i) ASSERT_TRUE((*m)->read(0, back).ok());
-  auto j = status_of(**m);
+  for (int i = 0; i < 30; ++i) ASSERT_TRUE(m->read(0, back).ok());
+  auto j = status_of(*m);
   EXPECT_EQ(j["legs"][0]["state"], "in_sync");
   EXPECT_EQ(j["legs"][0]["corrected_reads"], 30);
 }
